@@ -1,0 +1,108 @@
+"""Small shared helpers: the parameter object, file reading, correlation and seeding."""
+
+from __future__ import annotations
+
+import copy
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from senteval.errors import SentEvalError
+
+# Classifier settings of the original protocol (REFERENCE §5).
+FAST_CLASSIFIER = {"nhid": 0, "optim": "rmsprop", "batch_size": 128, "tenacity": 3, "epoch_size": 2}
+TEST_CLASSIFIER = {"nhid": 0, "optim": "adam", "batch_size": 64, "tenacity": 5, "epoch_size": 4}
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "task_path": None,  # directory containing downstream/; None = resolve_data_dir()
+    "usepytorch": True,
+    "seed": 1111,
+    "batch_size": 128,  # sentences per batcher call
+    "kfold": 5,
+    "classifier": dict(FAST_CLASSIFIER),
+    "device": None,  # classifier device; None = cuda when available, else cpu
+    "sts_splits": None,  # STSBenchmark / SICKRelatedness splits to score; None = train, dev, test
+}
+
+
+class Params(dict):
+    """A dict with attribute access that, unlike SentEval's ``dotdict``, fails loudly on typos.
+
+    ``params.batch_size`` and ``params["batch_size"]`` are the same; reading a key that was never set
+    raises ``AttributeError`` naming it instead of returning ``None``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"SentEval params have no {name!r} (known: {sorted(self)})") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        del self[name]
+
+    def __deepcopy__(self, memo):  # keep the subclass through copy.deepcopy
+        return Params({k: copy.deepcopy(v, memo) for k, v in self.items()})
+
+
+def make_params(user: dict[str, Any] | None = None) -> Params:
+    """Defaults overlaid with the user's parameters (the classifier dict is merged key by key)."""
+    params = Params(copy.deepcopy(DEFAULT_PARAMS))
+    for key, value in (user or {}).items():
+        if key == "classifier" and value is not None:
+            params["classifier"] = {**params["classifier"], **value}
+        else:
+            params[key] = value
+    return params
+
+
+def read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
+    """Lines of a text file without line terminators (\\n, \\r\\n and a UTF-8 BOM handled)."""
+    if not path.is_file():
+        raise SentEvalError(f"missing SentEval data file {str(path)!r}; the data directory is incomplete")
+    with open(path, encoding=encoding, newline=None) as handle:
+        return handle.read().splitlines()
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:  # pragma: no cover - torch is a hard dependency of the classifiers
+        pass
+
+
+def sort_by_length(*columns: list, key_columns: int = 1) -> list[tuple]:
+    """Rows of ``zip(*columns)`` sorted by the token counts of the first ``key_columns`` columns,
+    then by the remaining values, as SentEval does so that batches hold sentences of similar length."""
+    rows = list(zip(*columns))
+    rows.sort(key=lambda r: tuple(len(r[i]) for i in range(key_columns)) + tuple(r[key_columns:]))
+    return rows
+
+
+def encode_in_batches(params: Params, batcher, sentences: list[list[str]]) -> np.ndarray:
+    """Call the user's batcher on consecutive slices of ``params.batch_size`` sentences and stack."""
+    chunks = []
+    for start in range(0, len(sentences), params.batch_size):
+        emb = batcher(params, sentences[start : start + params.batch_size])
+        chunks.append(_to_numpy(emb))
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks, axis=0)
+
+
+def _to_numpy(emb) -> np.ndarray:
+    if hasattr(emb, "detach"):
+        emb = emb.detach().float().cpu().numpy()
+    emb = np.asarray(emb)
+    if emb.ndim != 2:
+        raise SentEvalError(f"the batcher must return a 2-D array (n_sentences, dim), got shape {emb.shape}")
+    return emb
