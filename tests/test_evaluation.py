@@ -1,0 +1,149 @@
+"""evaluation.py: table layout, task selection, aggregation naming, JSON output and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import evaluation
+from conftest import REPO, write_sts_tree
+from simcse.cli import run_cli
+
+ORIGINAL_TABLE = """\
++-------+-------+-------+-------+-------+--------------+-----------------+-------+
+| STS12 | STS13 | STS14 | STS15 | STS16 | STSBenchmark | SICKRelatedness |  Avg. |
++-------+-------+-------+-------+-------+--------------+-----------------+-------+
+| 75.30 | 84.67 | 80.19 | 85.40 | 80.82 |    84.26     |      80.39      | 81.58 |
++-------+-------+-------+-------+-------+--------------+-----------------+-------+"""
+
+
+def fake_results(sts12_all=0.7530, sts12_wmean=0.70):
+    results = {}
+    for task, value in zip(["STS12", "STS13", "STS14", "STS15", "STS16"], [sts12_all, 0.8467, 0.8019, 0.8540, 0.8082]):
+        wmean = sts12_wmean if task == "STS12" else value
+        results[task] = {"all": {"spearman": {"all": value, "mean": value, "wmean": wmean}}}
+    results["STSBenchmark"] = {"test": {"spearman": 0.8426}, "dev": {"spearman": 0.86}}
+    results["SICKRelatedness"] = {"test": {"spearman": 0.8039}, "dev": {"spearman": 0.81}}
+    return results
+
+
+def test_sts_table_is_byte_compatible_with_the_original():
+    names, scores = evaluation.sts_row(fake_results(), "test", "all")
+    assert evaluation.render_table(names, scores) == ORIGINAL_TABLE
+
+
+def test_wmean_changes_the_row_and_is_named():
+    _, all_scores = evaluation.sts_row(fake_results(), "test", "all")
+    _, wmean_scores = evaluation.sts_row(fake_results(), "test", "wmean")
+    assert all_scores[0] == "75.30" and wmean_scores[0] == "70.00"
+    assert "wmean" in evaluation.aggregation_note("test", "wmean")
+    assert "weighted by subset size" in evaluation.aggregation_note("test", "wmean")
+
+
+def test_dev_row_shows_only_stsb_and_sick_dev():
+    names, scores = evaluation.sts_row(fake_results(), "dev", "all")
+    assert names == ["STSBenchmark", "SICKRelatedness"] and scores == ["86.00", "81.00"]
+
+
+def test_transfer_row_uses_devacc_in_dev_mode():
+    results = {t: {"devacc": 80.0, "acc": 70.0} for t in evaluation.TRANSFER_TASKS}
+    assert evaluation.transfer_row(results, "dev")[1][-1] == "80.00"
+    names, scores = evaluation.transfer_row(results, "test")
+    assert names == ["MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC", "Avg."] and scores[-1] == "70.00"
+
+
+def test_task_selection():
+    assert evaluation.select_tasks("sts", [], "dev") == ["STSBenchmark", "SICKRelatedness"]
+    assert evaluation.select_tasks("sts", [], "test")[0] == "STS12"
+    assert evaluation.select_tasks("na", ["MR", "STS12", "MR"], "test") == ["MR", "STS12"]
+    assert len(evaluation.select_tasks("full", [], "test")) == 14
+
+
+def test_end_to_end_on_a_tiny_model(tiny_bert_dir, tmp_path, capsys):
+    data = write_sts_tree(tmp_path / "data")
+    out_json = tmp_path / "out" / "result.json"
+    payload = evaluation.main([
+        "--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--senteval_data", str(data),
+        "--output_json", str(out_json), "--batch_size", "4",
+    ])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == "------ test ------"
+    header = [cell.strip() for cell in printed[2].strip("|").split("|")]
+    assert header == ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness", "Avg."]
+    assert printed[6].startswith("STS aggregation: all")
+    saved = json.loads(out_json.read_text())
+    assert saved["tables"] == payload["tables"]
+    row = [float(cell) for cell in printed[4].strip("|").split("|")]
+    assert row == list(saved["tables"]["sts"].values())
+    # identical sentences across subsets and tasks are encoded once
+    assert saved["sentences_encoded"] == 2 * 6 + 2 * 6 + 6 + 1
+
+
+def test_cls_pooler_on_plain_bert_uses_its_pooling_layer(tiny_bert_dir, tmp_path):
+    data = write_sts_tree(tmp_path / "data")
+    base = ["--model_name_or_path", str(tiny_bert_dir), "--senteval_data", str(data), "--tasks", "STSBenchmark", "--task_set", "na"]
+    cls = evaluation.main(base + ["--pooler", "cls"])
+    before = evaluation.main(base + ["--pooler", "cls_before_pooler"])
+    assert cls["results"]["STSBenchmark"]["test"]["spearman"] != before["results"]["STSBenchmark"]["test"]["spearman"]
+
+
+def run(argv, capsys):
+    code = run_cli(evaluation.main, argv, prog="evaluation.py")
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--tasks", "STS17", "--task_set", "na"], "invalid choice: 'STS17'"),
+        (["--pooler", "max"], "invalid choice: 'max'"),
+        (["--mode", "valid"], "invalid choice: 'valid'"),
+        (["--senteval_data", "/nonexistent/data"], "'/nonexistent/data' (from --senteval_data) has no downstream/"),
+    ],
+)
+def test_bad_input_is_one_line(extra, expected, tiny_bert_dir, capsys):
+    with pytest.raises(SystemExit) if "invalid choice" in expected else _nullcontext():
+        code, err = run(["--model_name_or_path", str(tiny_bert_dir)] + extra, capsys)
+        assert code == 2
+    if "invalid choice" in expected:
+        err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_missing_model_path_is_one_line(capsys):
+    code, err = run(["--model_name_or_path", "/no/such/model"], capsys)
+    assert code == 2 and err == "evaluation.py: error: model path '/no/such/model' does not exist; give a local directory or a hub id"
+
+
+def test_cls_pooler_on_gpt2_is_rejected(tiny_gpt2_dir, capsys):
+    code, err = run(["--model_name_or_path", str(tiny_gpt2_dir), "--pooler", "cls"], capsys)
+    assert code == 2 and "pooler 'cls' does not fit model type 'gpt2'" in err and "avg, wavg, last" in err
+
+
+def test_gpt2_wavg_runs(tiny_gpt2_dir, tmp_path):
+    data = write_sts_tree(tmp_path / "data")
+    payload = evaluation.main(["--model_name_or_path", str(tiny_gpt2_dir), "--pooler", "wavg", "--senteval_data", str(data),
+                               "--task_set", "na", "--tasks", "SICKRelatedness", "--mode", "dev"])
+    assert list(payload["tables"]["sts"]) == ["SICKRelatedness"]
+
+
+def test_subprocess_exit_code_and_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "evaluation.py", "--model_name_or_path", "/no/such/model", "--pooler", "avg"],
+        cwd=REPO, capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
+    assert "/no/such/model" in proc.stderr
