@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from simcse.errors import SimCSEError
+from simcse.models import is_simcse_checkpoint, model_class_for
 from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool
 
 # embed(input_ids, attention_mask) -> (B, H) sentence vectors
@@ -147,6 +148,20 @@ def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
     return embed
 
 
+def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
+    """Embedding function of a training checkpoint (``BertForCL`` etc.) with the same meaning as on the
+    converted model: ``cls`` = [CLS] state through the MLP head, ``cls_before_pooler`` = without it."""
+
+    def embed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        want_hidden = pooler_type in NEEDS_HIDDEN_STATES
+        out = model.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
+                             return_dict=True)
+        pooled = pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)
+        return model.mlp(pooled) if pooler_type == "cls" else pooled
+
+    return embed
+
+
 def prepare_tokenizer(tokenizer, model_type: str):
     """Decoders get pad = eos and right padding; encoders are left as they are."""
     if is_decoder(model_type):
@@ -179,11 +194,16 @@ def build_encoder(
         raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
     tokenizer = load_pretrained(model_name_or_path, AutoTokenizer.from_pretrained, what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
-    model = load_pretrained(model_name_or_path, AutoModel.from_pretrained)
+    if is_simcse_checkpoint(config):  # a train.py checkpoint: no conversion needed
+        model = load_pretrained(model_name_or_path, model_class_for(config.model_type).from_pretrained)
+        embed = simcse_embed_fn(model, pooler_type)
+    else:
+        model = load_pretrained(model_name_or_path, AutoModel.from_pretrained)
+        embed = hf_embed_fn(model, pooler_type)
     resolved = resolve_device(device)
     model.to(resolved).eval()
     return SentenceEncoder(
-        hf_embed_fn(model, pooler_type),
+        embed,
         tokenizer,
         resolved,
         batch_size=batch_size,

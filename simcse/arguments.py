@@ -1,0 +1,95 @@
+"""Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
+
+Flag names and defaults follow the original SimCSE ``train.py`` (REFERENCE §1) so users' commands and
+scripts keep working; transformers 5 dropped ``--evaluation_strategy`` and ``--overwrite_output_dir``,
+which we accept again. Every choice is validated in ``__post_init__`` with an error naming the value.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from transformers import TrainingArguments
+
+from simcse.errors import SimCSEError
+from simcse.poolers import ALL_POOLERS
+
+TRAIN_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str = field(metadata={"help": "BERT, RoBERTa or GPT-2 checkpoint: local directory or hub id"})
+    config_name: str | None = field(default=None, metadata={"help": "config to use instead of the model's"})
+    tokenizer_name: str | None = field(default=None, metadata={"help": "tokenizer to use instead of the model's"})
+    cache_dir: str | None = field(default=None, metadata={"help": "where to cache hub downloads"})
+    use_fast_tokenizer: bool = field(default=True, metadata={"help": "use a fast (Rust) tokenizer"})
+    model_revision: str = field(default="main", metadata={"help": "hub revision (branch, tag or commit)"})
+    temp: float = field(default=0.05, metadata={"help": "temperature τ of the similarity (scale 1/τ)"})
+    pooler_type: str = field(
+        default="cls",
+        metadata={"help": "cls, cls_before_pooler, avg, avg_top2, avg_first_last; decoders: avg, wavg, last"},
+    )
+    hard_negative_weight: float = field(
+        default=0.0, metadata={"help": "LOGIT added to each anchor's own hard negative (0 = weight 1)"}
+    )
+    do_mlm: bool = field(default=False, metadata={"help": "add the auxiliary masked-LM loss"})
+    mlm_weight: float = field(default=0.1, metadata={"help": "weight of the MLM loss"})
+    mlp_only_train: bool = field(default=False, metadata={"help": "MLP head in training only (unsup recipe)"})
+    loss_type: str = field(default="infonce", metadata={"help": "contrastive loss (registry name)"})
+
+    def __post_init__(self):
+        if self.temp <= 0:
+            raise SimCSEError(f"--temp must be > 0, got {self.temp}; the paper uses 0.05")
+        if self.pooler_type not in ALL_POOLERS:
+            raise SimCSEError(f"unknown --pooler_type {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
+        if self.mlm_weight < 0:
+            raise SimCSEError(f"--mlm_weight must be >= 0, got {self.mlm_weight}")
+        from simcse.losses import LOSSES
+
+        if self.loss_type not in LOSSES:
+            raise SimCSEError(f"unknown --loss_type {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
+
+
+@dataclass
+class DataTrainingArguments:
+    train_file: str | None = field(default=None, metadata={"help": ".txt (1 sentence a line), .csv or .json"})
+    max_seq_length: int = field(default=32, metadata={"help": "truncation length for training"})
+    pad_to_max_length: bool = field(default=False, metadata={"help": "pad to max_seq_length instead of per batch"})
+    mlm_probability: float = field(default=0.15, metadata={"help": "masking rate of the MLM objective"})
+    overwrite_cache: bool = field(default=False, metadata={"help": "ignore the datasets cache"})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for tokenization"})
+    senteval_data: str | None = field(default=None, metadata={"help": "SentEval data dir (contains downstream/)"})
+
+    def __post_init__(self):
+        if not self.train_file:
+            raise SimCSEError("--train_file is required (a .txt, .csv or .json file)")
+        if not os.path.isfile(self.train_file):
+            raise SimCSEError(f"--train_file {self.train_file!r} does not exist")
+        if not self.train_file.endswith(TRAIN_EXTENSIONS):
+            raise SimCSEError(f"--train_file {self.train_file!r}: use one of {', '.join(TRAIN_EXTENSIONS)}")
+        if self.max_seq_length < 2:
+            raise SimCSEError(f"--max_seq_length must be >= 2, got {self.max_seq_length}")
+        if not 0 < self.mlm_probability < 1:
+            raise SimCSEError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+
+
+@dataclass
+class SimCSETrainingArguments(TrainingArguments):
+    """Standard ``TrainingArguments`` plus SimCSE's flags and two aliases transformers 5 removed."""
+
+    eval_transfer: bool = field(default=False, metadata={"help": "also evaluate the 7 transfer tasks (dev)"})
+    evaluation_strategy: str | None = field(default=None, metadata={"help": "old name of --eval_strategy"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "keep the tokenized columns as they are"})
+
+    def __post_init__(self):
+        if self.evaluation_strategy is not None:
+            self.eval_strategy = self.evaluation_strategy
+        if (self.fp16 or self.bf16) and self.fp16 == self.bf16:
+            raise SimCSEError("--fp16 and --bf16 are exclusive; pick one")
+        if self.fp16 and not torch.cuda.is_available():
+            raise SimCSEError("--fp16 needs a CUDA GPU and none is visible; drop --fp16 (use fp32 on CPU)")
+        super().__post_init__()

@@ -1,0 +1,250 @@
+"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (REFERENCE §2).
+
+One implementation (:class:`ContrastiveEncoderMixin`) with one thin class per backbone, because Hugging
+Face keys a checkpoint's parameter names on the class's ``base_model_prefix``. Keeping the original
+SimCSE key names means checkpoints of the original code load here unchanged::
+
+    bert.* / roberta.* / transformer.*     the backbone, built without its own pooling layer
+    mlp.dense.weight, mlp.dense.bias       the MLP head (Linear(H, H) + tanh) of the cls pooler
+    cls.predictions.* (BERT), lm_head.* (RoBERTa)   the MLM head, when --do_mlm
+
+The settings needed at inference (``pooler_type``, ``mlp_only_train``, ``temp``) are written into the
+saved ``config.json``, so ``AutoSimCSE.from_pretrained(path)`` (or the class itself) needs no arguments.
+
+Training forward: ``input_ids`` (B, N, L) with N = 2 or 3 sentences per example; the B·N sentences go
+through the encoder in one batch (so dropout gives the two views of unsupervised SimCSE) and the model
+returns ``embeddings`` (B, N, H). The loss lives in the trainer, on embeddings only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import BertModel, GPT2Model, PretrainedConfig, RobertaModel
+from transformers import initialization as hf_init
+from transformers.activations import ACT2FN
+from transformers.modeling_outputs import ModelOutput
+from transformers.models.bert.modeling_bert import BertPreTrainedModel
+from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
+from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
+
+from simcse.errors import SimCSEError
+from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool
+
+# Settings stored in config.json next to the backbone's own.
+SIMCSE_CONFIG_DEFAULTS = {"pooler_type": "cls", "mlp_only_train": False, "temp": 0.05, "do_mlm": False}
+
+
+@dataclass
+class ContrastiveOutput(ModelOutput):
+    embeddings: torch.Tensor | None = None  # (B, N, H) pooled (and MLP-projected) sentence vectors
+    mlm_loss: torch.Tensor | None = None
+
+
+class MLPHead(nn.Module):
+    """SimCSE's projection on top of the [CLS] state: tanh(W h + b), W fresh with std 0.02."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.dense(features))
+
+
+class _MLMTransform(nn.Module):
+    def __init__(self, config, norm_name: str):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.act = ACT2FN[config.hidden_act] if isinstance(config.hidden_act, str) else config.hidden_act
+        setattr(self, norm_name, nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps))
+        self._norm = norm_name
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self._norm)(self.act(self.dense(h)))
+
+
+class _BertPredictions(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.transform = _MLMTransform(config, "LayerNorm")
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+
+class BertMLMHead(nn.Module):
+    """BERT's MLM head, parameter names as in BERT checkpoints (``cls.predictions.transform.*``,
+    ``cls.predictions.bias``). The decoder is the word-embedding matrix itself (tied by construction)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.predictions = _BertPredictions(config)
+
+    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.predictions.transform(h), word_embeddings, self.predictions.bias)
+
+
+class RobertaMLMHead(nn.Module):
+    """RoBERTa's MLM head (``lm_head.dense``, ``lm_head.layer_norm``, ``lm_head.bias``), tied decoder."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, h: torch.Tensor, word_embeddings: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.layer_norm(F.gelu(self.dense(h))), word_embeddings, self.bias)
+
+
+def configure(config: PretrainedConfig, **settings) -> PretrainedConfig:
+    """Write the SimCSE settings into a backbone config; settings not given keep the config's value
+    (a saved checkpoint's) or the default."""
+    unknown = set(settings) - set(SIMCSE_CONFIG_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown SimCSE setting(s) {sorted(unknown)}")
+    for key, default in SIMCSE_CONFIG_DEFAULTS.items():
+        if key in settings:
+            setattr(config, key, settings[key])
+        elif not hasattr(config, key):
+            setattr(config, key, default)
+    if config.temp <= 0:
+        raise SimCSEError(f"--temp must be > 0, got {config.temp}")
+    try:
+        check_pooler(config.pooler_type, config.model_type)
+    except ValueError as err:
+        raise SimCSEError(str(err)) from None
+    return config
+
+
+class ContrastiveEncoderMixin:
+    """Shared body of the wrappers: subclasses set ``backbone_attr`` and build the backbone."""
+
+    backbone_attr = ""
+    mlm_attr: str | None = None
+
+    def _build_heads(self, config) -> None:
+        configure(config)
+        self.mlp = MLPHead(config.hidden_size)
+        if config.do_mlm:
+            if self.mlm_attr is None:
+                raise SimCSEError(f"--do_mlm is not supported for {config.model_type}; drop the flag")
+            setattr(self, self.mlm_attr, self._mlm_head_class(config))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """Backbone init from the parent class; the MLM biases start at zero (the heads' Linear and
+        LayerNorm layers get the standard std-0.02 / unit init from the parent)."""
+        super()._init_weights(module)
+        if isinstance(module, RobertaMLMHead):
+            hf_init.zeros_(module.bias)
+        elif isinstance(module, _BertPredictions):
+            hf_init.zeros_(module.bias)
+
+    @property
+    def backbone(self) -> nn.Module:
+        return getattr(self, self.backbone_attr)
+
+    def _run_backbone(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states=False):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True,
+                  "output_hidden_states": output_hidden_states}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return self.backbone(**kwargs)
+
+    def _pool(self, outputs, attention_mask: torch.Tensor) -> torch.Tensor:
+        pooler_type = self.config.pooler_type
+        hidden = outputs.hidden_states if pooler_type in NEEDS_HIDDEN_STATES else None
+        return pool(pooler_type, attention_mask, outputs.last_hidden_state, hidden)
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None) -> torch.Tensor:
+        """Inference embeddings (B, H): the pooled vector, through the MLP head only for ``cls`` when the
+        head is not training-only."""
+        want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
+        outputs = self._run_backbone(input_ids, attention_mask, token_type_ids, output_hidden_states=want_hidden)
+        pooled = self._pool(outputs, attention_mask)
+        if self.config.pooler_type == "cls" and not self.config.mlp_only_train:
+            pooled = self.mlp(pooled)
+        return pooled
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        mlm_input_ids: torch.Tensor | None = None,
+        mlm_labels: torch.Tensor | None = None,
+        **unused,
+    ) -> ContrastiveOutput:
+        if input_ids.dim() == 2:  # (B, L): plain sentence embeddings, as at inference
+            return ContrastiveOutput(embeddings=self.encode(input_ids, attention_mask, token_type_ids).unsqueeze(1))
+        batch, num_sent, length = input_ids.shape
+        flat = lambda t: None if t is None else t.reshape(batch * num_sent, -1)  # noqa: E731  (B*N, L)
+        want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
+        flat_mask = flat(attention_mask)
+        outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids), output_hidden_states=want_hidden)
+        pooled = self._pool(outputs, flat_mask)  # (B*N, H)
+        if self.config.pooler_type == "cls":  # the MLP head is always used in training
+            pooled = self.mlp(pooled)
+        embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
+
+        mlm_loss = None
+        if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm:
+            mlm_out = self._run_backbone(flat(mlm_input_ids), flat_mask, flat(token_type_ids))
+            head = getattr(self, self.mlm_attr)
+            logits = head(mlm_out.last_hidden_state, self.backbone.get_input_embeddings().weight)  # (B*N, L, V)
+            mlm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), flat(mlm_labels).reshape(-1),
+                                       ignore_index=-100)
+        return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss)
+
+
+class BertForCL(ContrastiveEncoderMixin, BertPreTrainedModel):
+    backbone_attr, mlm_attr, _mlm_head_class = "bert", "cls", BertMLMHead
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=False)
+        self._build_heads(config)
+        self.post_init()
+
+
+class RobertaForCL(ContrastiveEncoderMixin, RobertaPreTrainedModel):
+    backbone_attr, mlm_attr, _mlm_head_class = "roberta", "lm_head", RobertaMLMHead
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.roberta = RobertaModel(config, add_pooling_layer=False)
+        self._build_heads(config)
+        self.post_init()
+
+
+class GPT2ForCL(ContrastiveEncoderMixin, GPT2PreTrainedModel):
+    """Decoder: avg / wavg / last poolers only; pad = eos with right padding (set on the tokenizer)."""
+
+    backbone_attr, mlm_attr = "transformer", None
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.transformer = GPT2Model(config)
+        self._build_heads(config)
+        self.post_init()
+
+
+MODEL_CLASSES: dict[str, type] = {"bert": BertForCL, "roberta": RobertaForCL, "gpt2": GPT2ForCL}
+ARCHITECTURES = {cls.__name__: cls for cls in MODEL_CLASSES.values()}
+
+
+def model_class_for(model_type: str) -> type:
+    """The wrapper class for a ``config.model_type`` (never guessed from the path)."""
+    try:
+        return MODEL_CLASSES[model_type]
+    except KeyError:
+        raise SimCSEError(
+            f"model type {model_type!r} is not supported; supported: {', '.join(MODEL_CLASSES)}"
+        ) from None
+
+
+def is_simcse_checkpoint(config: PretrainedConfig) -> bool:
+    """True for a checkpoint saved by our trainer (or the original code): architectures name a *ForCL."""
+    return any(arch in ARCHITECTURES for arch in (getattr(config, "architectures", None) or []))

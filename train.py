@@ -1,0 +1,149 @@
+"""Train a SimCSE sentence encoder (unsupervised, supervised, or with another contrastive loss).
+
+    python train.py --model_name_or_path bert-base-uncased --train_file data/wiki1m_for_simcse.txt \
+        --output_dir result/my-unsup-simcse --pooler_type cls --mlp_only_train --temp 0.05 \
+        --learning_rate 3e-5 --per_device_train_batch_size 64 --max_seq_length 32 \
+        --eval_strategy steps --eval_steps 125 --metric_for_best_model stsb_spearman \
+        --load_best_model_at_end --save_total_limit 1
+
+A single ``.json`` argument holding the same keys also works. Every flag: ``python train.py --help``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+import transformers
+from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+
+from senteval.datapath import resolve_data_dir
+from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
+from simcse.cli import run_cli
+from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
+from simcse.encoder import load_pretrained, prepare_tokenizer
+from simcse.errors import SimCSEError
+from simcse.losses import build_loss
+from simcse.models import configure, model_class_for
+from simcse.trainers import SentEvalDevEvaluator, SimCSETrainer
+
+logger = logging.getLogger("simcse.train")
+
+
+def parse_args(argv: list[str] | None):
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 1 and argv[0].endswith(".json"):
+        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def check_output_dir(training_args: SimCSETrainingArguments) -> None:
+    out = training_args.output_dir
+    resuming = training_args.resume_from_checkpoint is not None
+    if os.path.isdir(out) and os.listdir(out) and training_args.do_train and not training_args.overwrite_output_dir \
+            and not resuming:
+        raise SimCSEError(
+            f"output_dir {out!r} already exists and is not empty; pass --overwrite_output_dir to write into it, "
+            "--resume_from_checkpoint to continue, or choose another --output_dir"
+        )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # 1. Arguments.
+    model_args, data_args, training_args = parse_args(argv)
+    training_args.do_train = True
+    check_output_dir(training_args)
+
+    # 2. Logging (configured here, never in the library).
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if training_args.should_log else logging.WARN, stream=sys.stdout)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(training_args.seed)
+
+    # 3. Data: the column count decides unsupervised (1), pairs (2) or pairs + hard negatives (3).
+    raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
+    num_columns = len(raw.column_names)
+
+    # 4. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
+    config = load_pretrained(model_args.config_name or model_args.model_name_or_path,
+                             lambda p: AutoConfig.from_pretrained(p, cache_dir=model_args.cache_dir,
+                                                                  revision=model_args.model_revision))
+    model_cls = model_class_for(config.model_type)
+    configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
+              temp=model_args.temp, do_mlm=model_args.do_mlm)
+    tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
+                                lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
+                                                                        use_fast=model_args.use_fast_tokenizer),
+                                what="tokenizer")
+    tokenizer = prepare_tokenizer(tokenizer, config.model_type)
+    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if limit is not None and data_args.max_seq_length > limit:
+        raise SimCSEError(f"--max_seq_length {data_args.max_seq_length} exceeds the model's limit of {limit} positions")
+    model = load_pretrained(model_args.model_name_or_path,
+                            lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
+                                                                revision=model_args.model_revision))
+
+    # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
+    with training_args.main_process_first(desc="tokenization"):
+        train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
+                                         pad_to_max_length=data_args.pad_to_max_length,
+                                         num_proc=data_args.preprocessing_num_workers)
+    collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability)
+
+    # 6. Loss and evaluation.
+    loss_kwargs = {"temp": model_args.temp}
+    if model_args.loss_type == "infonce":
+        loss_kwargs["hard_negative_weight"] = model_args.hard_negative_weight
+    loss_fn = build_loss(model_args.loss_type, **loss_kwargs)
+    if num_columns == 3 and not loss_fn.supports_hard_negatives:
+        raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
+                          f"{data_args.train_file!r}; use infonce or 2-column data")
+    evaluator = None
+    if training_args.eval_strategy != "no" or training_args.eval_on_start:
+        evaluator = SentEvalDevEvaluator(tokenizer, str(resolve_data_dir(data_args.senteval_data)),
+                                         eval_transfer=training_args.eval_transfer)
+    logger.info("mode: %s (%d column%s), %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
+                {1: "unsupervised", 2: "supervised pairs", 3: "supervised + hard negatives"}[num_columns],
+                num_columns, "" if num_columns == 1 else "s", len(train_dataset), loss_fn.name,
+                json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
+
+    # 7. Train. The Trainer keeps the best checkpoint by --metric_for_best_model.
+    trainer = SimCSETrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=["STSBenchmark-dev"] if evaluator is not None else None,  # evaluate() ignores it
+        data_collator=collator,
+        processing_class=tokenizer,
+        loss_fn=loss_fn,
+        evaluator=evaluator,
+        mlm_weight=model_args.mlm_weight,
+    )
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # 8. Save the final model (the best one with --load_best_model_at_end) and the metrics.
+    trainer.save_model()
+    with open(os.path.join(training_args.output_dir, "simcse_loss.json"), "w") as handle:
+        json.dump({"loss_type": loss_fn.name, **loss_fn.hparams()}, handle, indent=2)
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+
+    # 9. Evaluate the saved model on the dev sets.
+    if evaluator is not None:
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if trainer.state.best_model_checkpoint:
+        metrics["best_model_checkpoint"] = trainer.state.best_model_checkpoint
+        metrics["best_metric"] = trainer.state.best_metric
+    return metrics
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, prog="train.py"))
