@@ -1,0 +1,371 @@
+"""Training data: file formats and the column rule, tokenization shapes, padding and BERT masking."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import datasets
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from conftest import SHARED, tokenizer_path
+from simcse.data import (
+    SUPPORTED_EXTENSIONS,
+    SimCSECollator,
+    load_training_dataset,
+    mask_tokens,
+    pad_sentence_features,
+    tokenize_dataset,
+)
+from simcse.errors import SimCSEError
+
+
+@pytest.fixture
+def load(tmp_path):
+    """Write `content` to a file named `name` and load it with a per-test cache."""
+
+    def _load(name: str, content: str | bytes) -> datasets.Dataset:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        return load_training_dataset(path, cache_dir=tmp_path / "cache")
+
+    return _load
+
+
+@functools.cache
+def _tokenizer(name: str):
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(name))
+    if tokenizer.pad_token is None:  # GPT-2: what every decoder caller does first
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# ----- loading: formats -----------------------------------------------------------------------------
+
+
+def test_txt_keeps_lines_but_drops_blank_ones(load):
+    ds = load("wiki.txt", "first sentence\n  indented, kept as is \r\n\n   \nlast without newline")
+    assert ds.column_names == ["text"]
+    assert ds["text"] == ["first sentence", "  indented, kept as is ", "last without newline"]
+
+
+def test_txt_does_not_split_on_unicode_line_separators(load):
+    ds = load("wiki.txt", "a\u2028b\x0cc\nd\n")
+    assert ds["text"] == ["a\u2028b\x0cc", "d"]
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("sent0\nhello\n", {"sent0": ["hello"]}),
+        ("sent0,sent1\n\"a, quoted\",b\n\nc,NA\n", {"sent0": ["a, quoted", "c"], "sent1": ["b", "NA"]}),
+        ("sent0,sent1,hard_neg\r\na,b,c\r\nd,,f\r\n", {"sent0": ["a", "d"], "sent1": ["b", " "], "hard_neg": ["c", "f"]}),
+        ("\ufeffs0,s1\n1,2\n", {"s0": ["1"], "s1": ["2"]}),  # BOM dropped; numbers stay text
+    ],
+    ids=["1-column", "2-columns", "3-columns-crlf-empty-cell", "bom"],
+)
+def test_csv_columns(load, content, expected):
+    ds = load("train.csv", content)
+    assert ds.column_names == list(expected)
+    assert ds[:] == expected
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("t.json", json.dumps([{"sent0": "a"}, {"sent0": "b"}]), {"sent0": ["a", "b"]}),
+        (
+            "t.json",
+            json.dumps([{"s0": "a", "s1": None}, {"s0": "c"}, {"s1": "d", "s0": ""}]),
+            {"s0": ["a", "c", " "], "s1": [" ", " ", "d"]},
+        ),
+        (
+            "t.jsonl",
+            '{"a": "1", "b": "2", "c": "3"}\n\n{"a": "4", "b": "5", "c": null}\n',
+            {"a": ["1", "4"], "b": ["2", "5"], "c": ["3", " "]},
+        ),
+        ("t.json", '{"a": "x", "b": "y"}\n{"a": "z", "b": "w"}\n', {"a": ["x", "z"], "b": ["y", "w"]}),
+        ("t.json", '{"a": "only one"}', {"a": ["only one"]}),
+    ],
+    ids=["array-1-column", "array-2-columns-null-missing-empty", "jsonl-3-columns", "json-lines-in-json", "single"],
+)
+def test_json_records(load, name, content, expected):
+    ds = load(name, content)
+    assert ds.column_names == list(expected)
+    assert ds[:] == expected
+
+
+def test_real_shared_training_files(tmp_path):
+    wiki = SHARED / "data" / "train" / "wiki1m_for_simcse.head11913.txt"
+    nli = SHARED / "data" / "train" / "nli_snli_devtest_for_simcse.csv"
+    if not (wiki.is_file() and nli.is_file()):
+        pytest.skip(f"training samples not found under {SHARED}")
+    ds = load_training_dataset(wiki, cache_dir=tmp_path)
+    assert len(ds) == 11913 and ds.column_names == ["text"]
+    assert ds[0]["text"] == "YMCA in South Australia"
+    ds = load_training_dataset(nli, cache_dir=tmp_path)
+    assert ds.column_names == ["sent0", "sent1", "hard_neg"]
+    assert ds[0] == {
+        "sent0": "Two women are embracing while holding to go packages .",
+        "sent1": "Two woman are holding packages .",
+        "hard_neg": "The men are fighting outside a deli .",
+    }
+
+
+def test_edited_file_is_not_served_from_the_cache(tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_text("old\n", encoding="utf-8")
+    assert load_training_dataset(path, cache_dir=tmp_path / "cache")["text"] == ["old"]
+    path.write_text("new\nlines\n", encoding="utf-8")
+    assert load_training_dataset(path, cache_dir=tmp_path / "cache")["text"] == ["new", "lines"]
+
+
+# ----- loading: errors ------------------------------------------------------------------------------
+
+
+def test_four_columns_name_the_columns_and_the_rule(load):
+    with pytest.raises(SimCSEError) as info:
+        load("nli.csv", "sent0,sent1,hard_neg,label\na,b,c,d\n")
+    message = str(info.value)
+    assert "has 4 columns ('sent0', 'sent1', 'hard_neg', 'label')" in message
+    assert "1 = unsupervised" in message and "3 = (anchor, positive, hard negative)" in message
+
+
+def test_zero_columns(load):
+    with pytest.raises(SimCSEError, match="records without any text fields"):
+        load("t.json", "[{}, {}]")
+
+
+@pytest.mark.parametrize("content", ["", "   \n\t\n", b"\n\n"])
+@pytest.mark.parametrize("name", ["train.txt", "train.csv", "train.json"])
+def test_empty_or_whitespace_file(load, name, content):
+    with pytest.raises(SimCSEError, match=rf"training file \S*{name} is empty or holds only whitespace"):
+        load(name, content)
+
+
+def test_non_utf8_names_the_line(load):
+    with pytest.raises(SimCSEError, match=r"train.txt is not UTF-8: line 2, byte 1 is 0xff"):
+        load("train.txt", b"ok\n\xff\xfe bad\n")
+    with pytest.raises(SimCSEError, match=r"is not UTF-8: line 3, byte 4 is 0xe9"):
+        load("train.csv", b"s0,s1\nab,cd\n" + "caf\u00e9,x\n".encode("latin-1"))
+
+
+def test_unknown_extension_lists_supported(load):
+    with pytest.raises(SimCSEError) as info:
+        load("train.tsv", "a\tb\n")
+    assert "unsupported extension '.tsv'" in str(info.value)
+    assert all(ext in str(info.value) for ext in SUPPORTED_EXTENSIONS)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(SimCSEError, match="does not exist.*--train_file"):
+        load_training_dataset(tmp_path / "nope.txt")
+
+
+def test_json_fields_must_be_text(load):
+    with pytest.raises(SimCSEError, match=r"record 2: field 'label' holds int 1, not text"):
+        load("t.json", json.dumps([{"s0": "a", "label": None}, {"s0": "b", "label": 1}]))
+    with pytest.raises(SimCSEError, match=r"record 1: field 'data' holds list"):
+        load("t.json", json.dumps({"data": [{"s0": "a"}]}))
+    with pytest.raises(SimCSEError, match=r"record 1: expected an object.*got str \"a sentence\""):
+        load("t.json", json.dumps(["a sentence"]))
+    with pytest.raises(SimCSEError, match=r"line 2: not valid JSON"):
+        load("t.jsonl", '{"a": "x"}\n{"a": \n')
+
+
+def test_csv_row_errors_name_the_line(load):
+    with pytest.raises(SimCSEError, match=r"line 3: 3 cells but the header has 2"):
+        load("t.csv", "s0,s1\na,b\na,b,c\n")
+    with pytest.raises(SimCSEError, match=r"header's column 2 has no name"):
+        load("t.csv", "s0,,s2\na,b,c\n")
+    with pytest.raises(SimCSEError, match=r"repeats the column name\(s\) \['s0'\]"):
+        load("t.csv", "s0,s0\na,b\n")
+    with pytest.raises(SimCSEError, match=r"has a header \('s0', 's1'\) but no rows"):
+        load("t.csv", "s0,s1\n")
+
+
+# ----- tokenization ---------------------------------------------------------------------------------
+
+SENTENCES = ["A man is playing a guitar.", "Two dogs run through a very, very long field of tall grass.", " "]
+
+
+@pytest.mark.parametrize("name", ["bert-base-uncased", "roberta-base", "gpt2"])
+@pytest.mark.parametrize("num_columns", [1, 2, 3])
+def test_tokenize_shapes(name, num_columns):
+    tokenizer = _tokenizer(name)
+    columns = {f"c{k}": SENTENCES[k:] + SENTENCES[:k] for k in range(num_columns)}
+    ds = tokenize_dataset(datasets.Dataset.from_dict(columns), tokenizer, max_seq_length=8)
+
+    has_types = "token_type_ids" in tokenizer.model_input_names
+    assert ds.column_names == ["input_ids", "attention_mask"] + (["token_type_ids"] if has_types else [])
+    num_sent = 2 if num_columns == 1 else num_columns
+    for row, example in enumerate(ds):
+        assert len(example["input_ids"]) == len(example["attention_mask"]) == num_sent
+        for k, ids in enumerate(example["input_ids"]):
+            column = f"c{0 if num_columns == 1 else k}"
+            expected = tokenizer(columns[column][row], max_length=8, truncation=True)["input_ids"]
+            assert ids == expected and 1 <= len(ids) <= 8
+            assert example["attention_mask"][k] == [1] * len(ids)
+        if num_columns == 1:
+            assert example["input_ids"][0] == example["input_ids"][1]
+    assert max(len(ids) for ex in ds["input_ids"] for ids in ex) == 8  # the long sentence is truncated
+
+
+def test_tokenize_pads_to_max_length_and_fills_empty_text():
+    tokenizer = _tokenizer("gpt2")
+    ds = datasets.Dataset.from_dict({"a": ["hi", ""], "b": [None, "there"]})
+    out = tokenize_dataset(ds, tokenizer, max_seq_length=6, pad_to_max_length=True)
+    assert [len(ids) for ex in out["input_ids"] for ids in ex] == [6, 6, 6, 6]
+    space = tokenizer(" ")["input_ids"]
+    assert out[1]["input_ids"][0][: len(space)] == space  # "" became " ", not zero tokens
+    assert out[0]["attention_mask"][0] == [1] * len(tokenizer("hi")["input_ids"]) + [0] * (
+        6 - len(tokenizer("hi")["input_ids"])
+    )
+
+
+def test_tokenize_errors():
+    tokenizer = _tokenizer("bert-base-uncased")
+    with pytest.raises(SimCSEError, match=r"has 4 columns \('a', 'b', 'c', 'd'\)"):
+        tokenize_dataset(datasets.Dataset.from_dict({k: ["x"] for k in "abcd"}), tokenizer)
+    with pytest.raises(SimCSEError, match="max_seq_length must be a positive integer, got 0"):
+        tokenize_dataset(datasets.Dataset.from_dict({"a": ["x"]}), tokenizer, max_seq_length=0)
+
+
+# ----- collation ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("num_sent", [2, 3])
+def test_collator_pads_right_to_the_longest(num_sent):
+    tokenizer = _tokenizer("bert-base-uncased")
+    features = [
+        {
+            "input_ids": [[101] + [2000 + b] * (b + s) + [102] for s in range(num_sent)],
+            "attention_mask": [[1] * (b + s + 2) for s in range(num_sent)],
+            "token_type_ids": [[0] * (b + s + 2) for s in range(num_sent)],
+        }
+        for b in range(4)
+    ]
+    batch = SimCSECollator(tokenizer)(features)
+    longest = num_sent + 4  # b = 3 and s = num_sent - 1 tokens, plus [CLS] and [SEP]
+    assert set(batch) == {"input_ids", "attention_mask", "token_type_ids"}
+    for tensor in batch.values():
+        assert tensor.shape == (4, num_sent, longest) and tensor.dtype == torch.long
+    for b in range(4):
+        for s in range(num_sent):
+            n = b + s + 2
+            assert batch["input_ids"][b, s, :n].tolist() == features[b]["input_ids"][s]
+            assert batch["input_ids"][b, s, n:].tolist() == [tokenizer.pad_token_id] * (longest - n)
+            assert batch["attention_mask"][b, s].tolist() == [1] * n + [0] * (longest - n)
+
+
+def test_collator_pad_to_multiple_of_and_missing_attention_mask():
+    tokenizer = _tokenizer("roberta-base")
+    batch = SimCSECollator(tokenizer, pad_to_multiple_of=8)([{"input_ids": [[0, 5, 2], [0, 5, 6, 7, 2]]}])
+    assert batch["input_ids"].shape == (1, 2, 8)
+    assert batch["input_ids"][0, 0].tolist() == [0, 5, 2] + [tokenizer.pad_token_id] * 5
+    assert batch["attention_mask"][0].tolist() == [[1] * 3 + [0] * 5, [1] * 5 + [0] * 3]
+    assert "token_type_ids" not in batch
+
+
+def test_collator_end_to_end_from_a_file(tmp_path):
+    path = tmp_path / "nli.csv"
+    path.write_text("s0,s1,neg\nA cat sat.,A cat is sitting on a mat.,Dogs bark.\nHi,,Bye now\n", encoding="utf-8")
+    tokenizer = _tokenizer("bert-base-uncased")
+    ds = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer)
+    batch = SimCSECollator(tokenizer)([ds[0], ds[1]])
+    assert batch["input_ids"].shape == (2, 3, len(tokenizer("A cat is sitting on a mat.")["input_ids"]))
+    assert batch["token_type_ids"].shape == batch["input_ids"].shape
+
+
+def test_collator_errors():
+    gpt2 = AutoTokenizer.from_pretrained(tokenizer_path("gpt2"))  # fresh: no pad token yet
+    with pytest.raises(SimCSEError, match=r"has no pad token.*tokenizer.pad_token = tokenizer.eos_token"):
+        SimCSECollator(gpt2)
+    gpt2.pad_token = gpt2.eos_token
+    with pytest.raises(SimCSEError, match="needs a tokenizer with a mask token"):
+        SimCSECollator(gpt2, do_mlm=True)
+    bert = _tokenizer("bert-base-uncased")
+    with pytest.raises(SimCSEError, match=r"mlm_probability must be in \(0, 1\], got 1.5"):
+        SimCSECollator(bert, do_mlm=True, mlm_probability=1.5)
+    with pytest.raises(SimCSEError, match="pad_to_multiple_of must be a positive integer or None, got 0"):
+        SimCSECollator(bert, pad_to_multiple_of=0)
+    collator = SimCSECollator(bert)
+    with pytest.raises(SimCSEError, match="feature 1 holds 3 sentences but feature 0 holds 2"):
+        collator([{"input_ids": [[1], [2]]}, {"input_ids": [[1], [2], [3]]}])
+    with pytest.raises(SimCSEError, match="list of num_sent token lists"):
+        collator([{"input_ids": [101, 102]}])
+    with pytest.raises(SimCSEError, match="empty list of features"):
+        collator([])
+
+
+# ----- masked LM ------------------------------------------------------------------------------------
+
+
+def _mlm_features(tokenizer, batch_size: int, num_sent: int, seed: int) -> list[dict]:
+    """Random-length sentences of ordinary tokens, with [UNK] sprinkled in, wrapped in [CLS] ... [SEP]."""
+    g = torch.Generator().manual_seed(seed)
+    features = []
+    for _ in range(batch_size):
+        sentences = []
+        for _ in range(num_sent):
+            length = int(torch.randint(40, 160, (1,), generator=g))
+            body = torch.randint(1000, tokenizer.vocab_size, (length,), generator=g)
+            body[::17] = tokenizer.unk_token_id
+            sentences.append([tokenizer.cls_token_id, *body.tolist(), tokenizer.sep_token_id])
+        features.append({"input_ids": sentences, "attention_mask": [[1] * len(s) for s in sentences]})
+    return features
+
+
+def test_mlm_masking_statistics():
+    tokenizer = _tokenizer("bert-base-uncased")
+    collator = SimCSECollator(tokenizer, do_mlm=True, mlm_probability=0.15, generator=torch.Generator().manual_seed(0))
+    batch = collator(_mlm_features(tokenizer, batch_size=80, num_sent=3, seed=1))
+    ids, mask, mlm_ids, labels = batch["input_ids"], batch["attention_mask"], batch["mlm_input_ids"], batch["mlm_labels"]
+    assert mlm_ids.shape == labels.shape == ids.shape
+
+    special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
+    eligible = mask.bool() & ~special
+    chosen = labels != -100
+    assert eligible.sum() > 20_000
+    assert not (chosen & ~eligible).any()  # padding, [CLS], [SEP], [UNK] never chosen
+    assert torch.equal(labels[chosen], ids[chosen])
+    assert torch.equal(mlm_ids[~chosen], ids[~chosen])  # only chosen positions change
+
+    rate = chosen.sum().item() / eligible.sum().item()
+    assert abs(rate - 0.15) < 0.02
+    n = chosen.sum().item()
+    masked = (mlm_ids[chosen] == tokenizer.mask_token_id).sum().item() / n
+    unchanged = (mlm_ids[chosen] == ids[chosen]).sum().item() / n
+    randomised = 1 - masked - unchanged
+    assert abs(masked - 0.8) < 0.03
+    assert abs(unchanged - 0.1) < 0.025 and abs(randomised - 0.1) < 0.025
+
+
+def test_mlm_does_not_mutate_input_ids_and_is_reproducible():
+    tokenizer = _tokenizer("bert-base-uncased")
+    features = _mlm_features(tokenizer, batch_size=8, num_sent=2, seed=2)
+    ids = pad_sentence_features(features, tokenizer.pad_token_id)["input_ids"]
+    before = ids.clone()
+    kwargs = {"mask_token_id": tokenizer.mask_token_id, "vocab_size": len(tokenizer), "special_ids": [101, 102, 0]}
+    masked, labels = mask_tokens(ids, ids != 0, generator=torch.Generator().manual_seed(5), **kwargs)
+    again, _ = mask_tokens(ids, ids != 0, generator=torch.Generator().manual_seed(5), **kwargs)
+    assert torch.equal(ids, before)
+    assert masked.data_ptr() != ids.data_ptr() and labels.data_ptr() != ids.data_ptr()
+    assert not torch.equal(masked, ids) and torch.equal(masked, again)
+
+    batch = SimCSECollator(tokenizer, do_mlm=True)(features)
+    assert torch.equal(batch["input_ids"], before)
+
+
+def test_mlm_probability_one_chooses_every_eligible_token():
+    ids = torch.tensor([[[101, 7, 8, 102, 0]]])  # (batch 1, num_sent 1, 5)
+    masked, labels = mask_tokens(
+        ids, ids != 0, mask_token_id=103, vocab_size=30522, special_ids=[0, 101, 102], mlm_probability=1.0
+    )
+    assert labels.tolist() == [[[-100, 7, 8, -100, -100]]]
+    assert masked[0, 0, [0, 3, 4]].tolist() == [101, 102, 0]
