@@ -63,11 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     transformers.utils.logging.set_verbosity_warning()
     set_seed(training_args.seed)
 
-    # 3. Data: the column count decides unsupervised (1), pairs (2) or pairs + hard negatives (3).
-    raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
-    num_columns = len(raw.column_names)
-
-    # 4. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
+    # 3. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
     config = load_pretrained(model_args.config_name or model_args.model_name_or_path,
                              lambda p: AutoConfig.from_pretrained(p, cache_dir=model_args.cache_dir,
                                                                   revision=model_args.model_revision))
@@ -82,6 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if limit is not None and data_args.max_seq_length > limit:
         raise SimCSEError(f"--max_seq_length {data_args.max_seq_length} exceeds the model's limit of {limit} positions")
+
+    # 4. Data: the column count decides unsupervised (1), pairs (2) or pairs + hard negatives (3).
+    raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
+    num_columns = len(raw.column_names)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
                                                                 revision=model_args.model_revision))
