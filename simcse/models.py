@@ -124,6 +124,9 @@ class ContrastiveEncoderMixin:
 
     backbone_attr = ""
     mlm_attr: str | None = None
+    # The contrastive loss is a per-batch mean computed by the trainer, not a sum over tokens: tell the
+    # Trainer so it divides by the gradient-accumulation steps itself.
+    accepts_loss_kwargs = False
 
     def _build_heads(self, config) -> None:
         configure(config)

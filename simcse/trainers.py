@@ -14,6 +14,7 @@ from transformers import Trainer
 from senteval.engine import SE
 from senteval.registry import TRANSFER_TASKS
 from senteval.utils import FAST_CLASSIFIER
+from simcse.distributed import gather_with_grad
 from simcse.encoder import SentenceEncoder
 from simcse.losses import ContrastiveLoss
 
@@ -79,7 +80,7 @@ class SimCSETrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
-        z = outputs.embeddings.float()  # (B, N, H), N = 2 or 3
+        z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
         z1, z2 = z[:, 0], z[:, 1]
         z3 = z[:, 2] if z.shape[1] == 3 else None
         loss = self.loss_fn(z1, z2, z3)

@@ -1,0 +1,30 @@
+"""Global negatives under torchrun/DDP: gather every process's embeddings WITH gradient.
+
+Each process computes the loss of the global batch (its anchors and every other process's); the
+gather's backward sums the gradient slices of all processes, and DDP averages parameter gradients
+over the W processes, so each process ends with exactly the gradient of the global-batch loss (a run on
+W processes x batch b equals one process x batch W·b, dropout aside). The original SimCSE gathered
+without gradient and put the local slice back, which scales the negatives' gradient by 1/W.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` (B, ...) from every process along dim 0 -> (W·B, ...), differentiably.
+
+    Rank order is preserved, so row i of rank r lands at r·B + i on every process. All processes must
+    pass the same shape (the Trainer's samplers give equal batches; use ``dataloader_drop_last``).
+    """
+    if world_size() == 1:
+        return tensor
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
