@@ -14,3 +14,10 @@ from simcse.losses.registry import register_loss as register_loss
 
 # One line per loss module (importing it registers its losses).
 from simcse.losses.infonce import InfoNCELoss as InfoNCELoss  # isort: skip
+from simcse.losses.nt_xent import NTXentLoss as NTXentLoss  # isort: skip
+from simcse.losses.dcl import DCLLoss as DCLLoss, DCLPosLoss as DCLPosLoss  # isort: skip
+from simcse.losses.dhel import DHELLoss as DHELLoss, KCLLoss as KCLLoss  # isort: skip
+from simcse.losses.align_uniform import AlignUniformLoss as AlignUniformLoss  # isort: skip
+from simcse.losses.margin import MATLoss as MATLoss, METLoss as METLoss, MPTLoss as MPTLoss  # isort: skip
+from simcse.losses.vicreg import VICRegLoss as VICRegLoss  # isort: skip
+from simcse.losses.arccon import ArcConLoss as ArcConLoss  # isort: skip

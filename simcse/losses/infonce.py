@@ -7,29 +7,19 @@ Predictive Coding", arXiv:1807.03748 (the InfoNCE bound).
 
 from __future__ import annotations
 
-import math
-from numbers import Real
-
 import torch
 import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
+from simcse.losses.checks import check_flag, check_temperature, is_finite_number
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["InfoNCELoss", "infonce_logits", "infonce_loss", "positive_probabilities"]
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _check_hparams(temp: float, hard_negative_weight: float) -> None:
-    if not (_is_number(temp) and temp > 0):
-        raise SimCSEError(
-            f"temp must be a positive number (the temperature τ; SimCSE uses 0.05, i.e. scale 1/τ = 20), "
-            f"got {temp!r}"
-        )
-    if not _is_number(hard_negative_weight):
+    check_temperature(temp)
+    if not is_finite_number(hard_negative_weight):
         raise SimCSEError(
             f"hard_negative_weight must be a finite number (a logit added to each anchor's own hard "
             f"negative; 0 leaves it unweighted), got {hard_negative_weight!r}"
@@ -121,8 +111,9 @@ class InfoNCELoss(ContrastiveLoss):
             denominator. SimCSE's ``--hard_negative_weight`` (default 0). Ignored without ``z3``.
         symmetric: also apply the loss in the positive → anchor direction (default False).
 
-    Relation to the other losses: DCL removes the positive from the denominator; NT-Xent also uses the
-    same-view similarities x xᵀ as negatives.
+    Relation to the other losses: DCL removes the positive from the denominator (per anchor, InfoNCE is
+    softplus of DCL); NT-Xent also uses the same-view similarities x xᵀ as negatives; ArcCon with a zero
+    margin is InfoNCE.
 
     References: Gao, Yao, Chen (2021), arXiv:2104.08821; van den Oord et al. (2018), arXiv:1807.03748.
 
@@ -138,11 +129,9 @@ class InfoNCELoss(ContrastiveLoss):
     def __init__(self, temp: float = 0.05, hard_negative_weight: float = 0.0, symmetric: bool = False) -> None:
         super().__init__()
         _check_hparams(temp, hard_negative_weight)
-        if not isinstance(symmetric, bool):
-            raise SimCSEError(f"symmetric must be True or False, got {symmetric!r}")
         self.temp = float(temp)
         self.hard_negative_weight = float(hard_negative_weight)
-        self.symmetric = symmetric
+        self.symmetric = check_flag("symmetric", symmetric)
 
     def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
         return infonce_loss(
