@@ -25,7 +25,7 @@ from simcse.cli import run_cli
 from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
 from simcse.encoder import load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
-from simcse.losses import build_loss
+from simcse.losses import LOSSES, build_loss
 from simcse.models import configure, model_class_for
 from simcse.trainers import SentEvalDevEvaluator, SimCSETrainer
 
@@ -90,17 +90,17 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="tokenization"):
         train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
                                          pad_to_max_length=data_args.pad_to_max_length,
-                                         num_proc=data_args.preprocessing_num_workers)
+                                         num_proc=data_args.preprocessing_num_workers,
+                                         overwrite_cache=data_args.overwrite_cache)
     collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability)
 
     # 6. Loss and evaluation.
-    loss_kwargs = {"temp": model_args.temp}
-    if model_args.loss_type == "infonce":
-        loss_kwargs["hard_negative_weight"] = model_args.hard_negative_weight
-    loss_fn = build_loss(model_args.loss_type, **loss_kwargs)
+    loss_fn = build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs())
+    model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
     if num_columns == 3 and not loss_fn.supports_hard_negatives:
+        able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)
         raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
-                          f"{data_args.train_file!r}; use infonce or 2-column data")
+                          f"{data_args.train_file!r}; use one of {able}, or 2-column data")
     evaluator = None
     if training_args.eval_strategy != "no" or training_args.eval_on_start:
         evaluator = SentEvalDevEvaluator(tokenizer, str(resolve_data_dir(data_args.senteval_data)),
@@ -126,8 +126,6 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 8. Save the final model (the best one with --load_best_model_at_end) and the metrics.
     trainer.save_model()
-    with open(os.path.join(training_args.output_dir, "simcse_loss.json"), "w") as handle:
-        json.dump({"loss_type": loss_fn.name, **loss_fn.hparams()}, handle, indent=2)
     metrics = dict(result.metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)

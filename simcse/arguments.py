@@ -7,6 +7,7 @@ which we accept again. Every choice is validated in ``__post_init__`` with an er
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 
@@ -39,6 +40,13 @@ class ModelArguments:
     mlm_weight: float = field(default=0.1, metadata={"help": "weight of the MLM loss"})
     mlp_only_train: bool = field(default=False, metadata={"help": "MLP head in training only (unsup recipe)"})
     loss_type: str = field(default="infonce", metadata={"help": "contrastive loss (registry name)"})
+    margin: float | None = field(default=None, metadata={"help": "margin of met/mpt/mat (and arccon, degrees)"})
+    loss_lambda: float | None = field(default=None, metadata={"help": "λ of align_uniform"})
+    align_alpha: float | None = field(default=None, metadata={"help": "α of align_uniform (alignment exponent)"})
+    uniform_t: float | None = field(default=None, metadata={"help": "t of align_uniform / kcl (kernel scale)"})
+    loss_kwargs: str | None = field(
+        default=None, metadata={"help": 'any loss hyperparameters as JSON, e.g. \'{"symmetric": true}\''}
+    )
 
     def __post_init__(self):
         if self.temp <= 0:
@@ -51,6 +59,40 @@ class ModelArguments:
 
         if self.loss_type not in LOSSES:
             raise SimCSEError(f"unknown --loss_type {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
+        if self.margin is not None and self.margin < 0:
+            raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
+        self.resolved_loss_kwargs()  # fail now, not after the model has loaded
+
+    def resolved_loss_kwargs(self) -> dict:
+        """The chosen loss's hyperparameters from the flags: --temp and --hard_negative_weight when the
+        loss has them, the MET-script flags (--margin, --loss_lambda, --align_alpha, --uniform_t) when
+        given, then --loss_kwargs JSON on top. A flag the loss does not take is an error."""
+        from simcse.losses import loss_kwargs_of
+
+        valid = loss_kwargs_of(self.loss_type)
+        kwargs = {key: getattr(self, key) for key in ("temp", "hard_negative_weight") if key in valid}
+        for flag, key in (("margin", "margin"), ("loss_lambda", "lam"), ("align_alpha", "alpha"), ("uniform_t", "t")):
+            value = getattr(self, flag)
+            if value is None:
+                continue
+            if key not in valid:
+                raise SimCSEError(f"--{flag} does not apply to --loss_type {self.loss_type} "
+                                  f"(its hyperparameters: {', '.join(valid) or 'none'})")
+            kwargs[key] = value
+        if self.loss_kwargs:
+            try:
+                extra = json.loads(self.loss_kwargs)
+            except json.JSONDecodeError as err:
+                raise SimCSEError(f"--loss_kwargs {self.loss_kwargs!r} is not valid JSON ({err.msg}); "
+                                  'write it like \'{"temp": 0.1}\'') from None
+            if not isinstance(extra, dict):
+                raise SimCSEError(f"--loss_kwargs must be a JSON object, got {self.loss_kwargs!r}")
+            unknown = sorted(set(extra) - set(valid))
+            if unknown:
+                raise SimCSEError(f"--loss_kwargs has {unknown} that --loss_type {self.loss_type} does not take; "
+                                  f"valid: {', '.join(valid) or 'none'}")
+            kwargs.update(extra)
+        return kwargs
 
 
 @dataclass

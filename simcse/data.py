@@ -265,6 +265,7 @@ def tokenize_dataset(
     max_seq_length: int = 32,
     pad_to_max_length: bool = False,
     num_proc: int | None = None,
+    overwrite_cache: bool = False,
 ) -> datasets.Dataset:
     """Tokenize every column; each example becomes num_sent token sequences per model input.
 
@@ -273,7 +274,7 @@ def tokenize_dataset(
     once), otherwise the column count. Sequences are truncated to ``max_seq_length`` tokens (special
     tokens included) and, with ``pad_to_max_length``, padded to it; otherwise :class:`SimCSECollator` pads
     each batch. The text columns are removed. Runs through ``Dataset.map(batched=True)``, so the result is
-    cached next to a file-backed dataset.
+    cached next to a file-backed dataset (``overwrite_cache=True`` recomputes it).
     """
     columns = list(dataset.column_names)
     check_column_count(columns, "the training dataset")
@@ -293,6 +294,7 @@ def tokenize_dataset(
             "padding": "max_length" if pad_to_max_length else False,
         },
         desc="Tokenizing the training data",
+        load_from_cache_file=not overwrite_cache,
     )
 
 

@@ -7,16 +7,18 @@ The training loop, checkpointing, best-model tracking (``--metric_for_best_model
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from transformers import Trainer
 
 from senteval.engine import SE
-from senteval.registry import TRANSFER_TASKS
+from senteval.registry import TRANSFER_TASKS, build_task
 from senteval.utils import FAST_CLASSIFIER
 from simcse.distributed import gather_with_grad
 from simcse.encoder import SentenceEncoder
 from simcse.losses import ContrastiveLoss
+from simcse.losses.diagnostics import alignment, positive_probability, uniformity
 
 # metric name (without the eval_ prefix) -> (SentEval task, split)
 STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelatedness"}
@@ -53,6 +55,7 @@ class SentEvalDevEvaluator:
         try:
             metrics = {name: se.eval(task)["dev"]["spearman"] for name, task in STS_DEV_METRICS.items()}
             metrics["avg_sts"] = sum(metrics.values()) / len(STS_DEV_METRICS)
+            metrics.update(self.alignment_uniformity(encoder))
             if self.eval_transfer:
                 accuracies = {task: se.eval(task)["devacc"] for task in TRANSFER_TASKS}
                 metrics.update(accuracies)
@@ -60,6 +63,19 @@ class SentEvalDevEvaluator:
         finally:
             model.train(was_training)
         return metrics
+
+
+    def alignment_uniformity(self, encoder: SentenceEncoder) -> dict[str, float]:
+        """The SimCSE paper's protocol on STS-B dev: alignment over pairs with gold score > 4, uniformity
+        over all its sentences (the encoder's cache makes this nearly free after the STS-B run)."""
+        sent_a, sent_b, gold = build_task("STSBenchmark", Path(self.data_dir) / "downstream").data["dev"]
+        a = [" ".join(t) for t in sent_a]
+        b = [" ".join(t) for t in sent_b]
+        positives = [i for i, score in enumerate(gold) if score > 4]
+        x = encoder.encode([a[i] for i in positives])
+        y = encoder.encode([b[i] for i in positives])
+        everything = encoder.encode(list(dict.fromkeys(a + b)))
+        return {"stsb_align": alignment(x, y).item(), "stsb_uniform": uniformity(everything).item()}
 
 
 class SimCSETrainer(Trainer):
@@ -77,6 +93,24 @@ class SimCSETrainer(Trainer):
         self.loss_fn = loss_fn
         self.evaluator = evaluator
         self.mlm_weight = mlm_weight
+        self._diagnostics: dict[str, list[float]] = {}
+
+    @torch.no_grad()
+    def _record_diagnostics(self, z1: torch.Tensor, z2: torch.Tensor) -> None:
+        """Alignment, uniformity and (losses with a temperature) InfoNCE's mean positive probability
+        p_ii of this batch; averaged over the steps between two logging steps."""
+        values = {"align": alignment(z1, z2).item(), "uniform": uniformity(z1).item()}
+        temp = getattr(self.loss_fn, "temp", None)
+        if temp is not None:
+            values["p_pos"] = positive_probability(z1, z2, temp=temp).item()
+        for key, value in values.items():
+            self._diagnostics.setdefault(key, []).append(value)
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._diagnostics:  # a training log line: add the diagnostics
+            logs.update({key: sum(v) / len(v) for key, v in self._diagnostics.items()})
+            self._diagnostics = {}
+        super().log(logs, start_time)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
@@ -84,6 +118,8 @@ class SimCSETrainer(Trainer):
         z1, z2 = z[:, 0], z[:, 1]
         z3 = z[:, 2] if z.shape[1] == 3 else None
         loss = self.loss_fn(z1, z2, z3)
+        if model.training:
+            self._record_diagnostics(z1.detach(), z2.detach())
         if outputs.mlm_loss is not None:
             loss = loss + self.mlm_weight * outputs.mlm_loss
         return (loss, outputs) if return_outputs else loss

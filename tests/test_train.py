@@ -3,14 +3,15 @@ saved config, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_model
 from safetensors.torch import load_file
 
 import train
+from conftest import save_tiny_model
 from simcse.cli import run_cli
 from simcse.models import BertForCL
 
@@ -55,7 +56,8 @@ def test_one_training_step_changes_the_weights(model_type, columns, tiny_models,
     prefix = {"bert": "bert.", "roberta": "roberta.", "gpt2": "transformer."}[model_type]
     changed = [k for k, v in before.items() if prefix + k in after and not torch.equal(v, after[prefix + k])]
     assert changed, "no backbone weight moved after a step"
-    assert (out / "simcse_loss.json").is_file()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["simcse_loss"] == {"name": "infonce", "temp": 0.05, "hard_negative_weight": 0.0, "symmetric": False}
 
 
 def test_saved_config_restores_the_pooler(tiny_models, tmp_path):

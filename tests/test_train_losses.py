@@ -1,0 +1,73 @@
+"""Every registered loss trains through train.py; the loss flags resolve, reject and are saved."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import save_tiny_model
+from test_train import base_args, write_train_file
+
+import train
+from simcse.arguments import ModelArguments
+from simcse.cli import run_cli
+from simcse.errors import SimCSEError
+from simcse.losses import LOSSES
+
+EXTRA_FLAGS = {"met": ["--margin", "0.44"], "align_uniform": ["--loss_lambda", "0.3", "--align_alpha", "2",
+                                                               "--uniform_t", "2"]}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("bert"), "bert")
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_every_loss_trains_a_few_steps(loss, tiny_bert, tmp_path):
+    out = tmp_path / "out"
+    args = base_args(tiny_bert, write_train_file(tmp_path, 1), out, "--loss_type", loss, "--logging_steps", "1",
+                     *EXTRA_FLAGS.get(loss, []))
+    args[args.index("--max_steps") + 1] = "2"
+    metrics = train.main(args)
+    assert metrics["train_loss"] == metrics["train_loss"]  # not NaN
+    saved = json.loads((out / "config.json").read_text())["simcse_loss"]
+    assert saved["name"] == loss
+    if loss == "met":
+        assert saved["margin"] == 0.44
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    logged = [h for h in history if "loss" in h]
+    assert logged and all(0 <= h["align"] <= 4 and -8 <= h["uniform"] <= 0 for h in logged)
+    assert all(("p_pos" in h) == ("temp" in saved) for h in logged)
+
+
+def test_flags_map_to_the_loss_hyperparameters():
+    args = ModelArguments(model_name_or_path="m", loss_type="align_uniform", loss_lambda=0.2, uniform_t=3.0,
+                          loss_kwargs='{"alpha": 1.0}')
+    assert args.resolved_loss_kwargs() == {"lam": 0.2, "t": 3.0, "alpha": 1.0}
+    infonce = ModelArguments(model_name_or_path="m", temp=0.1, hard_negative_weight=1.0)
+    assert infonce.resolved_loss_kwargs() == {"temp": 0.1, "hard_negative_weight": 1.0}
+    dcl = ModelArguments(model_name_or_path="m", loss_type="dcl", loss_kwargs='{"symmetric": true}')
+    assert dcl.resolved_loss_kwargs() == {"temp": 0.05, "symmetric": True}
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"loss_type": "infonce", "margin": 0.3}, "--margin does not apply to --loss_type infonce"),
+        ({"loss_type": "met", "loss_kwargs": '{"tmp": 1}'}, "['tmp'] that --loss_type met does not take; valid: margin"),
+        ({"loss_type": "met", "loss_kwargs": "{bad"}, "is not valid JSON"),
+        ({"loss_type": "met", "margin": -0.1}, "--margin must be >= 0, got -0.1"),
+    ],
+)
+def test_bad_loss_flags_are_errors(kwargs, message):
+    with pytest.raises(SimCSEError) as err:
+        ModelArguments(model_name_or_path="m", **kwargs)
+    assert message in str(err.value)
+
+
+def test_hard_negatives_with_a_loss_that_cannot_use_them(tiny_bert, tmp_path, capsys):
+    code = run_cli(train.main, base_args(tiny_bert, write_train_file(tmp_path, 3), tmp_path / "o",
+                                         "--loss_type", "met"), prog="train.py")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "cannot use the hard negatives" in err and "infonce" in err
