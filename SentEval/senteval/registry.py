@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from senteval.binary import CREval, MPQAEval, MREval, SUBJEval
 from senteval.errors import SentEvalError
+from senteval.mrpc import MRPCEval
+from senteval.sst import SSTEval
 from senteval.sts import (
     SICKRelatednessEval,
     STS12Eval,
@@ -14,6 +17,7 @@ from senteval.sts import (
     STS16Eval,
     STSBenchmarkEval,
 )
+from senteval.trec import TRECEval
 
 TASKS: dict[str, type] = {
     "STS12": STS12Eval,
@@ -23,6 +27,13 @@ TASKS: dict[str, type] = {
     "STS16": STS16Eval,
     "STSBenchmark": STSBenchmarkEval,
     "SICKRelatedness": SICKRelatednessEval,
+    "MR": MREval,
+    "CR": CREval,
+    "SUBJ": SUBJEval,
+    "MPQA": MPQAEval,
+    "SST2": SSTEval,
+    "TREC": TRECEval,
+    "MRPC": MRPCEval,
 }
 
 STS_TASKS = ["STS12", "STS13", "STS14", "STS15", "STS16", "STSBenchmark", "SICKRelatedness"]
