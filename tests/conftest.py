@@ -70,7 +70,7 @@ def write_sts_tree(root: Path, n_pairs: int = 6) -> Path:
             write(sts / task.folder / f"STS.gs.{subset}.txt", [f"{(i * 7) % 5}.0" for i in range(n_pairs)])
     for split in ("train", "dev", "test"):
         write(sts / "STSBenchmark" / f"sts-{split}.csv",
-              [f"g\tx\ty\t{i:04d}\t{i % 5}.0\ta dog runs {i}\ta cat sleeps {i}" for i in range(n_pairs)])
+              [f"g\tx\ty\t{i:04d}\t{i % 6}.0\ta dog runs {i}\ta cat sleeps {i}" for i in range(n_pairs)])
     header = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"
     for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
         write(root / "downstream" / "SICK" / name,
