@@ -43,7 +43,7 @@ def default_model() -> str:
 def run_one(loss: str, args, data: str) -> dict:
     out = Path(args.output_dir) / "runs" / loss
     started = time.perf_counter()
-    metrics = train.main([
+    train.main([
         "--model_name_or_path", args.model, "--train_file", args.train_file, "--output_dir", str(out),
         "--overwrite_output_dir", "--loss_type", loss, "--pooler_type", "cls", "--mlp_only_train",
         "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import save_tiny_model, write_sts_tree
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 import evaluation
 import simcse_to_huggingface as convert_cli
+from conftest import save_tiny_model, write_sts_tree
 from simcse.cli import run_cli
 from simcse.models import configure, model_class_for
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import save_tiny_model
 from test_train import base_args, write_train_file
 
 import train
+from conftest import save_tiny_model
 from simcse.arguments import ModelArguments
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
