@@ -22,6 +22,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
+from simcse import export
 from simcse.cli import OneLineArgumentParser, run_cli
 from simcse.errors import SimCSEError
 from simcse.models import ARCHITECTURES
@@ -114,11 +115,23 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--path", required=True, help="checkpoint directory written by train.py")
     parser.add_argument("--output_dir", default=None, help="where to write the plain model (default: PATH-hf)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output_dir")
+    parser.add_argument("--sentence_transformers", action="store_true",
+                        help="also write the sentence-transformers layout (modules.json, pooling, MLP head as Dense)")
+    parser.add_argument("--max_seq_length", type=int, default=export.DEFAULT_MAX_SEQ_LENGTH,
+                        help="with --sentence_transformers: truncation length it uses (default: %(default)s)")
     args = parser.parse_args(argv)
     output_dir = args.output_dir or args.path.rstrip("/") + "-hf"
+    if args.sentence_transformers and os.path.isfile(os.path.join(args.path, "config.json")):
+        source = AutoConfig.from_pretrained(args.path)  # fail before writing anything
+        export.export_pooler(source, args.path)
+        export.check_max_seq_length(args.max_seq_length, source, args.path)
     report = convert(args.path, output_dir, overwrite=args.overwrite)
     dropped = f"; dropped {len(report['dropped'])} head tensors" if report["dropped"] else ""
     print(f"wrote {report['architecture']} ({report['keys']} tensors{dropped}) to {report['output_dir']}")
+    if args.sentence_transformers:
+        report["sentence_transformers"] = export.write_sentence_transformers(output_dir, args.max_seq_length)
+        st = report["sentence_transformers"]
+        print(f"wrote the sentence-transformers layout ({' -> '.join(st['modules'])}; pooler {st['pooler']})")
     return report
 
 

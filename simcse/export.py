@@ -1,0 +1,176 @@
+"""Lay a converted SimCSE model out as a sentence-transformers model (``--sentence_transformers``).
+
+    python simcse_to_huggingface.py --path result/my-sup-simcse --output_dir out --sentence_transformers
+    >>> SentenceTransformer("out").encode(sentences)   # == SimCSE("result/my-sup-simcse").encode(
+    ...                                                 #      sentences, normalize_to_unit=False)
+
+The pipeline reproduces the pooler SimCSE uses at inference (:func:`simcse.tool.pooler_from_config`),
+with no approximation. Checked against the sentence-transformers 6.2 source:
+
+=====================  ==========================================================================
+our pooler             sentence-transformers modules after the Transformer
+=====================  ==========================================================================
+cls                    Pooling(cls) + Dense(H, H, tanh) holding the MLP head (``mlp.dense``)
+cls_before_pooler      Pooling(cls) (``cls`` with ``mlp_only_train`` exports as this)
+avg                    Pooling(mean)
+avg_top2               WeightedLayerPooling(layer_start=L-1, weights [1, 1]) + Pooling(mean):
+                       Σ w_l h_l / Σ w_l = (h[-2] + h[-1]) / 2
+avg_first_last         WeightedLayerPooling(layer_start=1, weights [1, 0, ..., 0, 1]) + Pooling(mean):
+                       (h[1] + h[L]) / 2 (hidden_states index 1 = the first layer, as ours)
+wavg                   Pooling(weightedmean): ST weights token t by its 1-based position counted
+                       from the first non-padding token, times the mask, i.e. cumsum(m)·m as ours
+last                   Pooling(lasttoken): the last position whose mask is 1
+=====================  ==========================================================================
+
+Pooling(cls) takes the first non-padding token, which is [CLS] / <s> under right padding. The two
+layer-mixing poolers need ``output_hidden_states: true`` in config.json (ST only passes the hidden
+states on when the config asks for them), which this export sets. No Normalize module: the exported
+model returns the same vectors as the SimCSE tool with ``normalize_to_unit=False``; cosine scores are
+unaffected, and ``encode(..., normalize_embeddings=True)`` gives unit vectors when wanted.
+
+Config files use the long-standing format (``sentence_transformers.models.*`` module types,
+``pooling_mode_*`` booleans, ``word_embedding_dimension``), which sentence-transformers 6.2 reads
+without warnings (its ``Pooling.load_config`` and import shims translate them) and older releases read
+as well. ``max_seq_length`` (default 128, the tool's default) is written to sentence_bert_config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from simcse.errors import SimCSEError
+from simcse.tool import pooler_from_config
+
+DEFAULT_MAX_SEQ_LENGTH = 128
+_POOLING_MODE = {"cls": "cls", "cls_before_pooler": "cls", "avg": "mean", "avg_top2": "mean",
+                 "avg_first_last": "mean", "wavg": "weightedmean", "last": "lasttoken"}
+_LEGACY_MODE_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                     "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+                     "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
+SUPPORTED_POOLERS = tuple(_POOLING_MODE)
+
+
+def _read_json(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_json(path: str, payload) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2)
+        handle.write("\n")
+
+
+def _position_limit(config: dict) -> int | None:
+    return config.get("max_position_embeddings") or config.get("n_positions")
+
+
+def export_pooler(config, source: str) -> str:
+    """The inference pooler of a checkpoint config (object or dict), or a SimCSEError saying why it
+    cannot be exported. Call it before converting, so nothing is written for a model that would fail."""
+    if isinstance(config, dict):
+        from types import SimpleNamespace
+
+        config = SimpleNamespace(**config)
+    pooler = pooler_from_config(config)
+    if pooler is None:
+        raise SimCSEError(f"{source!r} records no pooler_type in config.json; export a checkpoint written by train.py")
+    if pooler not in _POOLING_MODE:
+        raise SimCSEError(f"pooler {pooler!r} of {source!r} has no sentence-transformers export; "
+                          f"supported: {', '.join(SUPPORTED_POOLERS)}")
+    return pooler
+
+
+def check_max_seq_length(max_seq_length: int, config, source: str) -> None:
+    limit = _position_limit(config if isinstance(config, dict) else config.to_dict())
+    if max_seq_length < 2:
+        raise SimCSEError(f"--max_seq_length must be at least 2, got {max_seq_length}")
+    if limit is not None and max_seq_length > limit:
+        raise SimCSEError(f"--max_seq_length {max_seq_length} exceeds the limit of {limit} positions of {source!r}")
+
+
+def _pooling_config(hidden: int, mode: str) -> dict:
+    config = {"word_embedding_dimension": hidden}
+    config.update({key: name == mode for name, key in _LEGACY_MODE_KEYS.items()})
+    config["include_prompt"] = True
+    return config
+
+
+def _layer_weights(pooler: str, num_layers: int) -> tuple[int, torch.Tensor]:
+    """(layer_start, weights over hidden_states[layer_start:]) such that the weighted mean is our mix."""
+    if pooler == "avg_top2":
+        return num_layers - 1, torch.ones(2)
+    weights = torch.zeros(num_layers)  # avg_first_last: hidden_states[1:] are the L layer outputs
+    weights[0] += 1.0
+    weights[-1] += 1.0  # with one layer this gives [2]: (h1 + h1) / 2, as ours
+    return 1, weights
+
+
+def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> dict:
+    """Add the sentence-transformers files to a converted model directory (config.json carrying
+    ``pooler_type``, model.safetensors, tokenizer). Returns {"pooler", "modules", "files"}."""
+    config_file = os.path.join(model_dir, "config.json")
+    config = _read_json(config_file)
+    pooler = export_pooler(config, model_dir)
+    check_max_seq_length(max_seq_length, config, model_dir)
+    hidden = config.get("hidden_size") or config.get("n_embd")
+    written: list[str] = []
+
+    def put(relative: str, payload) -> None:
+        _write_json(os.path.join(model_dir, relative), payload)
+        written.append(relative)
+
+    modules = [("Transformer", "")]
+    if pooler in ("avg_top2", "avg_first_last"):
+        num_layers = config.get("num_hidden_layers") or config.get("n_layer")
+        layer_start, weights = _layer_weights(pooler, num_layers)
+        folder = f"{len(modules)}_WeightedLayerPooling"
+        put(f"{folder}/config.json", {"word_embedding_dimension": hidden, "layer_start": layer_start,
+                                      "num_hidden_layers": num_layers})
+        save_file({"layer_weights": weights.contiguous()}, os.path.join(model_dir, folder, "model.safetensors"))
+        written.append(f"{folder}/model.safetensors")
+        modules.append(("WeightedLayerPooling", folder))
+        config["output_hidden_states"] = True  # ST hands hidden states on only when the config asks
+        put("config.json", config)
+    folder = f"{len(modules)}_Pooling"
+    put(f"{folder}/config.json", _pooling_config(hidden, _POOLING_MODE[pooler]))
+    modules.append(("Pooling", folder))
+    if pooler == "cls":
+        state = load_file(os.path.join(model_dir, "model.safetensors"))
+        if "pooler.dense.weight" not in state:
+            raise SimCSEError(f"{model_dir!r} has no pooler.dense weights to hold the cls MLP head; "
+                              "convert the checkpoint with simcse_to_huggingface.py first")
+        folder = f"{len(modules)}_Dense"
+        put(f"{folder}/config.json", {"in_features": hidden, "out_features": hidden, "bias": True,
+                                      "activation_function": "torch.nn.modules.activation.Tanh"})
+        dense = {"linear.weight": state["pooler.dense.weight"].contiguous(),
+                 "linear.bias": state["pooler.dense.bias"].contiguous()}
+        save_file(dense, os.path.join(model_dir, folder, "model.safetensors"))
+        written.append(f"{folder}/model.safetensors")
+        modules.append(("Dense", folder))
+
+    put("modules.json", [{"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+                         for i, (kind, path) in enumerate(modules)])
+    put("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
+    put("config_sentence_transformers.json", {"model_type": "SentenceTransformer", "prompts": {},
+                                              "default_prompt_name": None, "similarity_fn_name": "cosine"})
+    written += _ensure_padding_token(model_dir, config.get("model_type", ""))
+    return {"pooler": pooler, "modules": [kind for kind, _ in modules], "files": written}
+
+
+def _ensure_padding_token(model_dir: str, model_type: str) -> list[str]:
+    """Decoders (GPT-2) ship without a padding token; ST pads batches, so save pad = eos as training did."""
+    from transformers import AutoTokenizer
+
+    from simcse.encoder import prepare_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if tokenizer.pad_token is not None:
+        return []
+    prepare_tokenizer(tokenizer, model_type).save_pretrained(model_dir)
+    return ["tokenizer files (pad token = eos)"]
