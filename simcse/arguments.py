@@ -104,6 +104,12 @@ class DataTrainingArguments:
     overwrite_cache: bool = field(default=False, metadata={"help": "ignore the datasets cache"})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "processes for tokenization"})
     senteval_data: str | None = field(default=None, metadata={"help": "SentEval data dir (contains downstream/)"})
+    eval_custom_sts: list[str] | None = field(
+        default=None,
+        metadata={"help": "your own pair file(s) FILE[:NAME] (.tsv/.txt/.csv/.jsonl, float score or 0/1 label), "
+                  "repeatable or comma-separated: each evaluation logs eval_<name>_spearman, which "
+                  "--metric_for_best_model <name>_spearman can select on", "action": "extend"},
+    )
 
     def __post_init__(self):
         if not self.train_file:
@@ -116,6 +122,9 @@ class DataTrainingArguments:
             raise SimCSEError(f"--max_seq_length must be >= 2, got {self.max_seq_length}")
         if not 0 < self.mlm_probability < 1:
             raise SimCSEError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        if isinstance(self.eval_custom_sts, str):  # a JSON config may give one string
+            self.eval_custom_sts = [self.eval_custom_sts]
+        self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in item.split(",") if spec]
 
 
 @dataclass
@@ -126,6 +135,12 @@ class SimCSETrainingArguments(TrainingArguments):
     evaluation_strategy: str | None = field(default=None, metadata={"help": "old name of --eval_strategy"})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "allow writing into a non-empty output_dir"})
     remove_unused_columns: bool = field(default=False, metadata={"help": "keep the tokenized columns as they are"})
+    grad_cache_mini_batch: int | None = field(
+        default=None, metadata={"help": "gradient caching: encode the batch K examples at a time (memory of K)"}
+    )
+    no_duplicates_in_batch: bool = field(
+        default=False, metadata={"help": "never put two identical sentences in one batch (false negatives)"}
+    )
 
     def __post_init__(self):
         if self.evaluation_strategy is not None:
@@ -134,4 +149,13 @@ class SimCSETrainingArguments(TrainingArguments):
             raise SimCSEError("--fp16 and --bf16 are exclusive; pick one")
         if self.fp16 and not torch.cuda.is_available():
             raise SimCSEError("--fp16 needs a CUDA GPU and none is visible; drop --fp16 (use fp32 on CPU)")
+        if self.grad_cache_mini_batch is not None and self.grad_cache_mini_batch < 1:
+            raise SimCSEError(f"--grad_cache_mini_batch must be a positive number of examples, got "
+                              f"{self.grad_cache_mini_batch}")
         super().__post_init__()
+        if self.n_gpu > 1:
+            raise SimCSEError(
+                f"{self.n_gpu} GPUs are visible but train.py runs as a single process, which would use "
+                "DataParallel (unsupported: negatives would not be gathered); launch one process per GPU with "
+                f"`torchrun --nproc_per_node {self.n_gpu} train.py ...`, or pick one GPU with CUDA_VISIBLE_DEVICES=0"
+            )

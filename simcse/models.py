@@ -193,7 +193,7 @@ class ContrastiveEncoderMixin:
         embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
 
         mlm_loss = None
-        if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm:
+        if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm and (mlm_labels != -100).any():
             mlm_out = self._run_backbone(flat(mlm_input_ids), flat_mask, flat(token_type_ids))
             head = getattr(self, self.mlm_attr)
             logits = head(mlm_out.last_hidden_state, self.backbone.get_input_embeddings().weight)  # (B*N, L, V)

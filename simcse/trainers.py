@@ -7,19 +7,24 @@ The training loop, checkpointing, best-model tracking (``--metric_for_best_model
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from transformers import Trainer
 
+from senteval.custom import CustomSTSEval, metric_name, split_name
+from senteval.custom import evaluate as evaluate_custom
 from senteval.engine import SE
+from senteval.errors import SentEvalError
 from senteval.registry import TRANSFER_TASKS, build_task
 from senteval.utils import FAST_CLASSIFIER
-from simcse.distributed import gather_with_grad
+from simcse.distributed import gather_with_grad, rank, world_size
 from simcse.encoder import SentenceEncoder
+from simcse.gradcache import cached_step
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
+from simcse.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
 
 # metric name (without the eval_ prefix) -> (SentEval task, split)
 STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelatedness"}
@@ -30,15 +35,29 @@ class SentEvalDevEvaluator:
 
     Uses the fast SentEval parameters (REFERENCE §5) and the model's inference ``encode`` path (so an
     ``mlp_only_train`` model is scored without its MLP head, as it will be used).
+
+    custom_sts: pair files given as ``FILE[:NAME]`` (see :mod:`senteval.custom`); each adds the metric
+    ``<name>_spearman`` (NAME or the file stem, reduced to [a-z0-9_]), which ``metric_for_best_model`` can
+    select on. They are read here, so a bad file fails before training starts; ``avg_sts`` stays the
+    STS-B / SICK-R mean.
     """
 
     def __init__(self, tokenizer, data_dir: str, eval_transfer: bool = False, batch_size: int = 128,
-                 max_length: int | None = None):
+                 max_length: int | None = None, custom_sts: Sequence[str] = ()):
         self.tokenizer = tokenizer
         self.data_dir = data_dir
         self.eval_transfer = eval_transfer
         self.batch_size = batch_size
         self.max_length = max_length
+        self.custom_sts: dict[str, CustomSTSEval] = {}
+        for spec in custom_sts:
+            path, name = split_name(spec)
+            task = CustomSTSEval(path, name=name)
+            metric = f"{metric_name(task.name)}_spearman"
+            if metric in STS_DEV_METRICS or metric in self.custom_sts:
+                raise SentEvalError(f"--eval_custom_sts {spec!r}: the metric name {metric!r} is already taken; "
+                                    "choose another name with FILE:NAME")
+            self.custom_sts[metric] = task
 
     def __call__(self, model) -> dict[str, float]:
         device = next(model.parameters()).device
@@ -56,6 +75,8 @@ class SentEvalDevEvaluator:
         try:
             metrics = {name: se.eval(task)["dev"]["spearman"] for name, task in STS_DEV_METRICS.items()}
             metrics["avg_sts"] = sum(metrics.values()) / len(STS_DEV_METRICS)
+            for metric, task in self.custom_sts.items():
+                metrics[metric] = evaluate_custom(task, se.params, batcher)["spearman"]
             metrics.update(self.alignment_uniformity(encoder))
             if self.eval_transfer:
                 accuracies = {task: se.eval(task)["devacc"] for task in TRANSFER_TASKS}
@@ -97,6 +118,8 @@ class SimCSETrainer(Trainer):
         self.loss_fn = loss_fn
         self.evaluator = evaluator
         self.mlm_weight = mlm_weight
+        self.grad_cache_chunk = getattr(self.args, "grad_cache_mini_batch", None)
+        self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)
         self._diagnostics: dict[str, list[float]] = {}
 
     @torch.no_grad()
@@ -116,14 +139,44 @@ class SimCSETrainer(Trainer):
             self._diagnostics = {}
         super().log(logs, start_time)
 
+    def _loss_of_embeddings(self, z: torch.Tensor) -> torch.Tensor:
+        """The contrastive loss of (B, N, H) embeddings; N = 3 carries hard negatives."""
+        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        if not self.grad_cache_chunk:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        loss, local = cached_step(
+            model, inputs, self.grad_cache_chunk, self._loss_of_embeddings,
+            backward=self.accelerator.backward,
+            forward_context=self.compute_loss_context_manager,
+            no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
+            mlm_weight=self.mlm_weight if getattr(self.model.config, "do_mlm", False) else 0.0,
+            scale=1.0 / self.current_gradient_accumulation_steps,
+        )
+        self._record_diagnostics(local[:, 0], local[:, 1])
+        return loss
+
+    def get_train_dataloader(self):
+        if not self.no_duplicates:
+            return super().get_train_dataloader()
+        sampler = NoDuplicatesBatchSampler(
+            sentence_keys(self.train_dataset), self.args.per_device_train_batch_size, seed=self.args.seed,
+            drop_last=self.args.dataloader_drop_last, num_replicas=world_size(), rank=rank(),
+        )
+        # Not passed through accelerator.prepare: the sampler already gives each process its own slice
+        # of every duplicate-free global batch; _prepare_inputs moves the tensors to the device.
+        return EpochDataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                          num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
-        z1, z2 = z[:, 0], z[:, 1]
-        z3 = z[:, 2] if z.shape[1] == 3 else None
-        loss = self.loss_fn(z1, z2, z3)
+        loss = self._loss_of_embeddings(z)
         if model.training:
-            self._record_diagnostics(z1.detach(), z2.detach())
+            self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
         if outputs.mlm_loss is not None:
             loss = loss + self.mlm_weight * outputs.mlm_loss
         return (loss, outputs) if return_outputs else loss

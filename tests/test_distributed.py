@@ -1,0 +1,91 @@
+"""Global negatives under DDP: 2 processes x batch b give the loss and gradients of 1 process x batch 2b,
+for every registered loss, with and without gradient caching (torch.distributed, gloo, CPU)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from test_gradcache import B, batch, loss_of, tiny_model
+
+from simcse.distributed import gather_with_grad
+from simcse.gradcache import cached_step
+from simcse.losses import LOSSES, build_loss
+
+WORLD = 2
+
+
+def single_process(name: str, num_sent: int) -> tuple[torch.Tensor, dict]:
+    model = tiny_model(dropout=0.0)
+    loss = loss_of(build_loss(name))(model(**batch(num_sent)).embeddings.float())
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def local_half(inputs: dict, rank: int) -> dict:
+    half = B // WORLD
+    return {k: v[rank * half:(rank + 1) * half] for k, v in inputs.items()}
+
+
+def average_grads(model) -> dict:
+    """What DDP does after backward: average every parameter gradient over the processes."""
+    out = {}
+    for n, p in model.named_parameters():
+        if p.grad is not None:
+            g = p.grad.clone()
+            dist.all_reduce(g)
+            out[n] = g / WORLD
+    return out
+
+
+def worker(rank: int, port: int, result_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    torch.set_num_threads(1)
+    results = {}
+    try:
+        for name in sorted(LOSSES):
+            loss_fn = build_loss(name)
+            num_sent = 3 if loss_fn.supports_hard_negatives else 2
+            inputs = local_half(batch(num_sent), rank)
+            model = tiny_model(dropout=0.0)
+            z = gather_with_grad(model(**inputs).embeddings.float())
+            loss = loss_of(loss_fn)(z)
+            loss.backward()
+            results[name] = (loss.detach(), average_grads(model))
+            model = tiny_model(dropout=0.0)
+            cached_loss, _ = cached_step(model, inputs, 2, loss_of(loss_fn), backward=lambda t: t.backward())
+            results[name + "+gradcache"] = (cached_loss, average_grads(model))
+    finally:
+        dist.destroy_process_group()
+    torch.save(results, os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    result_dir = tmp_path_factory.mktemp("ddp")
+    mp.spawn(worker, args=(free_port(), str(result_dir)), nprocs=WORLD, join=True)
+    return [torch.load(result_dir / f"rank{r}.pt") for r in range(WORLD)]
+
+
+@pytest.mark.parametrize("cache", ["", "+gradcache"])
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_two_processes_equal_one_process_with_the_double_batch(name, cache, ddp_results):
+    num_sent = 3 if build_loss(name).supports_hard_negatives else 2
+    ref_loss, ref_grads = single_process(name, num_sent)
+    for rank_results in ddp_results:
+        loss, grads = rank_results[name + cache]
+        torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
+        assert grads.keys() == ref_grads.keys()
+        for key in ref_grads:
+            torch.testing.assert_close(grads[key], ref_grads[key], rtol=1e-4, atol=1e-5, msg=f"{name}{cache} {key}")
