@@ -129,7 +129,10 @@ def _weight_names(model_name_or_path: str) -> list[str]:
             return list(handle.keys())
     weights = _model_file(model_name_or_path, "pytorch_model.bin")
     if weights is not None:
-        return list(torch.load(weights, map_location="cpu", weights_only=True, mmap=True))
+        try:
+            return list(torch.load(weights, map_location="cpu", weights_only=True, mmap=True))
+        except RuntimeError:  # a pre-1.6 (non-zip) .bin cannot be memory-mapped
+            return list(torch.load(weights, map_location="cpu", weights_only=True))
     return []
 
 
