@@ -6,6 +6,11 @@
 Prints the same tables as the original SimCSE evaluation.py (STS: Spearman ×100, the ``all``
 aggregation by default; transfer: accuracy ×100), names the STS aggregation, and with
 ``--output_json`` writes every printed figure plus the raw SentEval results.
+
+Your own data (:mod:`senteval.custom`): ``--custom_sts FILE[:NAME]`` scores sentence pairs against their
+gold score or 0/1 label (Spearman and Pearson ×100) and ``--custom_classification TRAIN[,DEV],TEST[:NAME]``
+fits the transfer tasks' linear probe (accuracy and macro-F1 ×100); each kind gets its own table after
+the standard ones. ``--task_set custom`` runs only these.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from prettytable import PrettyTable
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
+from senteval.custom import CustomClassificationEval, CustomSTSEval, split_name
+from senteval.custom import evaluate as evaluate_custom
 from senteval.datapath import resolve_data_dir
 from senteval.engine import SE
 from senteval.registry import STS_TASKS, TASKS, TRANSFER_TASKS
@@ -30,7 +37,7 @@ from simcse.encoder import build_encoder
 from simcse.errors import SimCSEError
 from simcse.poolers import ALL_POOLERS
 
-TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS}
+TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS, "custom": []}
 DEV_STS_TASKS = ["STSBenchmark", "SICKRelatedness"]  # the only STS tasks with a dev split
 AGG_HELP = {
     "all": "one Spearman over the concatenation of all subsets, as in the SimCSE paper",
@@ -52,7 +59,8 @@ def parse_args(argv: list[str] | None):
         help="dev: STS-B/SICK-R dev and transfer dev accuracy (fast probes); test: the paper's protocol; "
         "fasttest: test splits with the fast probes",
     )
-    parser.add_argument("--task_set", default="sts", choices=["sts", "transfer", "full", "na"], help="overrides --tasks unless na")
+    parser.add_argument("--task_set", default="sts", choices=["sts", "transfer", "full", "na", "custom"],
+                        help="overrides --tasks unless na; custom: only the --custom_* sets")
     parser.add_argument("--tasks", nargs="+", default=STS_TASKS, choices=list(TASKS), metavar="TASK", help="tasks for --task_set na")
     parser.add_argument("--sts_agg", default="all", choices=AGGREGATIONS, help="aggregation of STS12-16 subsets")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per forward pass")
@@ -60,7 +68,27 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--senteval_data", default=None, help="directory containing downstream/ (see README)")
     parser.add_argument("--output_json", default=None, help="also write every printed figure to this JSON file")
+    custom = parser.add_argument_group("your own data (see senteval/custom.py for the file layouts)")
+    custom.add_argument("--custom_sts", nargs="+", action="extend", default=[], metavar="FILE[:NAME]",
+                        help="sentence-pair file (.tsv/.txt, .csv, .jsonl) with a float score or a 0/1 label; "
+                        "repeatable; NAME defaults to the file stem")
+    custom.add_argument("--custom_columns", default=None, metavar="S1,S2,SCORE",
+                        help="columns of the --custom_sts files, by header name or 0-based index "
+                        "(default: a header naming sentence1, sentence2 and label/score, or 3 columns)")
+    custom.add_argument("--custom_classification", nargs="+", action="extend", default=[],
+                        metavar="TRAIN[,DEV],TEST[:NAME]",
+                        help="labelled text files for a linear probe on frozen embeddings; the penalty is chosen "
+                        "on DEV when given, else by k-fold cross-validation on TRAIN; repeatable")
+    custom.add_argument("--custom_classification_columns", default=None, metavar="TEXT,LABEL",
+                        help="columns of the --custom_classification files, by header name or 0-based index "
+                        "(default: a header naming text and label, or 2 columns)")
     args = parser.parse_args(argv)
+    if args.task_set == "custom" and not (args.custom_sts or args.custom_classification):
+        parser.error("--task_set custom needs --custom_sts or --custom_classification")
+    for columns, files in (("--custom_columns", "--custom_sts"),
+                           ("--custom_classification_columns", "--custom_classification")):
+        if getattr(args, columns[2:]) and not getattr(args, files[2:]):
+            parser.error(f"{columns} describes {files} files, but none was given")
     if args.batch_size < 1:
         parser.error(f"argument --batch_size: must be positive, got {args.batch_size}")
     if args.max_seq_length is not None and args.max_seq_length < 2:
@@ -132,6 +160,56 @@ def aggregation_note(mode: str, agg: str) -> str:
     return f"STS aggregation: {agg} ({AGG_HELP[agg]}; STSBenchmark and SICKRelatedness: test split)"
 
 
+def load_custom_tasks(args) -> tuple[list[CustomSTSEval], list[CustomClassificationEval]]:
+    """Read every --custom_* file now, so a bad file fails before the model is loaded."""
+    sts = []
+    for spec in args.custom_sts:
+        path, name = split_name(spec)
+        sts.append(CustomSTSEval(path, name=name, columns=args.custom_columns, flag="--custom_columns"))
+    classification = []
+    for spec in args.custom_classification:
+        body, name = split_name(spec)
+        files = body.split(",")
+        if len(files) not in (2, 3) or not all(files):
+            raise SimCSEError(f"--custom_classification {spec!r}: give TRAIN,TEST or TRAIN,DEV,TEST "
+                              "(comma-separated files), optionally followed by :NAME")
+        train, dev, test = (files[0], None, files[1]) if len(files) == 2 else files
+        classification.append(CustomClassificationEval(train, test, dev=dev, name=name,
+                                                       columns=args.custom_classification_columns,
+                                                       flag="--custom_classification_columns"))
+    for kind, tasks in (("--custom_sts", sts), ("--custom_classification", classification)):
+        names = [t.name for t in tasks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SimCSEError(f"{kind}: the name {twice[0]!r} is used twice; tell the sets apart with FILE:NAME")
+    return sts, classification
+
+
+def custom_sts_table(results: dict) -> tuple[str, dict]:
+    table = PrettyTable()
+    table.field_names = ["custom STS", "pairs", "Spearman", "Pearson"]
+    table.align["custom STS"] = "l"
+    figures = {}
+    for name, r in results.items():
+        figures[name] = {"spearman": float(fmt(r["spearman"] * 100)), "pearson": float(fmt(r["pearson"] * 100))}
+        table.add_row([name, r["nsamples"], fmt(r["spearman"] * 100), fmt(r["pearson"] * 100)])
+    return table.get_string(), figures
+
+
+def custom_classification_table(results: dict, kfold: int) -> tuple[str, dict]:
+    table = PrettyTable()
+    table.field_names = ["custom classification", "train", "dev", "test", "classes", "penalty chosen on",
+                         "dev acc", "test acc", "test macro-F1"]
+    table.align["custom classification"] = "l"
+    figures = {}
+    for name, r in results.items():
+        chosen_on = "dev" if r["selection"] == "dev" else f"{kfold}-fold CV on train"
+        figures[name] = {"devacc": r["devacc"], "acc": r["acc"], "macro_f1": r["macro_f1"]}
+        table.add_row([name, r["ntrain"], r["ndev"] or "-", r["ntest"], len(r["classes"]), chosen_on,
+                       fmt(r["devacc"]), fmt(r["acc"]), fmt(r["macro_f1"])])
+    return table.get_string(), figures
+
+
 def write_json_atomic(path: str, payload: dict) -> None:
     """Write to a temporary file beside ``path`` and rename, so a crash never leaves half a file."""
     directory = os.path.dirname(os.path.abspath(path))
@@ -151,7 +229,9 @@ def write_json_atomic(path: str, payload: dict) -> None:
 def evaluate(args, out=None) -> dict:
     out = out if out is not None else sys.stdout
     tasks = select_tasks(args.task_set, args.tasks, args.mode)
-    data_dir = resolve_data_dir(args.senteval_data)  # fail before loading the model, not after
+    # fail before loading the model, not after; custom-only runs need no SentEval data
+    data_dir = resolve_data_dir(args.senteval_data) if tasks else None
+    custom_sts, custom_classification = load_custom_tasks(args)
     encoder = build_encoder(
         args.model_name_or_path,
         args.pooler,
@@ -165,11 +245,17 @@ def evaluate(args, out=None) -> dict:
         sentences = [" ".join(w.decode("utf-8") if isinstance(w, bytes) else w for w in s) for s in batch]
         return encoder.encode(sentences).numpy()
 
-    se = SE(senteval_params(args.mode, str(data_dir), args.device), batcher)
+    params = senteval_params(args.mode, str(data_dir) if data_dir else None, args.device)
     started = time.perf_counter()
     results = {}
-    for task in tqdm(tasks, desc="SentEval", unit="task", disable=not sys.stderr.isatty()):
-        results[task] = se.eval(task)
+    if tasks:
+        se = SE(params, batcher)
+        for task in tqdm(tasks, desc="SentEval", unit="task", disable=not sys.stderr.isatty()):
+            results[task] = se.eval(task)
+    custom_results = {"custom_sts": {}, "custom_classification": {}}
+    for kind, custom_tasks in (("custom_sts", custom_sts), ("custom_classification", custom_classification)):
+        for task in custom_tasks:
+            custom_results[kind][task.name] = evaluate_custom(task, params, batcher)
     seconds = time.perf_counter() - started
 
     tables: dict[str, dict[str, float]] = {}
@@ -183,6 +269,14 @@ def evaluate(args, out=None) -> dict:
         names, scores = transfer_row(results, args.mode)
         print(render_table(names, scores), file=out)
         tables["transfer"] = {n: float(s) for n, s in zip(names, scores)}
+    if custom_results["custom_sts"]:
+        text, tables["custom_sts"] = custom_sts_table(custom_results["custom_sts"])
+        print(text, file=out)
+    if custom_results["custom_classification"]:
+        text, tables["custom_classification"] = custom_classification_table(
+            custom_results["custom_classification"], params["kfold"])
+        print(text, file=out)
+    results.update({kind: r for kind, r in custom_results.items() if r})
     return {
         "model_name_or_path": args.model_name_or_path,
         "pooler": args.pooler,

@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> dict:
     evaluator = None
     if training_args.eval_strategy != "no" or training_args.eval_on_start:
         evaluator = SentEvalDevEvaluator(tokenizer, str(resolve_data_dir(data_args.senteval_data)),
-                                         eval_transfer=training_args.eval_transfer)
+                                         eval_transfer=training_args.eval_transfer,
+                                         custom_sts=data_args.eval_custom_sts)
+    elif data_args.eval_custom_sts:
+        raise SimCSEError("--eval_custom_sts is scored at each evaluation, but evaluation is off; "
+                          "add --eval_strategy steps --eval_steps N (or epoch)")
     logger.info("mode: %s (%d column%s), %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
                 {1: "unsupervised", 2: "supervised pairs", 3: "supervised + hard negatives"}[num_columns],
                 num_columns, "" if num_columns == 1 else "s", len(train_dataset), loss_fn.name,

@@ -34,6 +34,16 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return num / np.maximum(den, 1e-12)
 
 
+def word_count(sentence: tuple[str, ...] | list[str]) -> int:
+    """Whitespace-separated words in a sentence given as tokens: the length the tasks sort by.
+
+    For the built-in tasks' whitespace-split tokens this is ``len(sentence)``; for a raw string passed
+    as one token (:mod:`senteval.custom`) it is the number of words of that string, so both kinds of
+    task hand the same sentences to the batcher in the same order.
+    """
+    return sum(len(token.split()) for token in sentence)
+
+
 def correlations(sys_scores: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
     """(Pearson, Spearman) as plain floats."""
     return float(pearsonr(sys_scores, gold)[0]), float(spearmanr(sys_scores, gold)[0])
@@ -85,7 +95,7 @@ class STSEval:
             a, b, _ = self.data[name]
             for sent in a + b:
                 unique.setdefault(tuple(sent), len(unique))
-        order = sorted(unique, key=len)
+        order = sorted(unique, key=word_count)
         embeddings = encode_in_batches(params, batcher, [list(s) for s in order])
         row_of = {sent: i for i, sent in enumerate(order)}
 
