@@ -194,12 +194,17 @@ def build_encoder(
         raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
     tokenizer = load_pretrained(model_name_or_path, AutoTokenizer.from_pretrained, what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
-    if is_simcse_checkpoint(config):  # a train.py checkpoint: no conversion needed
-        model = load_pretrained(model_name_or_path, model_class_for(config.model_type).from_pretrained)
-        embed = simcse_embed_fn(model, pooler_type)
-    else:
-        model = load_pretrained(model_name_or_path, AutoModel.from_pretrained)
-        embed = hf_embed_fn(model, pooler_type)
+    simcse_checkpoint = is_simcse_checkpoint(config)  # a train.py checkpoint: no conversion needed
+    model_cls = model_class_for(config.model_type) if simcse_checkpoint else AutoModel
+    model, info = load_pretrained(model_name_or_path, lambda p: model_cls.from_pretrained(p, output_loading_info=True))
+    head = "mlp." if simcse_checkpoint else "pooler."
+    if pooler_type == "cls" and any(key.startswith(head) for key in info["missing_keys"]):
+        # transformers would fill the missing layer with random weights and the scores would be noise
+        raise SimCSEError(
+            f"pooler 'cls' needs a trained pooling layer ({head}dense), but {model_name_or_path!r} has none; "
+            "use --pooler cls_before_pooler (the [CLS] state) or the pooler the model was trained with (e.g. avg)"
+        )
+    embed = simcse_embed_fn(model, pooler_type) if simcse_checkpoint else hf_embed_fn(model, pooler_type)
     resolved = resolve_device(device)
     model.to(resolved).eval()
     return SentenceEncoder(

@@ -147,3 +147,16 @@ def test_subprocess_exit_code_and_no_traceback():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().count("\n") == 0
     assert "/no/such/model" in proc.stderr
+
+
+def test_cls_pooler_without_trained_pooling_layer_is_refused(tmp_path, capsys):
+    """A checkpoint saved without BERT's pooler would get a random one: refuse instead of printing noise."""
+    from conftest import save_tiny_model
+    from safetensors.torch import load_file, save_file
+
+    model_dir = save_tiny_model(tmp_path / "no-pooler", "bert")
+    weights = load_file(model_dir / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if not k.startswith("pooler.")}, model_dir / "model.safetensors",
+              metadata={"format": "pt"})
+    code, err = run(["--model_name_or_path", str(model_dir), "--pooler", "cls"], capsys)
+    assert code == 2 and "needs a trained pooling layer (pooler.dense)" in err and "cls_before_pooler" in err
