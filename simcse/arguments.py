@@ -28,6 +28,10 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "where to cache hub downloads"})
     use_fast_tokenizer: bool = field(default=True, metadata={"help": "use a fast (Rust) tokenizer"})
     model_revision: str = field(default="main", metadata={"help": "hub revision (branch, tag or commit)"})
+    trust_remote_code: bool = field(
+        default=False,
+        metadata={"help": "run Python code shipped with a hub model or tokenizer (off: only built-in classes load)"},
+    )
     temp: float = field(default=0.05, metadata={"help": "temperature τ of the similarity (scale 1/τ)"})
     pooler_type: str = field(
         default="cls",
@@ -140,6 +144,11 @@ class SimCSETrainingArguments(TrainingArguments):
     )
     no_duplicates_in_batch: bool = field(
         default=False, metadata={"help": "never put two identical sentences in one batch (false negatives)"}
+    )
+    skip_nonfinite: bool = field(
+        default=False,
+        metadata={"help": "skip a step whose loss is NaN/inf (no update, a warning with the count) instead of "
+                  "stopping with an error naming the last good checkpoint"},
     )
 
     def __post_init__(self):

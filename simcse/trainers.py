@@ -1,11 +1,15 @@
-"""The Trainer subclass: contrastive ``compute_loss`` and a SentEval ``evaluate``; nothing else.
+"""The Trainer subclass: contrastive ``compute_loss`` and a SentEval ``evaluate``.
 
 The training loop, checkpointing, best-model tracking (``--metric_for_best_model stsb_spearman
---load_best_model_at_end``), logging and resuming are the standard Hugging Face ``Trainer``'s.
+--load_best_model_at_end``), logging and resuming are the standard Hugging Face ``Trainer``'s; the
+small overrides around ``_save_checkpoint``, ``save_model`` and the loss add the guarantees of
+:mod:`simcse.reliability` (complete-checkpoint markers, atomic final save, non-finite losses).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +28,10 @@ from simcse.encoder import SentenceEncoder
 from simcse.gradcache import cached_step
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
+from simcse.reliability import NonFiniteLoss, mark_complete, nonfinite_error, staged_directory, unmark
 from simcse.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
+
+logger = logging.getLogger(__name__)
 
 # metric name (without the eval_ prefix) -> (SentEval task, split)
 STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelatedness"}
@@ -120,6 +127,8 @@ class SimCSETrainer(Trainer):
         self.mlm_weight = mlm_weight
         self.grad_cache_chunk = getattr(self.args, "grad_cache_mini_batch", None)
         self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)
+        self.skip_nonfinite = getattr(self.args, "skip_nonfinite", False)
+        self.skipped_nonfinite = 0
         self._diagnostics: dict[str, list[float]] = {}
 
     @torch.no_grad()
@@ -137,6 +146,8 @@ class SimCSETrainer(Trainer):
         if "loss" in logs and self._diagnostics:  # a training log line: add the diagnostics
             logs.update({key: sum(v) / len(v) for key, v in self._diagnostics.items()})
             self._diagnostics = {}
+        if "train_runtime" in logs and self.skipped_nonfinite:  # the end-of-training summary
+            logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
         super().log(logs, start_time)
 
     def _loss_of_embeddings(self, z: torch.Tensor) -> torch.Tensor:
@@ -144,18 +155,39 @@ class SimCSETrainer(Trainer):
         return self.loss_fn(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        try:
+            return self._training_step(model, inputs, num_items_in_batch)
+        except NonFiniteLoss as err:  # raised before any backward: no gradient from this batch
+            step = self.state.global_step + 1
+            if not self.skip_nonfinite:
+                raise nonfinite_error(err.value, step, self.args.output_dir) from None
+            self.skipped_nonfinite += 1
+            logger.warning("step %d: the loss is %s; skipped it without an update (--skip_nonfinite), "
+                           "%d step(s) skipped so far", step, err.value, self.skipped_nonfinite)
+            # NaN: the Trainer's logging_nan_inf_filter logs the running mean in its place.
+            return torch.tensor(float("nan"), device=self.args.device)
+
+    def _check_finite(self, loss: torch.Tensor) -> torch.Tensor:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLoss(loss.item())
+        return loss
+
+    def _training_step(self, model, inputs, num_items_in_batch=None):
         if not self.grad_cache_chunk:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
         loss, local = cached_step(
-            model, inputs, self.grad_cache_chunk, self._loss_of_embeddings,
+            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
             no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
             mlm_weight=self.mlm_weight if getattr(self.model.config, "do_mlm", False) else 0.0,
             scale=1.0 / self.current_gradient_accumulation_steps,
         )
+        if not torch.isfinite(loss):  # only the MLM term can get here, after its backward: drop the gradient
+            model.zero_grad(set_to_none=True)
+            raise NonFiniteLoss(loss.item())
         self._record_diagnostics(local[:, 0], local[:, 1])
         return loss
 
@@ -179,7 +211,27 @@ class SimCSETrainer(Trainer):
             self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
         if outputs.mlm_loss is not None:
             loss = loss + self.mlm_weight * outputs.mlm_loss
+        if model.training:
+            self._check_finite(loss)  # before backward, so a skipped step leaves no gradient
         return (loss, outputs) if return_outputs else loss
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # checkpoint-N is written in place: it is complete only once its marker is written, last.
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        if self.args.should_save:
+            unmark(folder)
+        super()._save_checkpoint(model, trial)
+        if self.args.should_save:
+            mark_complete(folder, self.state.global_step)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if _internal_call:  # inside a checkpoint folder, which has its own completeness marker
+            return super().save_model(output_dir, _internal_call=True)
+        # The final model: write to a scratch directory, then replace the files of output_dir one by one.
+        with staged_directory(output_dir or self.args.output_dir, write=self.args.should_save) as staging:
+            super().save_model(staging, _internal_call=True)
+        if self.args.push_to_hub:
+            self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         if self.evaluator is None:

@@ -151,8 +151,9 @@ def test_subprocess_exit_code_and_no_traceback():
 
 def test_cls_pooler_without_trained_pooling_layer_is_refused(tmp_path, capsys):
     """A checkpoint saved without BERT's pooler would get a random one: refuse instead of printing noise."""
-    from conftest import save_tiny_model
     from safetensors.torch import load_file, save_file
+
+    from conftest import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "no-pooler", "bert")
     weights = load_file(model_dir / "model.safetensors")
