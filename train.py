@@ -7,6 +7,7 @@
         --load_best_model_at_end --save_total_limit 1
 
 A single ``.json`` argument holding the same keys also works. Every flag: ``python train.py --help``.
+A killed run continues with ``--resume_from_checkpoint last`` (the newest complete checkpoint).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import transformers
 from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
 
 from senteval.datapath import resolve_data_dir
+from senteval.registry import TRANSFER_TASKS
 from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.cli import run_cli
 from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
@@ -27,7 +29,8 @@ from simcse.encoder import load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss
 from simcse.models import configure, model_class_for
-from simcse.trainers import SentEvalDevEvaluator, SimCSETrainer
+from simcse.reliability import StepDelayCallback, check_task_data, resolve_resume_checkpoint
+from simcse.trainers import STS_DEV_METRICS, SentEvalDevEvaluator, SimCSETrainer
 
 logger = logging.getLogger("simcse.train")
 
@@ -35,9 +38,12 @@ logger = logging.getLogger("simcse.train")
 def parse_args(argv: list[str] | None):
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+    try:
+        if len(argv) == 1 and argv[0].endswith(".json"):
+            return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
+        return parser.parse_args_into_dataclasses(args=argv)
+    except ValueError as err:  # TrainingArguments' own checks of flag combinations; one line, no traceback
+        raise SimCSEError(" ".join(str(err).split())) from None
 
 
 def check_output_dir(training_args: SimCSETrainingArguments) -> None:
@@ -56,6 +62,9 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     training_args.do_train = True
     check_output_dir(training_args)
+    # "last" means the newest COMPLETE checkpoint; a checkpoint cut off by a crash is never resumed from.
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir)
 
     # 2. Logging (configured here, never in the library).
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -66,13 +75,15 @@ def main(argv: list[str] | None = None) -> dict:
     # 3. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
     config = load_pretrained(model_args.config_name or model_args.model_name_or_path,
                              lambda p: AutoConfig.from_pretrained(p, cache_dir=model_args.cache_dir,
-                                                                  revision=model_args.model_revision))
+                                                                  revision=model_args.model_revision,
+                                                                  trust_remote_code=model_args.trust_remote_code))
     model_cls = model_class_for(config.model_type)
     configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
               temp=model_args.temp, do_mlm=model_args.do_mlm)
     tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
                                 lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
-                                                                        use_fast=model_args.use_fast_tokenizer),
+                                                                        use_fast=model_args.use_fast_tokenizer,
+                                                                        trust_remote_code=model_args.trust_remote_code),
                                 what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
@@ -84,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     num_columns = len(raw.column_names)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
-                                                                revision=model_args.model_revision))
+                                                                revision=model_args.model_revision,
+                                                                trust_remote_code=model_args.trust_remote_code))
 
     # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
     with training_args.main_process_first(desc="tokenization"):
@@ -103,7 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
                           f"{data_args.train_file!r}; use one of {able}, or 2-column data")
     evaluator = None
     if training_args.eval_strategy != "no" or training_args.eval_on_start:
-        evaluator = SentEvalDevEvaluator(tokenizer, str(resolve_data_dir(data_args.senteval_data)),
+        data_dir = resolve_data_dir(data_args.senteval_data)
+        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if training_args.eval_transfer
+                                                                    else []))  # fail now, not at step 125
+        evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
                                          eval_transfer=training_args.eval_transfer,
                                          custom_sts=data_args.eval_custom_sts)
     elif data_args.eval_custom_sts:
@@ -125,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn=loss_fn,
         evaluator=evaluator,
         mlm_weight=model_args.mlm_weight,
+        callbacks=StepDelayCallback.from_env(),  # a test hook; empty unless $SIMCSE_TEST_STEP_SLEEP is set
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

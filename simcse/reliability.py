@@ -1,0 +1,240 @@
+"""Reliability: checkpoints that are known to be complete, resuming, atomic final saves, bad-input checks.
+
+The Hugging Face ``Trainer`` writes ``checkpoint-N`` in place, file by file, and a run killed while
+it writes leaves a directory that looks like a checkpoint but is not one. So:
+
+* **Completeness marker.** When a checkpoint has been fully written, :func:`mark_complete` writes
+  ``simcse_checkpoint.json`` into it LAST (atomically), listing every file with its size.
+  :func:`is_complete` trusts a checkpoint only when the marker is there and every listed file still has
+  its size. A checkpoint saved again in place (after resuming from an earlier one) loses its marker
+  first (:func:`unmark`), so a crash during that re-save cannot leave a stale marker behind.
+* **Resuming.** ``--resume_from_checkpoint last`` resolves to the newest complete checkpoint of
+  ``output_dir`` (:func:`resolve_resume_checkpoint`); an explicit path must be a complete checkpoint.
+  The Trainer then restores weights, optimizer, scheduler, RNG states and its state (best metric and
+  best checkpoint included) and skips the batches already seen, so the resumed run ends with the
+  weights of an uninterrupted one.
+* **Atomic final save.** :func:`staged_directory` gives the final ``save_model`` a scratch directory
+  inside the target; each file is then moved into place with ``os.replace`` (atomic on POSIX), so the
+  model files in ``output_dir`` are always a whole old file or a whole new one, never half-written.
+* **Non-finite losses.** :class:`NonFiniteLoss` is raised by the trainer before ``backward`` when the
+  loss is NaN or infinite; the trainer stops with :func:`nonfinite_error` or, with
+  ``--skip_nonfinite``, skips the step (no gradient, so the optimizer leaves the weights alone).
+* **Test hook.** :class:`StepDelayCallback` sleeps after every optimizer step when the environment
+  variable ``SIMCSE_TEST_STEP_SLEEP`` (seconds) is set, so a test can kill a run between two
+  checkpoints reliably. It does nothing when the variable is unset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from simcse.errors import SimCSEError
+
+MARKER = "simcse_checkpoint.json"
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+STAGING = ".simcse-staging"  # scratch directory of the final save, inside the target
+STEP_SLEEP_ENV = "SIMCSE_TEST_STEP_SLEEP"
+RESUME_LAST = "last"
+
+
+# ----- completeness markers --------------------------------------------------------------------------
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def mark_complete(checkpoint: str | os.PathLike, global_step: int) -> None:
+    """Record that ``checkpoint`` is complete: its files and sizes, written last and atomically."""
+    root = Path(checkpoint)
+    files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
+             if p.is_file() and p.name != MARKER and not p.name.startswith(f".{MARKER}")}
+    _atomic_write_text(root / MARKER, json.dumps({"global_step": global_step, "files": files}, indent=1) + "\n")
+
+
+def unmark(checkpoint: str | os.PathLike) -> None:
+    """Forget that ``checkpoint`` was complete (it is about to be written again in place)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(Path(checkpoint) / MARKER)
+
+
+def incomplete_reason(checkpoint: str | os.PathLike) -> str | None:
+    """None when ``checkpoint`` is complete, otherwise why not (one short phrase)."""
+    root = Path(checkpoint)
+    if not root.is_dir():
+        return "not a directory"
+    try:
+        record = json.loads((root / MARKER).read_text(encoding="utf-8"))
+        files = dict(record["files"])
+    except FileNotFoundError:
+        return f"no {MARKER} (it was interrupted while being written, or not written by this train.py)"
+    except (ValueError, KeyError, TypeError):
+        return f"its {MARKER} is unreadable"
+    for name, size in files.items():
+        path = root / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    return None
+
+
+def is_complete(checkpoint: str | os.PathLike) -> bool:
+    return incomplete_reason(checkpoint) is None
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of every ``checkpoint-N`` directory in ``output_dir``, newest first."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if p.is_dir() and (m := CHECKPOINT_RE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def newest_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    return next((path for _, path in checkpoints(output_dir) if is_complete(path)), None)
+
+
+def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:
+    """The checkpoint directory ``--resume_from_checkpoint VALUE`` means, or a one-line SimCSEError.
+
+    ``last`` (any case): the newest complete checkpoint of ``output_dir``. A path: it must be a complete
+    checkpoint (see :func:`is_complete`); the error names the newest complete one as the fix.
+    """
+    if value is None or value == "":
+        return None
+    if value.lower() == RESUME_LAST:
+        newest = newest_complete_checkpoint(output_dir)
+        if newest is None:
+            if not Path(output_dir).is_dir():
+                raise SimCSEError(f"--resume_from_checkpoint last: --output_dir {str(output_dir)!r} does not exist, "
+                                  "so there is nothing to resume; drop --resume_from_checkpoint to start a fresh run")
+            skipped = [f"{p.name} ({incomplete_reason(p)})" for _, p in checkpoints(output_dir)]
+            found = f" (incomplete: {', '.join(skipped)})" if skipped else ""
+            raise SimCSEError(
+                f"--resume_from_checkpoint last: no complete checkpoint in {str(output_dir)!r}{found}; drop "
+                "--resume_from_checkpoint and add --overwrite_output_dir to start afresh, or pass a checkpoint directory"
+            )
+        return str(newest)
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a directory; pass a checkpoint-N directory "
+                          f"of a previous run, or 'last' for the newest one in --output_dir")
+    reason = incomplete_reason(path)
+    if reason is not None:
+        newest = newest_complete_checkpoint(path.parent)
+        fix = (f"resume from {str(newest)!r} (the newest complete one there) instead" if newest is not None
+               else "no complete checkpoint is beside it; start a fresh run")
+        raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a complete checkpoint: {reason}; {fix}")
+    return str(path)
+
+
+# ----- atomic final save -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[str]:
+    """Yield a scratch directory inside ``target``; on success move its files into ``target``.
+
+    Each file is moved with ``os.replace``, so a reader (or a crash) sees a whole old file or a whole new
+    one. On an exception the scratch directory is removed and ``target`` is left as it was.
+    ``write=False`` (processes that do not save, under DDP) yields the same path and moves nothing.
+    """
+    target = Path(target)
+    staging = target / STAGING
+    if not write:
+        yield str(staging)
+        return
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed save
+    staging.mkdir()
+    try:
+        yield str(staging)
+        for item in sorted(staging.iterdir()):
+            destination = target / item.name
+            if item.is_dir() and destination.is_dir():
+                shutil.rmtree(destination)
+            os.replace(item, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+# ----- non-finite losses -----------------------------------------------------------------------------
+
+
+class NonFiniteLoss(Exception):
+    """Internal signal: the training loss of this step is NaN or infinite (raised before backward)."""
+
+    def __init__(self, value: float):
+        super().__init__(f"non-finite loss {value}")
+        self.value = value
+
+
+def nonfinite_error(value: float, step: int, output_dir: str | os.PathLike) -> SimCSEError:
+    """The one-line error for a non-finite loss at ``step``, naming the last good checkpoint."""
+    newest = newest_complete_checkpoint(output_dir)
+    where = (f"the last good checkpoint is {str(newest)!r}: resume from it with --resume_from_checkpoint last"
+             if newest is not None else "no checkpoint was saved yet: restart the run")
+    return SimCSEError(
+        f"the training loss became {value} at step {step}; {where}, with a lower --learning_rate (or "
+        "--skip_nonfinite to skip such steps)"
+    )
+
+
+# ----- bad input that would otherwise fail late ------------------------------------------------------
+
+
+def check_task_data(data_dir: str | os.PathLike, tasks: Sequence[str]) -> None:
+    """Load every task's data once, so a missing or broken file fails now, not at the first evaluation."""
+    from senteval.datapath import HOW_TO_GET_DATA
+    from senteval.errors import SentEvalError
+    from senteval.registry import build_task
+
+    for task in tasks:
+        try:
+            build_task(task, Path(data_dir) / "downstream")
+        except SentEvalError as err:
+            raise SentEvalError(f"{err} (needed by {task} for evaluation during training); {HOW_TO_GET_DATA}, "
+                                "or train without evaluation (--eval_strategy no)") from None
+
+
+# ----- test hook -------------------------------------------------------------------------------------
+
+
+class StepDelayCallback(TrainerCallback):
+    """TEST HOOK: sleep ``$SIMCSE_TEST_STEP_SLEEP`` seconds after each optimizer step (unset: nothing).
+
+    Lets a test kill a real training process after a checkpoint and before the end, whatever the speed
+    of the machine. Never needed for training.
+    """
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    @classmethod
+    def from_env(cls) -> list[TrainerCallback]:
+        value = os.environ.get(STEP_SLEEP_ENV)
+        if not value:
+            return []
+        try:
+            return [cls(float(value))]
+        except ValueError:
+            raise SimCSEError(f"${STEP_SLEEP_ENV}={value!r} is not a number of seconds; unset it") from None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        time.sleep(self.seconds)
