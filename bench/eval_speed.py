@@ -6,8 +6,10 @@ Both sides use the same model and the same sentence pairs (loaded once by our Se
 tokens re-joined with spaces). The peer encodes the two sides of every pair with
 ``SentenceTransformer.encode`` and correlates cosine similarities with scipy's ``spearmanr``; STS12-16
 use the "all" aggregation (one Spearman over the concatenated subsets), STS-B and SICK-R their test
-split. We run ``evaluation.py``'s code path. Prints both score rows, the largest per-task difference,
-the wall time of each and the ratio peer_seconds / our_seconds (> 1 means we are faster).
+split. We run ``evaluation.py``'s code path (data loading included in our time). The two sides run
+interleaved, task by task, alternating who goes first, so that other load on the machine falls on
+both. Prints both score rows, the largest per-task difference, the wall time of each and the ratio
+peer_seconds / our_seconds (> 1 means we are faster).
 """
 
 from __future__ import annotations
@@ -41,45 +43,53 @@ def load_pairs(data_dir) -> dict[str, dict[str, tuple[list[str], list[str], np.n
     return pairs
 
 
-def run_peer(model_path: str, pairs, batch_size: int, device: str) -> tuple[dict[str, float], float]:
-    from sentence_transformers import SentenceTransformer
+class Ours:
+    """evaluation.py's code path: build_encoder + SentEval engine, one encoder (and cache) for the run."""
 
-    model = SentenceTransformer(model_path, device=device)
-    model.encode(WARMUP, batch_size=batch_size)
-    started = time.perf_counter()
-    scores = {}
-    for task, subsets in pairs.items():
+    def __init__(self, model_path: str, pooler: str, batch_size: int, device: str, data_dir):
+        import evaluation
+        from senteval.engine import SE
+        from simcse.encoder import build_encoder
+
+        self.dev_tasks = evaluation.DEV_STS_TASKS
+        self.encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)
+        self.encoder._encode_new(WARMUP)  # warm-up outside the cache, like the peer's
+
+        def batcher(params, batch):
+            return self.encoder.encode([" ".join(s) for s in batch]).numpy()
+
+        self.se = SE(evaluation.senteval_params("test", str(data_dir), device), batcher)
+
+    def score(self, task: str) -> float:
+        result = self.se.eval(task)
+        return 100 * (result["test"]["spearman"] if task in self.dev_tasks else result["all"]["spearman"]["all"])
+
+
+class Peer:
+    """sentence-transformers: encode both sides of every pair, cosine, scipy's Spearman."""
+
+    def __init__(self, model_path: str, batch_size: int, device: str, pairs):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(model_path, device=device)
+        self.model.encode(WARMUP, batch_size=batch_size)
+        self.batch_size = batch_size
+        self.pairs = pairs
+
+    def score(self, task: str) -> float:
         sys_all, gold_all = [], []
-        for a, b, gold in subsets.values():
-            ea = model.encode(a, batch_size=batch_size, convert_to_numpy=True)
-            eb = model.encode(b, batch_size=batch_size, convert_to_numpy=True)
+        for a, b, gold in self.pairs[task].values():
+            ea = self.model.encode(a, batch_size=self.batch_size, convert_to_numpy=True)
+            eb = self.model.encode(b, batch_size=self.batch_size, convert_to_numpy=True)
             sys_all.append(cosine_rows(ea, eb))
             gold_all.append(gold)
-        scores[task] = 100 * float(spearmanr(np.concatenate(sys_all), np.concatenate(gold_all))[0])
-    return scores, time.perf_counter() - started
+        return 100 * float(spearmanr(np.concatenate(sys_all), np.concatenate(gold_all))[0])
 
 
-def run_ours(model_path: str, pooler: str, batch_size: int, device: str, data_dir) -> tuple[dict[str, float], float, int]:
-    import evaluation
-    from senteval.engine import SE
-    from simcse.encoder import build_encoder
-
-    encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)
-    encoder._encode_new(WARMUP)  # warm-up outside the cache, like the peer's
-    encoder.sentences_encoded = 0
-
-    def batcher(params, batch):
-        return encoder.encode([" ".join(s) for s in batch]).numpy()
-
+def timed(fn, *args) -> tuple[float, float]:
     started = time.perf_counter()
-    se = SE(evaluation.senteval_params("test", str(data_dir), device), batcher)
-    results = se.eval(STS_TASKS)
-    seconds = time.perf_counter() - started
-    scores = {
-        t: 100 * (results[t]["test"]["spearman"] if t in evaluation.DEV_STS_TASKS else results[t]["all"]["spearman"]["all"])
-        for t in STS_TASKS
-    }
-    return scores, seconds, encoder.sentences_encoded
+    value = fn(*args)
+    return value, time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -99,8 +109,21 @@ def main(argv: list[str] | None = None) -> dict:
     data_dir = resolve_data_dir(args.senteval_data)
     pairs = load_pairs(data_dir)
     n_pairs = sum(len(g) for subsets in pairs.values() for _, _, g in subsets.values())
-    ours, our_seconds, encoded = run_ours(args.model_name_or_path, args.pooler, args.batch_size, args.device, data_dir)
-    peer, peer_seconds = run_peer(args.model_name_or_path, pairs, args.batch_size, args.device)
+    us = Ours(args.model_name_or_path, args.pooler, args.batch_size, args.device, data_dir)
+    them = Peer(args.model_name_or_path, args.batch_size, args.device, pairs)
+    us.encoder.sentences_encoded = 0
+    # Interleaved task by task, alternating who goes first, so a busy machine slows both sides alike.
+    ours, peer, our_seconds, peer_seconds = {}, {}, 0.0, 0.0
+    for i, task in enumerate(STS_TASKS):
+        order = [("ours", us), ("peer", them)] if i % 2 == 0 else [("peer", them), ("ours", us)]
+        for side, runner in order:
+            value, seconds = timed(runner.score, task)
+            if side == "ours":
+                ours[task], our_seconds = value, our_seconds + seconds
+            else:
+                peer[task], peer_seconds = value, peer_seconds + seconds
+        print(f"{task}: ours {ours[task]:.2f}, peer {peer[task]:.2f}", flush=True)
+    encoded = us.encoder.sentences_encoded
     diffs = {t: abs(ours[t] - peer[t]) for t in STS_TASKS}
     report = {
         "model": args.model_name_or_path,
