@@ -68,6 +68,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--senteval_data", default=None, help="directory containing downstream/ (see README)")
     parser.add_argument("--output_json", default=None, help="also write every printed figure to this JSON file")
+    parser.add_argument("--trust_remote_code", action="store_true",
+                        help="run Python code shipped with a hub model (off: only built-in model classes load)")
     custom = parser.add_argument_group("your own data (see senteval/custom.py for the file layouts)")
     custom.add_argument("--custom_sts", nargs="+", action="extend", default=[], metavar="FILE[:NAME]",
                         help="sentence-pair file (.tsv/.txt, .csv, .jsonl) with a float score or a 0/1 label; "
@@ -239,6 +241,7 @@ def evaluate(args, out=None) -> dict:
         batch_size=args.batch_size,
         max_length=args.max_seq_length,
         show_progress=sys.stderr.isatty(),
+        trust_remote_code=args.trust_remote_code,
     )
 
     def batcher(params, batch):

@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> dict:
     # "last" means the newest COMPLETE checkpoint; a checkpoint cut off by a crash is never resumed from.
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
                                                                      training_args.output_dir)
+    evaluating = training_args.eval_strategy != "no" or training_args.eval_on_start
+    if evaluating:  # missing SentEval files fail now, not after the model has loaded or at the first evaluation
+        data_dir = resolve_data_dir(data_args.senteval_data)
+        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if training_args.eval_transfer
+                                                                    else []))
 
     # 2. Logging (configured here, never in the library).
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -114,10 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
                           f"{data_args.train_file!r}; use one of {able}, or 2-column data")
     evaluator = None
-    if training_args.eval_strategy != "no" or training_args.eval_on_start:
-        data_dir = resolve_data_dir(data_args.senteval_data)
-        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if training_args.eval_transfer
-                                                                    else []))  # fail now, not at step 125
+    if evaluating:
         evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
                                          eval_transfer=training_args.eval_transfer,
                                          custom_sts=data_args.eval_custom_sts)

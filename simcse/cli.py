@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Callable
 
@@ -24,9 +25,12 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     try:
         main(argv)
     except USER_ERRORS as err:
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+        message, code = f"{prog}: error: {err}", 2
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+        message, code = f"{prog}: interrupted", 130
+    else:
+        return 0
+    # Free the failed run (its open progress bars print a last line when closed), so the message is last.
+    gc.collect()
+    print(message, file=sys.stderr)
+    return code

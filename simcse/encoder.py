@@ -180,11 +180,15 @@ def build_encoder(
     batch_size: int = 64,
     max_length: int | None = None,
     show_progress: bool = False,
+    trust_remote_code: bool = False,
 ) -> SentenceEncoder:
-    """Load a Hugging Face checkpoint (local directory or hub id) as a :class:`SentenceEncoder`."""
+    """Load a Hugging Face checkpoint (local directory or hub id) as a :class:`SentenceEncoder`.
+
+    trust_remote_code: allow Python code shipped with the checkpoint to run (off unless asked for)."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    config = load_pretrained(model_name_or_path, AutoConfig.from_pretrained)
+    remote = {"trust_remote_code": trust_remote_code}
+    config = load_pretrained(model_name_or_path, lambda p: AutoConfig.from_pretrained(p, **remote))
     try:
         check_pooler(pooler_type, config.model_type)
     except ValueError as err:
@@ -192,11 +196,13 @@ def build_encoder(
     limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
     if max_length is not None and limit is not None and max_length > limit:
         raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
-    tokenizer = load_pretrained(model_name_or_path, AutoTokenizer.from_pretrained, what="tokenizer")
+    tokenizer = load_pretrained(model_name_or_path, lambda p: AutoTokenizer.from_pretrained(p, **remote),
+                                what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
     simcse_checkpoint = is_simcse_checkpoint(config)  # a train.py checkpoint: no conversion needed
     model_cls = model_class_for(config.model_type) if simcse_checkpoint else AutoModel
-    model, info = load_pretrained(model_name_or_path, lambda p: model_cls.from_pretrained(p, output_loading_info=True))
+    model, info = load_pretrained(model_name_or_path,
+                                  lambda p: model_cls.from_pretrained(p, output_loading_info=True, **remote))
     head = "mlp." if simcse_checkpoint else "pooler."
     if pooler_type == "cls" and any(key.startswith(head) for key in info["missing_keys"]):
         # transformers would fill the missing layer with random weights and the scores would be noise

@@ -75,7 +75,7 @@ def free_port() -> int:
 def ddp_results(tmp_path_factory):
     result_dir = tmp_path_factory.mktemp("ddp")
     mp.spawn(worker, args=(free_port(), str(result_dir)), nprocs=WORLD, join=True)
-    return [torch.load(result_dir / f"rank{r}.pt") for r in range(WORLD)]
+    return [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
 @pytest.mark.parametrize("cache", ["", "+gradcache"])

@@ -1,0 +1,355 @@
+"""Reliability: completeness markers and `last`, the atomic final save, non-finite losses, fp32 loss
+maths under autocast, bad input as one-line errors, and safe loading (safetensors, no remote code, no
+unpickling). Resuming end to end is in test_resume.py; evaluation.py on a train.py checkpoint giving
+the converted model's table is test_convert.py::test_evaluation_of_checkpoint_and_conversion_agree."""
+
+from __future__ import annotations
+
+import ast
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train import base_args, write_train_file
+
+import train
+from conftest import REPO, save_tiny_model, write_sts_tree
+from simcse.arguments import SimCSETrainingArguments
+from simcse.cli import run_cli
+from simcse.errors import SimCSEError
+from simcse.losses import build_loss
+from simcse.models import BertForCL, configure
+from simcse.reliability import (
+    MARKER,
+    STAGING,
+    incomplete_reason,
+    is_complete,
+    mark_complete,
+    newest_complete_checkpoint,
+    resolve_resume_checkpoint,
+    staged_directory,
+    unmark,
+)
+from simcse.trainers import SimCSETrainer
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    return save_tiny_model(tmp_path_factory.mktemp("bert"), "bert")
+
+
+def run(argv, capsys) -> tuple[int, str]:
+    code = run_cli(train.main, argv, prog="train.py")
+    return code, capsys.readouterr().err.strip()
+
+
+def error_line(err: str) -> str:
+    """The error as the user sees it: the last line of stderr (progress bars may come before it), and the
+    only line that carries an error."""
+    lines = err.replace("\r", "\n").splitlines()
+    assert sum("error:" in line for line in lines) == 1, err
+    return lines[-1]
+
+
+def fake_checkpoint(root: Path, step: int, complete: bool = True) -> Path:
+    folder = root / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"x" * 100)
+    (folder / "trainer_state.json").write_text("{}")
+    if complete:
+        mark_complete(folder, step)
+    return folder
+
+
+# ----- completeness markers and `last` ---------------------------------------------------------------
+
+
+def test_marker_records_every_file_and_detects_damage(tmp_path):
+    folder = fake_checkpoint(tmp_path, 5)
+    record = json.loads((folder / MARKER).read_text())
+    assert record == {"global_step": 5, "files": {"model.safetensors": 100, "trainer_state.json": 2}}
+    assert is_complete(folder)
+    (folder / "model.safetensors").write_bytes(b"x" * 40)  # truncated after the fact
+    assert incomplete_reason(folder) == "model.safetensors has 40 bytes, 100 were written"
+    (folder / "model.safetensors").unlink()
+    assert incomplete_reason(folder) == "model.safetensors is missing"
+    unmark(folder)
+    assert "no simcse_checkpoint.json" in incomplete_reason(folder)
+    unmark(folder)  # idempotent
+
+
+def test_last_is_the_newest_complete_checkpoint(tmp_path):
+    fake_checkpoint(tmp_path, 2)
+    fake_checkpoint(tmp_path, 10)
+    fake_checkpoint(tmp_path, 12, complete=False)  # the run died while writing it
+    (tmp_path / "checkpoint-x").mkdir()  # not a checkpoint name: ignored
+    assert newest_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"  # numeric, not lexical, order
+    assert resolve_resume_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume_checkpoint("LAST", tmp_path) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume_checkpoint(str(tmp_path / "checkpoint-2"), tmp_path) == str(tmp_path / "checkpoint-2")
+    assert resolve_resume_checkpoint(None, tmp_path) is None
+
+
+def test_resume_errors_name_the_fix(tmp_path):
+    with pytest.raises(SimCSEError, match=r"'.*nowhere' does not exist, so there is nothing to resume; drop"):
+        resolve_resume_checkpoint("last", tmp_path / "nowhere")
+    fake_checkpoint(tmp_path, 3, complete=False)
+    with pytest.raises(SimCSEError, match=r"no complete checkpoint in .* \(incomplete: checkpoint-3 \(no simcse_"):
+        resolve_resume_checkpoint("last", tmp_path)
+    fake_checkpoint(tmp_path, 1)
+    with pytest.raises(SimCSEError, match=r"checkpoint-3' is not a complete checkpoint: no simcse_checkpoint.json "
+                                          r".*resume from '.*checkpoint-1' \(the newest complete one there\)"):
+        resolve_resume_checkpoint(str(tmp_path / "checkpoint-3"), tmp_path)
+    with pytest.raises(SimCSEError, match="is not a directory"):
+        resolve_resume_checkpoint(str(tmp_path / "checkpoint-9"), tmp_path)
+
+
+def test_resume_last_without_checkpoints_is_a_one_line_error(tiny_bert, tmp_path, capsys):
+    out = tmp_path / "o"
+    fake_checkpoint(out, 4, complete=False)
+    code, err = run(base_args(tiny_bert, write_train_file(tmp_path, 1), out, "--resume_from_checkpoint", "last"),
+                    capsys)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("train.py: error: --resume_from_checkpoint last: no complete checkpoint in") and \
+        "checkpoint-4" in err
+
+
+# ----- the atomic final save -------------------------------------------------------------------------
+
+
+def test_staged_directory_replaces_files_or_leaves_them_alone(tmp_path):
+    (tmp_path / "model.safetensors").write_text("old")
+    (tmp_path / "keep.txt").write_text("untouched")
+    with pytest.raises(RuntimeError), staged_directory(tmp_path) as staging:
+        Path(staging, "model.safetensors").write_text("half")
+        raise RuntimeError("killed mid-write")
+    assert (tmp_path / "model.safetensors").read_text() == "old" and not (tmp_path / STAGING).exists()
+    with staged_directory(tmp_path) as staging:
+        Path(staging, "model.safetensors").write_text("new")
+        Path(staging, "sub").mkdir()
+        Path(staging, "sub", "a").write_text("a")
+    assert (tmp_path / "model.safetensors").read_text() == "new" and (tmp_path / "sub" / "a").read_text() == "a"
+    assert (tmp_path / "keep.txt").read_text() == "untouched" and not (tmp_path / STAGING).exists()
+
+
+def make_trainer(model_dir: Path, out: Path, **kwargs) -> SimCSETrainer:
+    config = configure(BertForCL.config_class.from_pretrained(model_dir), pooler_type="cls")
+    model = BertForCL.from_pretrained(model_dir, config=config)
+    args = SimCSETrainingArguments(output_dir=str(out), use_cpu=True, report_to="none", **kwargs)
+    return SimCSETrainer(model=model, args=args, loss_fn=build_loss("infonce"))
+
+
+def test_failed_final_save_keeps_the_previous_model(tiny_bert, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    trainer = make_trainer(tiny_bert, out)
+    trainer.save_model()
+    before = (out / "model.safetensors").read_bytes()
+    assert not (out / "pytorch_model.bin").exists() and not (out / STAGING).exists()
+
+    def dies_mid_write(self, output_dir=None, state_dict=None):
+        Path(output_dir, "model.safetensors").write_bytes(before[:1000])  # a torn file
+        raise OSError("No space left on device (simulated)")
+
+    with torch.no_grad():
+        trainer.model.mlp.dense.weight.add_(1.0)
+    with monkeypatch.context() as patch, pytest.raises(OSError):
+        patch.setattr(SimCSETrainer, "_save", dies_mid_write)
+        trainer.save_model()
+    assert (out / "model.safetensors").read_bytes() == before and not (out / STAGING).exists()
+    trainer.save_model()
+    saved = load_file(out / "model.safetensors")
+    assert torch.equal(saved["mlp.dense.weight"], trainer.model.mlp.dense.weight)
+
+
+# ----- non-finite losses -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def nan_at_step_2(monkeypatch):
+    loss_of_embeddings = SimCSETrainer._loss_of_embeddings
+
+    def poisoned(self, z):
+        loss = loss_of_embeddings(self, z)
+        return loss * float("nan") if self.state.global_step == 1 else loss  # computing step 2
+
+    monkeypatch.setattr(SimCSETrainer, "_loss_of_embeddings", poisoned)
+
+
+def nan_args(model_dir: Path, tmp_path: Path, *extra: str) -> list[str]:
+    args = base_args(model_dir, write_train_file(tmp_path, 1), tmp_path / "out", "--learning_rate", "1e-2", *extra)
+    args[args.index("--max_steps") + 1] = "3"
+    args[args.index("--save_strategy") + 1] = "steps"
+    return args + ["--save_steps", "1"]
+
+
+GRAD_CACHE = [[], ["--grad_cache_mini_batch", "2"]]
+
+
+@pytest.mark.parametrize("extra", GRAD_CACHE, ids=["plain", "grad_cache"])
+def test_nonfinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(extra, tiny_bert, tmp_path, capsys,
+                                                                         nan_at_step_2):
+    code, err = run(nan_args(tiny_bert, tmp_path, *extra), capsys)
+    err = error_line(err)
+    assert code == 2 and err.startswith("train.py: error: "), err
+    assert "the training loss became nan at step 2" in err
+    assert f"the last good checkpoint is '{tmp_path / 'out' / 'checkpoint-1'}'" in err
+    assert "--resume_from_checkpoint last" in err and "--skip_nonfinite" in err
+
+
+@pytest.mark.parametrize("extra", GRAD_CACHE, ids=["plain", "grad_cache"])
+def test_skip_nonfinite_skips_the_update_and_warns(extra, tiny_bert, tmp_path, caplog, nan_at_step_2):
+    with caplog.at_level(logging.WARNING, logger="simcse.trainers"):
+        metrics = train.main(nan_args(tiny_bert, tmp_path, "--skip_nonfinite", *extra))
+    out = tmp_path / "out"
+    w1, w2, w3 = (load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1), "the skipped step changed the weights"
+    assert not all(torch.equal(w2[k], w3[k]) for k in w2), "training did not go on after the skipped step"
+    warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
+    assert warnings == ["step 2: the loss is nan; skipped it without an update (--skip_nonfinite), "
+                        "1 step(s) skipped so far"]
+    assert metrics["skipped_nonfinite_steps"] == 1
+    assert torch.isfinite(torch.tensor(metrics["train_loss"]))
+
+
+def test_loss_is_fp32_under_autocast(tiny_bert, tmp_path):
+    """The encoder may run in bf16/fp16; the trainer's loss (similarities, logsumexp) is fp32 maths."""
+    trainer = make_trainer(tiny_bert, tmp_path / "out")
+    model = trainer.model.eval()  # no dropout: the same forward twice
+    tokens = torch.randint(1000, 2000, (4, 2, 9))
+    inputs = {"input_ids": tokens, "attention_mask": torch.ones_like(tokens)}
+    with torch.no_grad():
+        reference = trainer.compute_loss(model, inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, outputs = trainer.compute_loss(model, inputs, return_outputs=True)
+    assert outputs.embeddings.dtype == torch.bfloat16  # the encoder did run in bf16
+    assert loss.dtype == reference.dtype == torch.float32
+    assert loss.item() == pytest.approx(trainer.loss_fn(outputs.embeddings[:, 0].float(),
+                                                        outputs.embeddings[:, 1].float()).item(), abs=1e-6)
+    assert loss.item() == pytest.approx(reference.item(), rel=0.05)
+
+
+# ----- bad input: one line, the value and the fix ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        (["--loss_kwargs", '{"tmp": 1}'], "--loss_kwargs has ['tmp'] that --loss_type infonce does not take; valid:"),
+        (["--loss_type", "met", "--margin", "-0.5"], "--margin must be >= 0, got -0.5"),
+        (["--save_strategy", "steps", "--load_best_model_at_end", "--metric_for_best_model", "stsb_spearman"],
+         "--load_best_model_at_end requires the save and eval strategy to match"),
+        (["--resume_from_checkpoint", "/no/such/checkpoint-7"], "'/no/such/checkpoint-7' is not a directory"),
+    ],
+)
+def test_more_bad_flags_are_one_line_errors(extra, expected, tiny_bert, tmp_path, capsys):
+    code, err = run(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "o", *extra), capsys)
+    assert code == 2 and expected in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("train.json", b'[{}, {}]', "has records without any text fields"),
+        ("train.csv", b"\n  \n\n", "is empty or holds only whitespace"),
+    ],
+)
+def test_more_bad_train_files_are_one_line_errors(name, content, expected, tiny_bert, tmp_path, capsys):
+    path = tmp_path / name
+    path.write_bytes(content)
+    code, err = run(base_args(tiny_bert, path, tmp_path / "o"), capsys)
+    assert code == 2 and expected in err and str(path) in err and len(err.splitlines()) == 1, err
+
+
+def test_model_path_that_is_not_a_model(tiny_bert, tmp_path, capsys):
+    train_file = write_train_file(tmp_path, 1)
+    empty = tmp_path / "not-a-model"
+    empty.mkdir()
+    code, err = run(base_args(empty, train_file, tmp_path / "o"), capsys)
+    assert code == 2 and err == f"train.py: error: {str(empty)!r} has no config.json, so it is not a Hugging Face " \
+                                "model directory"
+    code, err = run(base_args(tiny_bert / "model.safetensors", train_file, tmp_path / "o"), capsys)
+    assert code == 2 and "is a file; give the directory that holds config.json" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("missing", ["STS/STSBenchmark/sts-dev.csv", "SICK/SICK_trial.txt"])
+def test_missing_senteval_file_fails_before_training(missing, tiny_bert, tmp_path, capsys):
+    tree = write_sts_tree(tmp_path / "senteval")
+    (tree / "downstream" / missing).unlink()
+    out = tmp_path / "o"
+    args = base_args(tiny_bert, write_train_file(tmp_path, 1), out, "--senteval_data", str(tree))
+    args[args.index("--eval_strategy") + 1] = "steps"
+    code, err = run(args + ["--eval_steps", "1"], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert f"missing SentEval data file '{tree / 'downstream' / missing}'" in err
+    assert "download_dataset.sh" in err and "--eval_strategy no" in err
+    assert not out.exists()  # nothing was trained or saved
+
+
+def test_user_errors_reach_a_real_terminal_without_traceback(tiny_bert, tmp_path):
+    path = tmp_path / "train.txt"
+    path.write_bytes(b"good line\n\xff bad\n")
+    proc = subprocess.run([sys.executable, "train.py", *base_args(tiny_bert, path, tmp_path / "o")], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"train.py: error: training file {path} is not UTF-8: line 2"), proc.stderr
+
+
+# ----- safe loading ----------------------------------------------------------------------------------
+
+
+def test_every_torch_load_refuses_pickled_code():
+    """torch.load unpickles; only weights_only=True keeps a hostile file from running code."""
+    offenders = []
+    for path in sorted(REPO.rglob("*.py")):
+        if any(part.startswith(".") or part in ("build", "venv") for part in path.relative_to(REPO).parts):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch":
+                safe = any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                           for k in node.keywords)
+                if not safe:
+                    offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not offenders, f"torch.load without weights_only=True: {offenders}"
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--trust_remote_code"], True)])
+def test_remote_code_runs_only_when_asked(flag, expected, tiny_bert, tmp_path, capsys, monkeypatch):
+    seen = []
+    for cls in (train.AutoConfig, train.AutoTokenizer):
+        original = cls.from_pretrained
+
+        def spy(path, *args, _original=original, **kwargs):
+            seen.append(kwargs.get("trust_remote_code", "not passed"))
+            return _original(path, *args, **kwargs)
+
+        monkeypatch.setattr(cls, "from_pretrained", spy)
+    # stops right after the config and the tokenizer are loaded
+    code, _ = run(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "o", "--max_seq_length", "999",
+                            *flag), capsys)
+    assert code == 2 and len(seen) >= 2 and set(seen) == {expected}  # AutoTokenizer reads the config too
+
+
+
+@pytest.mark.parametrize("flag, expected", [([], False), (["--trust_remote_code"], True)])
+def test_evaluation_runs_remote_code_only_when_asked(flag, expected, tiny_bert, capsys, monkeypatch):
+    import evaluation
+
+    seen = []
+    original = train.AutoConfig.from_pretrained
+
+    def spy(path, *args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code", "not passed"))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(train.AutoConfig, "from_pretrained", spy)
+    code = run_cli(evaluation.main, ["--model_name_or_path", str(tiny_bert), "--pooler", "avg",
+                                     "--max_seq_length", "999", *flag], prog="evaluation.py")  # stops after the config
+    assert code == 2 and "exceeds this model's limit" in capsys.readouterr().err and seen == [expected]
