@@ -145,6 +145,11 @@ class SimCSETrainingArguments(TrainingArguments):
     no_duplicates_in_batch: bool = field(
         default=False, metadata={"help": "never put two identical sentences in one batch (false negatives)"}
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "continue a stopped run: a checkpoint-N directory, or 'last' for the newest COMPLETE "
+                  "checkpoint in --output_dir (one cut off by a crash is skipped)"},
+    )
     skip_nonfinite: bool = field(
         default=False,
         metadata={"help": "skip a step whose loss is NaN/inf (no update, a warning with the count) instead of "

@@ -7,7 +7,9 @@ it writes leaves a directory that looks like a checkpoint but is not one. So:
   ``simcse_checkpoint.json`` into it LAST (atomically), listing every file with its size.
   :func:`is_complete` trusts a checkpoint only when the marker is there and every listed file still has
   its size. A checkpoint saved again in place (after resuming from an earlier one) loses its marker
-  first (:func:`unmark`), so a crash during that re-save cannot leave a stale marker behind.
+  first (:func:`unmark`), so a crash during that re-save cannot leave a stale marker behind. The
+  marker follows the Trainer's ``--save_total_limit`` rotation; a crash in that instant leaves the
+  newest checkpoint unmarked, so ``last`` picks an older one (never a damaged one).
 * **Resuming.** ``--resume_from_checkpoint last`` resolves to the newest complete checkpoint of
   ``output_dir`` (:func:`resolve_resume_checkpoint`); an explicit path must be a complete checkpoint.
   The Trainer then restores weights, optimizer, scheduler, RNG states and its state (best metric and
