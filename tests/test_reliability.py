@@ -1,7 +1,7 @@
 """Reliability: completeness markers and `last`, the atomic final save, non-finite losses, fp32 loss
 maths under autocast, bad input as one-line errors, and safe loading (safetensors, no remote code, no
 unpickling). Resuming end to end is in test_resume.py; evaluation.py on a train.py checkpoint giving
-the converted model's table is test_convert.py::test_evaluation_of_checkpoint_and_conversion_agree."""
+the converted model's table is test_convert.py::test_evaluation_reads_training_checkpoints_directly."""
 
 from __future__ import annotations
 
