@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import random
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +66,6 @@ def read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
         raise SentEvalError(f"missing SentEval data file {str(path)!r}; the data directory is incomplete")
     with open(path, encoding=encoding, newline=None) as handle:
         return handle.read().splitlines()
-
-
-def set_seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    try:
-        import torch
-
-        torch.manual_seed(seed)
-    except ImportError:  # pragma: no cover - torch is a hard dependency of the classifiers
-        pass
 
 
 def sort_by_length(*columns: list, key_columns: int = 1) -> list[tuple]:
