@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                   trust_remote_code=model_args.trust_remote_code))
     model_cls = model_class_for(config.model_type)
     configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
-              temp=model_args.temp, do_mlm=model_args.do_mlm)
+              temp=model_args.model_temp(), do_mlm=model_args.do_mlm)
     tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
                                 lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
                                                                         use_fast=model_args.use_fast_tokenizer,

@@ -19,6 +19,17 @@ from simcse.poolers import ALL_POOLERS
 
 TRAIN_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
 
+#: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
+#: defaults to None ("not given"), so a flag the chosen loss does not take is an error only when given.
+LOSS_FLAGS = {
+    "temp": "temp",
+    "hard_negative_weight": "hard_negative_weight",
+    "margin": "margin",
+    "loss_lambda": "lam",
+    "align_alpha": "alpha",
+    "uniform_t": "t",
+}
+
 
 @dataclass
 class ModelArguments:
@@ -32,13 +43,15 @@ class ModelArguments:
         default=False,
         metadata={"help": "run Python code shipped with a hub model or tokenizer (off: only built-in classes load)"},
     )
-    temp: float = field(default=0.05, metadata={"help": "temperature τ of the similarity (scale 1/τ)"})
+    temp: float | None = field(
+        default=None, metadata={"help": "temperature τ of the similarity (scale 1/τ); default: the loss's own (0.05)"}
+    )
     pooler_type: str = field(
         default="cls",
         metadata={"help": "cls, cls_before_pooler, avg, avg_top2, avg_first_last; decoders: avg, wavg, last"},
     )
-    hard_negative_weight: float = field(
-        default=0.0, metadata={"help": "LOGIT added to each anchor's own hard negative (0 = weight 1)"}
+    hard_negative_weight: float | None = field(
+        default=None, metadata={"help": "LOGIT added to each anchor's own hard negative(s) (default 0 = weight 1)"}
     )
     do_mlm: bool = field(default=False, metadata={"help": "add the auxiliary masked-LM loss"})
     mlm_weight: float = field(default=0.1, metadata={"help": "weight of the MLM loss"})
@@ -53,7 +66,7 @@ class ModelArguments:
     )
 
     def __post_init__(self):
-        if self.temp <= 0:
+        if self.temp is not None and self.temp <= 0:
             raise SimCSEError(f"--temp must be > 0, got {self.temp}; the paper uses 0.05")
         if self.pooler_type not in ALL_POOLERS:
             raise SimCSEError(f"unknown --pooler_type {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
@@ -68,20 +81,21 @@ class ModelArguments:
         self.resolved_loss_kwargs()  # fail now, not after the model has loaded
 
     def resolved_loss_kwargs(self) -> dict:
-        """The chosen loss's hyperparameters from the flags: --temp and --hard_negative_weight when the
-        loss has them, the MET-script flags (--margin, --loss_lambda, --align_alpha, --uniform_t) when
-        given, then --loss_kwargs JSON on top. A flag the loss does not take is an error."""
+        """The chosen loss's hyperparameters from the flags the user GAVE (--temp, --hard_negative_weight,
+        --margin, --loss_lambda, --align_alpha, --uniform_t), then --loss_kwargs JSON on top; the others
+        keep the loss's own defaults. A flag given for a loss that does not take it is an error (it would
+        otherwise be silently ignored: e.g. --hard_negative_weight with dcl)."""
         from simcse.losses import loss_kwargs_of
 
         valid = loss_kwargs_of(self.loss_type)
-        kwargs = {key: getattr(self, key) for key in ("temp", "hard_negative_weight") if key in valid}
-        for flag, key in (("margin", "margin"), ("loss_lambda", "lam"), ("align_alpha", "alpha"), ("uniform_t", "t")):
+        kwargs = {}
+        for flag, key in LOSS_FLAGS.items():
             value = getattr(self, flag)
-            if value is None:
+            if value is None:  # not given: the loss's default
                 continue
             if key not in valid:
                 raise SimCSEError(f"--{flag} does not apply to --loss_type {self.loss_type} "
-                                  f"(its hyperparameters: {', '.join(valid) or 'none'})")
+                                  f"(its hyperparameters: {', '.join(valid) or 'none'}); drop the flag")
             kwargs[key] = value
         if self.loss_kwargs:
             try:
@@ -95,8 +109,17 @@ class ModelArguments:
             if unknown:
                 raise SimCSEError(f"--loss_kwargs has {unknown} that --loss_type {self.loss_type} does not take; "
                                   f"valid: {', '.join(valid) or 'none'}")
+            clash = sorted(set(extra) & set(kwargs))
+            if clash:
+                raise SimCSEError(f"--loss_kwargs sets {clash}, which a flag also sets; give each value once")
             kwargs.update(extra)
         return kwargs
+
+    def model_temp(self) -> float:
+        """The temperature saved in the model config: the loss's τ when it has one, else SimCSE's 0.05."""
+        from simcse.losses import loss_kwargs_of
+
+        return float(self.resolved_loss_kwargs().get("temp", loss_kwargs_of(self.loss_type).get("temp", 0.05)))
 
 
 @dataclass

@@ -76,14 +76,14 @@ def test_infonce_matches_hand_computation_value_and_gradient(with_z3, weight, sy
     ours = loss_fn(*ours_in)
     hand = hand_infonce(*hand_in, temp=temp, w=weight, symmetric=symmetric)
 
-    # The module computes in float32: compare at float32 precision.
-    assert ours.dtype == torch.float32
-    assert ours.item() == pytest.approx(hand.item(), rel=1e-5, abs=1e-6)
+    # float64 inputs are computed in float64 (only half precision is raised to float32): near-exact.
+    assert ours.dtype == torch.float64
+    torch.testing.assert_close(ours, hand, rtol=1e-12, atol=1e-12)
     ours_grads = torch.autograd.grad(ours, ours_in)
     hand_grads = torch.autograd.grad(hand, hand_in)
     for ours_g, hand_g in zip(ours_grads, hand_grads):
-        assert ours_g.dtype == torch.float64  # the cast back to the input dtype carries the gradient
-        torch.testing.assert_close(ours_g, hand_g, rtol=1e-4, atol=1e-6)
+        assert ours_g.dtype == torch.float64
+        torch.testing.assert_close(ours_g, hand_g, rtol=1e-10, atol=1e-12)
         assert hand_g.abs().sum() > 0
 
 
@@ -254,10 +254,13 @@ class _PairsOnly(ContrastiveLoss):
         return self.scale * (z1 - z2).pow(2).sum()
 
 
-def test_base_casts_to_fp32_and_rejects_hard_negatives():
+def test_base_raises_half_precision_to_fp32_keeps_fp64_and_rejects_hard_negatives():
     loss = _PairsOnly()
-    value = loss(torch.ones(2, 3, dtype=torch.bfloat16), torch.zeros(2, 3, dtype=torch.bfloat16))
-    assert loss.seen_dtype == torch.float32 and value.item() == 12.0
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        value = loss(torch.ones(2, 3, dtype=dtype), torch.zeros(2, 3, dtype=dtype))
+        assert loss.seen_dtype == torch.float32 and value.dtype == torch.float32 and value.item() == 12.0
+    value = loss(torch.ones(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64))
+    assert loss.seen_dtype == torch.float64 and value.dtype == torch.float64
     assert loss.hparams() == {"scale": 2.0}
     with pytest.raises(SimCSEError, match=r"cannot use hard negatives \(z3\).*shape \(2, 3\).*infonce"):
         loss(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3))

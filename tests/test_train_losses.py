@@ -49,13 +49,29 @@ def test_flags_map_to_the_loss_hyperparameters():
     infonce = ModelArguments(model_name_or_path="m", temp=0.1, hard_negative_weight=1.0)
     assert infonce.resolved_loss_kwargs() == {"temp": 0.1, "hard_negative_weight": 1.0}
     dcl = ModelArguments(model_name_or_path="m", loss_type="dcl", loss_kwargs='{"symmetric": true}')
-    assert dcl.resolved_loss_kwargs() == {"temp": 0.05, "symmetric": True}
+    assert dcl.resolved_loss_kwargs() == {"symmetric": True}  # flags not given keep the loss's defaults
+    assert ModelArguments(model_name_or_path="m", loss_type="dcl", temp=0.2).resolved_loss_kwargs() == {"temp": 0.2}
+
+
+def test_the_saved_temperature_is_the_losss():
+    assert ModelArguments(model_name_or_path="m").model_temp() == 0.05
+    assert ModelArguments(model_name_or_path="m", loss_type="dcl", temp=0.3).model_temp() == 0.3
+    assert ModelArguments(model_name_or_path="m", loss_type="dhel", loss_kwargs='{"temp": 0.2}').model_temp() == 0.2
+    assert ModelArguments(model_name_or_path="m", loss_type="met").model_temp() == 0.05  # no τ: SimCSE's
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"loss_type": "infonce", "margin": 0.3}, "--margin does not apply to --loss_type infonce"),
+        # Given explicitly for a loss without the hyperparameter: an error, never silently dropped.
+        ({"loss_type": "dcl", "hard_negative_weight": 1.0}, "--hard_negative_weight does not apply to --loss_type dcl"),
+        ({"loss_type": "dcl", "hard_negative_weight": 0.0}, "--hard_negative_weight does not apply to --loss_type dcl"),
+        ({"loss_type": "met", "temp": 0.05}, "--temp does not apply to --loss_type met"),
+        ({"loss_type": "vicreg", "uniform_t": 2.0}, "--uniform_t does not apply to --loss_type vicreg"),
+        ({"loss_type": "kcl", "align_alpha": 2.0}, "--align_alpha does not apply to --loss_type kcl"),
+        ({"loss_type": "mpt", "loss_lambda": 0.5}, "--loss_lambda does not apply to --loss_type mpt"),
+        ({"loss_type": "infonce", "temp": 0.1, "loss_kwargs": '{"temp": 0.2}'}, "which a flag also sets"),
         ({"loss_type": "met", "loss_kwargs": '{"tmp": 1}'}, "['tmp'] that --loss_type met does not take; valid: margin"),
         ({"loss_type": "met", "loss_kwargs": "{bad"}, "is not valid JSON"),
         ({"loss_type": "met", "margin": -0.1}, "--margin must be >= 0, got -0.1"),

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
 from simcse.losses.checks import check_flag, check_temperature, is_finite_number
-from simcse.losses.registry import ContrastiveLoss, register_loss
+from simcse.losses.registry import ContrastiveLoss, flatten_hard_negatives, register_loss
 
 __all__ = ["InfoNCELoss", "infonce_logits", "infonce_loss", "positive_probabilities"]
 
@@ -36,9 +36,11 @@ def infonce_logits(
 ) -> torch.Tensor:
     """The InfoNCE logit matrix; row i scores anchor i against every candidate, its positive at column i.
 
-    With x, y, x̂3 the row-normalised z1, z2, z3 (each (B, H)): without ``z3`` the logits are
-    S / τ (B, B) with S = x yᵀ; with ``z3`` they are [S / τ, S3 / τ + w·I] (B, 2B), S3 = x x̂3ᵀ, where
-    w = ``hard_negative_weight`` is added to anchor i's own hard negative only (column B + i).
+    With x, y the row-normalised z1, z2 (each (B, H)) and x̂3 the row-normalised hard negatives flattened
+    k-major to (K·B, H) (:func:`~simcse.losses.registry.flatten_hard_negatives`; ``z3`` is (B, H) for
+    K = 1 or (B, K, H)): without ``z3`` the logits are S / τ (B, B) with S = x yᵀ; with ``z3`` they are
+    [S / τ, S3 / τ + w·E] (B, (1 + K)·B), S3 = x x̂3ᵀ, where w = ``hard_negative_weight`` is added to
+    anchor i's own hard negatives only (E has ones at columns k·B + i of the second block).
 
     The positive probability of anchor i (the MET paper's gradient-dissipation diagnostic) is
     ``positive_probabilities(infonce_logits(z1, z2, z3, temp=temp))``.
@@ -49,12 +51,13 @@ def infonce_logits(
     logits = x @ y.T / temp  # (B, B): cos(z1_i, z2_j) / τ
     if z3 is None:
         return logits
-    x3 = F.normalize(z3, dim=-1)  # (B, H)
-    negatives = x @ x3.T / temp  # (B, B): cos(z1_i, z3_j) / τ
+    x3 = F.normalize(flatten_hard_negatives(z3), dim=-1)  # (K·B, H), row k·B + j = anchor j's k-th
+    negatives = x @ x3.T / temp  # (B, K·B): cos(z1_i, z3_{j,k}) / τ
     if hard_negative_weight != 0:
-        eye = torch.eye(negatives.shape[0], dtype=negatives.dtype, device=negatives.device)
-        negatives = negatives + hard_negative_weight * eye
-    return torch.cat([logits, negatives], dim=1)  # (B, 2B)
+        batch = negatives.shape[0]
+        own = torch.eye(batch, dtype=negatives.dtype, device=negatives.device).repeat(1, negatives.shape[1] // batch)
+        negatives = negatives + hard_negative_weight * own  # (B, K·B): w at each of anchor i's own negatives
+    return torch.cat([logits, negatives], dim=1)  # (B, (1 + K)·B)
 
 
 def positive_probabilities(logits: torch.Tensor) -> torch.Tensor:
@@ -98,6 +101,8 @@ class InfoNCELoss(ContrastiveLoss):
 
     where e_i is the i-th unit vector, i.e. the weight w is added only to anchor i's OWN hard negative
     (the other anchors' hard negatives are plain negatives). Without ``z3`` the second block is absent.
+    With K hard negatives per anchor (``z3`` of shape (B, K, H)) the second block holds all K·B of them
+    (k-major) and w is added to each of anchor i's own K; K = 1 is the (B, H) case exactly.
     ``symmetric=True`` averages this row-wise loss with the column-wise one, −log softmax(S_·j / τ)_j,
     in which each positive picks its anchor; hard negatives do not enter the column-wise term.
     Computed with log-sum-exp (``cross_entropy``), in float32 even under AMP (see

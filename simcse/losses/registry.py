@@ -24,7 +24,15 @@ from torch import nn
 
 from simcse.errors import SimCSEError
 
-__all__ = ["LOSSES", "ContrastiveLoss", "build_loss", "loss_kwargs_of", "register_loss"]
+__all__ = [
+    "LOSSES",
+    "ContrastiveLoss",
+    "build_loss",
+    "compute_dtype",
+    "flatten_hard_negatives",
+    "loss_kwargs_of",
+    "register_loss",
+]
 
 _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -32,34 +40,75 @@ _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 class ContrastiveLoss(nn.Module):
     """Base class: a loss of sentence embeddings alone (no model, tokenizer or argument objects).
 
-    ``forward(z1, z2, z3=None)`` takes anchors ``z1``, positives ``z2`` and optional hard negatives
-    ``z3``, each (B, H) and not normalised, and returns a scalar. It checks the shapes, casts the
-    embeddings to float32 and runs :meth:`compute` with autocast disabled, so every loss computes in
-    fp32 even when the encoder ran under fp16/bf16 autocast (logits at τ = 0.05 reach 20, and e^20
-    overflows fp16). Subclasses implement :meth:`compute` only.
+    ``forward(z1, z2, z3=None, *, scores=None, guide=None)`` takes anchors ``z1`` and positives ``z2``,
+    each (B, H) and not normalised, and optionally:
 
-    Subclasses that can use hard negatives set ``supports_hard_negatives = True``; the others reject a
-    ``z3`` with a :class:`~simcse.errors.SimCSEError` instead of silently ignoring it.
+    * ``z3``: hard negatives, (B, H) (one per anchor) or (B, K, H) (K per anchor: ``z3[i, k]`` is anchor
+      i's k-th hard negative). Losses that use them see every anchor's hard negatives as candidates;
+      :func:`flatten_hard_negatives` gives the (K·B, H) block, k-major.
+    * ``scores``: (B,) a graded similarity score of each pair (z1_i, z2_i) (graded losses: CoSENT, AnglE).
+    * ``guide``: (B, 2 + K, G) the embeddings a frozen guide encoder gives the same sentences (anchor,
+      positive, hard negatives), computed without gradient (GISTEmbed).
+
+    It checks the shapes, casts the embeddings to float32 (float64 stays float64, so gradient checks in
+    double precision are exact) and runs :meth:`compute` with autocast disabled, so every loss computes
+    in at least fp32 even when the encoder ran under fp16/bf16 autocast (logits at τ = 0.05 reach 20, and
+    e^20 overflows fp16). Subclasses implement :meth:`compute` only.
+
+    What a loss consumes is declared by class flags, and an input it would ignore is an error
+    (:class:`~simcse.errors.SimCSEError`), never silently dropped: ``supports_hard_negatives`` (``z3``),
+    ``needs_scores`` (``scores`` required; such a loss receives them as ``compute(..., scores=)``),
+    ``needs_guide`` (``guide`` required; received as ``compute(..., guide=)``).
     """
 
     #: The registry name, set by :func:`register_loss`.
     name: ClassVar[str] = ""
-    #: Whether :meth:`compute` uses hard negatives ``z3`` (3-column training data).
+    #: Whether :meth:`compute` uses hard negatives ``z3`` (training data with hard-negative columns).
     supports_hard_negatives: ClassVar[bool] = False
+    #: Whether the loss is graded: it needs a similarity score per pair (a ``score`` column).
+    needs_scores: ClassVar[bool] = False
+    #: Whether the loss needs the embeddings of a frozen guide encoder (``--guide_model``).
+    needs_guide: ClassVar[bool] = False
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        z1: torch.Tensor,
+        z2: torch.Tensor,
+        z3: torch.Tensor | None = None,
+        *,
+        scores: torch.Tensor | None = None,
+        guide: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         _check_embeddings(z1, z2, z3)
+        label = self.name or type(self).__name__
         if z3 is not None and not self.supports_hard_negatives:
             raise SimCSEError(
-                f"loss {self.name or type(self).__name__!r} cannot use hard negatives (z3), but got z3 of "
+                f"loss {label!r} cannot use hard negatives (z3), but got z3 of "
                 f"shape {tuple(z3.shape)}; train on 1- or 2-column data or pick a loss that supports them "
                 f"({', '.join(n for n, c in LOSSES.items() if c.supports_hard_negatives) or 'none registered'})"
             )
+        extras = {}
+        if self.needs_scores:
+            extras["scores"] = _check_scores(label, scores, z1)
+        elif scores is not None:
+            raise SimCSEError(
+                f"loss {label!r} does not use similarity scores, but got scores of shape {tuple(scores.shape)}; "
+                f"drop the score column or pick a graded loss "
+                f"({', '.join(n for n, c in LOSSES.items() if c.needs_scores) or 'none registered'})"
+            )
+        if self.needs_guide:
+            extras["guide"] = _check_guide(label, guide, z1, z3)
+        elif guide is not None:
+            raise SimCSEError(f"loss {label!r} does not use guide embeddings, but got guide of shape "
+                              f"{tuple(guide.shape)}; drop --guide_model or use a guided loss")
+        dtype = compute_dtype(z1)
         with torch.autocast(device_type=z1.device.type, enabled=False):
-            return self.compute(z1.float(), z2.float(), None if z3 is None else z3.float())
+            cast = {key: value.to(dtype) for key, value in extras.items()}
+            return self.compute(z1.to(dtype), z2.to(dtype), None if z3 is None else z3.to(dtype), **cast)
 
     def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        """The loss on float32 embeddings (B, H); ``z3`` is None without hard negatives."""
+        """The loss on float32 (or float64) embeddings (B, H); ``z3`` is None without hard negatives,
+        else (B, H) or (B, K, H). Graded and guided losses also take ``scores=`` / ``guide=``."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute(z1, z2, z3)")
 
     def hparams(self) -> dict[str, Any]:
@@ -140,14 +189,63 @@ def build_loss(name: str, **kwargs: Any) -> ContrastiveLoss:
     return cls(**kwargs)
 
 
+def compute_dtype(z: torch.Tensor) -> torch.dtype:
+    """The dtype a loss computes in: float64 stays float64, anything else (fp16, bf16, fp32) is float32."""
+    return torch.float64 if z.dtype == torch.float64 else torch.float32
+
+
+def flatten_hard_negatives(z3: torch.Tensor) -> torch.Tensor:
+    """Hard negatives (B, H) or (B, K, H) as one (K·B, H) block, k-major: row k·B + i is anchor i's k-th.
+
+    The order of sentence-transformers' ``MultipleNegativesRankingLoss`` (its candidates are the
+    positives, then every anchor's first negative, then every anchor's second, ...).
+    """
+    if z3.dim() == 2:
+        return z3
+    return z3.transpose(0, 1).reshape(-1, z3.shape[-1])  # (K, B, H) -> (K·B, H)
+
+
 def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> None:
     if z1.dim() != 2:
         raise SimCSEError(f"embeddings must be (batch, hidden); got z1 of shape {tuple(z1.shape)}")
     if z1.shape[0] == 0:
         raise SimCSEError("got an empty batch (z1 has 0 rows); a contrastive loss needs at least one pair")
-    for label, z in (("z2", z2), ("z3", z3)):
-        if z is not None and z.shape != z1.shape:
+    if z2.shape != z1.shape:
+        raise SimCSEError(
+            f"z2 has shape {tuple(z2.shape)} but z1 has {tuple(z1.shape)}; anchors, positives and "
+            "hard negatives must come in aligned (batch, hidden) tensors"
+        )
+    if z3 is not None:
+        aligned = (z3.dim() == 2 and z3.shape == z1.shape) or (
+            z3.dim() == 3 and z3.shape[0] == z1.shape[0] and z3.shape[2] == z1.shape[1] and z3.shape[1] >= 1
+        )
+        if not aligned:
             raise SimCSEError(
-                f"{label} has shape {tuple(z.shape)} but z1 has {tuple(z1.shape)}; anchors, positives and "
-                "hard negatives must come in aligned (batch, hidden) tensors"
+                f"z3 has shape {tuple(z3.shape)} but z1 has {tuple(z1.shape)}; hard negatives must be "
+                "(batch, hidden) or (batch, K, hidden), aligned with the anchors"
             )
+
+
+def _check_scores(label: str, scores: torch.Tensor | None, z1: torch.Tensor) -> torch.Tensor:
+    if scores is None:
+        raise SimCSEError(
+            f"loss {label!r} is graded: it needs a similarity score per pair (a 'score' column in the training "
+            "file, e.g. --columns sent0,sent1,score), and got none"
+        )
+    if scores.shape != (z1.shape[0],):
+        raise SimCSEError(f"loss {label!r} needs one score per pair, shape ({z1.shape[0]},); got {tuple(scores.shape)}")
+    if not scores.is_floating_point() or not torch.isfinite(scores).all():
+        raise SimCSEError(f"loss {label!r} needs finite float scores, got {scores.dtype} {scores.tolist()[:5]}...")
+    return scores
+
+
+def _check_guide(label: str, guide: torch.Tensor | None, z1: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
+    if guide is None:
+        raise SimCSEError(f"loss {label!r} needs the embeddings of a guide encoder (--guide_model) and got none")
+    columns = 2 + (0 if z3 is None else (1 if z3.dim() == 2 else z3.shape[1]))
+    if guide.dim() != 3 or guide.shape[:2] != (z1.shape[0], columns):
+        raise SimCSEError(
+            f"loss {label!r}: guide embeddings must be (batch, {columns}, guide hidden) like the anchors, positives "
+            f"and hard negatives; got {tuple(guide.shape)}"
+        )
+    return guide
