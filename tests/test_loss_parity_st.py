@@ -1,0 +1,84 @@
+"""Parity with sentence-transformers' own implementations on the same embeddings (values and gradients).
+
+InfoNCE is sentence-transformers' ``MultipleNegativesRankingLoss`` with scale = 1/τ: pairs, several hard
+negatives per anchor (their candidates: positives, then every anchor's first negative, then every
+anchor's second, ...; our k-major flattening), and the symmetric form
+(``MultipleNegativesSymmetricRankingLoss``). The embeddings are handed over directly through
+``compute_loss_from_embeddings``, so no encoder is involved.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from sentence_transformers import losses as st_losses  # requirements-dev
+from torch import nn
+
+from simcse.losses import build_loss
+
+B, H = 6, 8
+
+
+def _embeddings(seed: int, k: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, H, generator=g, dtype=torch.float64) for _ in range(2 + k)]
+
+
+def _value_and_grads(fn, zs):
+    leaves = [z.clone().requires_grad_(True) for z in zs]
+    value = fn(leaves)
+    return value, torch.autograd.grad(value, leaves)
+
+
+def _assert_equal(ours, theirs):
+    (value, grads), (st_value, st_grads) = ours, theirs
+    torch.testing.assert_close(value, st_value, rtol=1e-6, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in st_grads)
+    for g, st_g in zip(grads, st_grads):
+        torch.testing.assert_close(g, st_g, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("temp", [0.05, 0.3])
+@pytest.mark.parametrize("k", [0, 1, 3])
+def test_infonce_is_multiple_negatives_ranking_loss(k, temp):
+    zs = _embeddings(seed=10 * k + int(100 * temp), k=k)
+    st = st_losses.MultipleNegativesRankingLoss(nn.Identity(), scale=1 / temp)
+    ours_fn = build_loss("infonce", temp=temp)
+
+    def ours(z):
+        z3 = torch.stack(z[2:], dim=1) if k else None  # (B, K, H): anchor i's k-th negative at [i, k]
+        return ours_fn(z[0], z[1], z3)
+
+    _assert_equal(_value_and_grads(ours, zs), _value_and_grads(lambda z: st.compute_loss_from_embeddings(z, None), zs))
+
+
+@pytest.mark.parametrize("k", [0, 2])
+def test_symmetric_infonce_is_multiple_negatives_symmetric_ranking_loss(k):
+    zs = _embeddings(seed=5 + k, k=k)
+    st = st_losses.MultipleNegativesSymmetricRankingLoss(nn.Identity(), scale=20.0)
+    ours_fn = build_loss("infonce", temp=0.05, symmetric=True)
+
+    def ours(z):
+        return ours_fn(z[0], z[1], torch.stack(z[2:], dim=1) if k else None)
+
+    _assert_equal(_value_and_grads(ours, zs), _value_and_grads(lambda z: st.compute_loss_from_embeddings(z, None), zs))
+
+
+@pytest.mark.parametrize("name", ["infonce", "dcl", "dcl_pos", "arccon"])
+def test_one_hard_negative_as_b_k_h_equals_the_b_h_form(name):
+    z1, z2, z3 = _embeddings(seed=3, k=1)
+    loss_fn = build_loss(name)
+    torch.testing.assert_close(loss_fn(z1, z2, z3.unsqueeze(1)), loss_fn(z1, z2, z3), rtol=0, atol=0)
+
+
+def test_several_hard_negatives_equal_infonce_over_the_stacked_candidates():
+    z1, z2, *negs = _embeddings(seed=4, k=3)
+    x, y = nn.functional.normalize(z1, dim=1), nn.functional.normalize(z2, dim=1)
+    cands = torch.cat([y] + [nn.functional.normalize(n, dim=1) for n in negs])  # (4B, H)
+    logits = x @ cands.T / 0.05
+    own = torch.zeros_like(logits)
+    for k in range(3):
+        own[torch.arange(B), B + k * B + torch.arange(B)] = 0.7  # the weight lands on each own negative
+    expected = nn.functional.cross_entropy(logits + own, torch.arange(B))
+    got = build_loss("infonce", temp=0.05, hard_negative_weight=0.7)(z1, z2, torch.stack(negs, dim=1))
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
