@@ -82,3 +82,16 @@ def test_several_hard_negatives_equal_infonce_over_the_stacked_candidates():
     expected = nn.functional.cross_entropy(logits + own, torch.arange(B))
     got = build_loss("infonce", temp=0.05, hard_negative_weight=0.7)(z1, z2, torch.stack(negs, dim=1))
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("width", [8, 7])
+@pytest.mark.parametrize("angle", [False, True], ids=["cosent", "angle"])
+def test_graded_losses_are_cosent_and_angle_loss(angle, width):
+    from simcse.losses.graded import cosent_loss
+
+    g = torch.Generator().manual_seed(width)
+    zs = [torch.randn(B, width, generator=g, dtype=torch.float64) for _ in range(2)]
+    scores = torch.tensor([0.5, 3.0, 1.2, 3.0, 4.8, 0.0], dtype=torch.float64)  # one tie
+    st = (st_losses.AnglELoss if angle else st_losses.CoSENTLoss)(nn.Identity(), scale=20.0)
+    _assert_equal(_value_and_grads(lambda z: cosent_loss(z[0], z[1], scores, temp=0.05, angle=angle), zs),
+                  _value_and_grads(lambda z: st.compute_loss_from_embeddings(z, scores), zs))
