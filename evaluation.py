@@ -65,6 +65,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--sts_agg", default="all", choices=AGGREGATIONS, help="aggregation of STS12-16 subsets")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per forward pass")
     parser.add_argument("--max_seq_length", type=int, default=None, help="truncate to this many tokens (default: model limit)")
+    parser.add_argument("--truncate_dim", type=int, default=None, metavar="D",
+                        help="evaluate only the first D coordinates of each embedding (Matryoshka models)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
     parser.add_argument("--senteval_data", default=None, help="directory containing downstream/ (see README)")
     parser.add_argument("--output_json", default=None, help="also write every printed figure to this JSON file")
@@ -242,6 +244,7 @@ def evaluate(args, out=None) -> dict:
         max_length=args.max_seq_length,
         show_progress=sys.stderr.isatty(),
         trust_remote_code=args.trust_remote_code,
+        truncate_dim=args.truncate_dim,
     )
 
     def batcher(params, batch):

@@ -162,6 +162,17 @@ def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
     return embed
 
 
+def truncated(embed: EmbedFn, dim: int, width: int | None) -> EmbedFn:
+    """``embed`` keeping only the first ``dim`` coordinates of each embedding (B, dim)."""
+    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or (width is not None and dim > width):
+        raise SimCSEError(f"--truncate_dim must be an integer in [1, {width or 'the embedding width'}], got {dim!r}")
+
+    def embed_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return embed(input_ids, attention_mask)[:, :dim]
+
+    return embed_prefix
+
+
 def prepare_tokenizer(tokenizer, model_type: str):
     """Decoders get pad = eos and right padding; encoders are left as they are."""
     if is_decoder(model_type):
@@ -181,10 +192,13 @@ def build_encoder(
     max_length: int | None = None,
     show_progress: bool = False,
     trust_remote_code: bool = False,
+    truncate_dim: int | None = None,
 ) -> SentenceEncoder:
     """Load a Hugging Face checkpoint (local directory or hub id) as a :class:`SentenceEncoder`.
 
-    trust_remote_code: allow Python code shipped with the checkpoint to run (off unless asked for)."""
+    trust_remote_code: allow Python code shipped with the checkpoint to run (off unless asked for).
+    truncate_dim: keep only the first D coordinates of every embedding (Matryoshka representation
+    learning, arXiv:2205.13147: a model trained for it stays good at its prefixes); None keeps them all."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     remote = {"trust_remote_code": trust_remote_code}
@@ -211,6 +225,8 @@ def build_encoder(
             "use --pooler cls_before_pooler (the [CLS] state) or the pooler the model was trained with (e.g. avg)"
         )
     embed = simcse_embed_fn(model, pooler_type) if simcse_checkpoint else hf_embed_fn(model, pooler_type)
+    if truncate_dim is not None:
+        embed = truncated(embed, truncate_dim, getattr(config, "hidden_size", None) or getattr(config, "n_embd", None))
     resolved = resolve_device(device)
     model.to(resolved).eval()
     return SentenceEncoder(

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 import evaluation
 from conftest import REPO, write_sts_tree
@@ -161,3 +162,21 @@ def test_cls_pooler_without_trained_pooling_layer_is_refused(tmp_path, capsys):
               metadata={"format": "pt"})
     code, err = run(["--model_name_or_path", str(model_dir), "--pooler", "cls"], capsys)
     assert code == 2 and "needs a trained pooling layer (pooler.dense)" in err and "cls_before_pooler" in err
+
+
+def test_truncate_dim_keeps_the_embedding_prefix(tiny_bert_dir, tmp_path, capsys):
+    from simcse.encoder import build_encoder
+
+    full = build_encoder(str(tiny_bert_dir), "avg", device="cpu")
+    short = build_encoder(str(tiny_bert_dir), "avg", device="cpu", truncate_dim=4)
+    sentences = ["a cat sits", "dogs run fast today"]
+    a, b = full.encode(sentences), short.encode(sentences)
+    assert b.shape == (2, 4)
+    torch.testing.assert_close(b, a[:, :4])
+    data = write_sts_tree(tmp_path / "data")
+    base = ["--model_name_or_path", str(tiny_bert_dir), "--senteval_data", str(data), "--tasks", "STSBenchmark",
+            "--task_set", "na", "--pooler", "avg"]
+    assert evaluation.main(base + ["--truncate_dim", "4"])["results"]["STSBenchmark"]["test"]["spearman"] != \
+        evaluation.main(base)["results"]["STSBenchmark"]["test"]["spearman"]
+    code, err = run(base + ["--truncate_dim", "100000"], capsys)
+    assert code == 2 and "--truncate_dim must be an integer in [1," in err
