@@ -186,7 +186,7 @@ def _reference_fit(X, y, Xv, yv, nclasses, l2reg, optimizer, nhid=0, batch_size=
             torch.nn.Sigmoid(),
             torch.nn.Linear(nhid, nclasses),
         )
-    loss_fn = torch.nn.CrossEntropyLoss(reduction="sum")
+    loss_fn = torch.nn.CrossEntropyLoss()  # mean: the original's size_average=False line is dead since torch 0.4.1
     opt = optimizer(model.parameters())
     opt.param_groups[0]["weight_decay"] = l2reg
     X, y, Xv, yv = (torch.as_tensor(a) for a in (X, y, Xv, yv))
@@ -221,6 +221,7 @@ def _reference_fit(X, y, Xv, yv, nclasses, l2reg, optimizer, nhid=0, batch_size=
         ("adam", torch.optim.Adam, 0),
         ("sgd,lr=0.001", lambda p: torch.optim.SGD(p, lr=0.001), 0),
         ("rmsprop", torch.optim.RMSprop, 6),
+        ("rprop", torch.optim.Rprop, 0),  # the original sets weight_decay on Rprop, which ignores it
     ],
 )
 def test_bank_matches_one_probe_at_a_time_reference(optim, optimizer, nhid):
@@ -263,7 +264,7 @@ def test_closed_form_gradient_equals_autograd():
     (ours,) = bank._gradients(x, yt, onehot_t)
     for r, reg in enumerate([1e-3, 1e-1]):
         w = bank.weights[0][r].clone().requires_grad_(True)
-        loss = torch.nn.functional.cross_entropy(x @ w.t(), yt, reduction="sum")
+        loss = torch.nn.functional.cross_entropy(x @ w.t(), yt)
         (grad,) = torch.autograd.grad(loss, w)
         torch.testing.assert_close(ours[r], grad + reg * w.detach())
 
@@ -556,3 +557,51 @@ def test_real_data_end_to_end_beats_chance():
     assert results["TREC"]["acc"] > 50.0  # majority class: 27.6%
     assert results["MRPC"]["acc"] > 66.5  # majority class: 66.5%
     assert results["MRPC"]["ntest"] == 1725
+
+
+def _mrpc_pair_features(n, dim, seed):
+    """MRPC's features of a sentence pair as the original builds them: [|u - v|, u * v]."""
+    rng = np.random.RandomState(seed)
+    u = rng.randn(n, dim).astype(np.float32)
+    y = rng.randint(0, 2, n)
+    v = (u + rng.randn(n, dim).astype(np.float32) * np.where(y[:, None] == 1, 0.5, 2.0)).astype(np.float32)
+    return np.concatenate([np.abs(u - v), u * v], axis=1), y
+
+
+@pytest.mark.parametrize(
+    "setting, optimizer",
+    [
+        ({"nhid": 0, "optim": "rmsprop", "batch_size": 128, "tenacity": 3, "epoch_size": 2}, torch.optim.RMSprop),
+        ({"nhid": 0, "optim": "adam", "batch_size": 64, "tenacity": 5, "epoch_size": 4}, torch.optim.Adam),
+    ],
+    ids=["fasttest", "test"],
+)
+@pytest.mark.parametrize("features", ["blobs", "mrpc_pairs"])
+def test_probe_matches_original_training_loop(setting, optimizer, features):
+    """Same held-out accuracy and test accuracy as the original's loop (mean CE) on fixed features."""
+    if features == "blobs":
+        X, y = noisy(*blobs(150, 3, dim=12, spread=1.5), fraction=0.15, nclasses=3)
+        Xv, yv = noisy(*blobs(40, 3, dim=12, spread=1.5, seed=4), fraction=0.15, nclasses=3)
+        nclasses = 3
+    else:
+        X, y = _mrpc_pair_features(300, 8, seed=0)
+        Xv, yv = _mrpc_pair_features(80, 8, seed=1)
+        nclasses = 2
+    for reg in (1e-5, 1e-2):
+        probe = ProbeClassifier(X.shape[1], nclasses, l2reg=reg, **setting)
+        acc = probe.fit(X, y, validation_data=(Xv, yv))
+        ref_acc, ref_weight = _reference_fit(
+            X, y, Xv, yv, nclasses, reg, optimizer, nhid=0, batch_size=setting["batch_size"],
+            tenacity=setting["tenacity"], epoch_size=setting["epoch_size"],
+        )
+        assert acc == ref_acc
+        torch.testing.assert_close(probe.weights[0], ref_weight, atol=1e-5, rtol=1e-5)
+
+
+def test_partial_classifier_dict_takes_the_original_defaults():
+    params = make_params({"classifier": {"nhid": 0}})
+    assert {k: params.classifier[k] for k in ("optim", "batch_size", "tenacity", "epoch_size")} == {
+        "optim": "adam", "batch_size": 64, "tenacity": 5, "epoch_size": 4,
+    }
+    assert make_params({}).classifier["optim"] == "adam"  # no classifier: the original's {"nhid": 0}
+    assert make_params({"classifier": {"optim": "rprop"}}).classifier["batch_size"] == 64

@@ -5,10 +5,14 @@ PyTorch probe (SentEval's ``PyTorchClassifier`` / ``MLP``, Conneau & Kiela 2018,
 
 * model: ``nhid == 0``: one linear layer ``logits = x W^T + b``; ``nhid > 0``:
   Linear(d, nhid) -> Dropout(dropout) -> Sigmoid -> Linear(nhid, C);
-* loss: cross-entropy **summed** over the minibatch (SentEval set ``size_average = False``), so the
-  step size of the optimizer scales with the batch size;
+* loss: cross-entropy **averaged** over the minibatch. SentEval's classifier assigns
+  ``loss_fn.size_average = False``, but since PyTorch 0.4.1 that attribute is no longer read, so the
+  original (as SimCSE ran it on torch 1.7.1, and today) trains on the mean loss; we follow what it
+  computes, not what the dead line says;
 * the L2 penalty λ is the optimizer's ``weight_decay``: the gradient of every parameter, biases
-  included, becomes ``g + λ θ`` before the optimizer's update (torch's coupled weight decay);
+  included, becomes ``g + λ θ`` before the optimizer's update (torch's coupled weight decay).
+  ``rprop`` is the exception: SentEval writes ``weight_decay`` into the param group after building
+  the optimizer and torch's Rprop never reads it, so its probes train without the penalty, here too;
 * training: ``while not stopped and nepoch <= max_epoch``: ``epoch_size`` passes over the training set
   (each pass a fresh random permutation, minibatches of ``batch_size``), then the accuracy on the
   held-out set. A better accuracy keeps a copy of the weights; otherwise, with early stopping, training
@@ -23,8 +27,8 @@ PyTorch probe (SentEval's ``PyTorchClassifier`` / ``MLP``, Conneau & Kiela 2018,
 Speed (same protocol, same numbers): the penalties of a grid search are trained in lock-step as one
 :class:`ProbeBank`. Every probe of the grid starts from the same seeded weights and sees the same
 minibatches (SentEval re-seeds before each fit), so R penalties cost one loop instead of R. For
-``nhid == 0`` the gradient of the summed cross-entropy is computed in closed form,
-``dL/dW = (softmax(W x) - onehot(y)) x^T``, with the bias folded into ``W`` through a constant input
+``nhid == 0`` the gradient of the mean cross-entropy is computed in closed form,
+``dL/dW = (softmax(W x) - onehot(y)) x^T / b``, with the bias folded into ``W`` through a constant input
 column; Adam and RMSprop updates are applied as the same tensor operations torch uses (a parity test
 pins them to ``torch.optim``); any other optimizer runs through ``torch.optim`` itself.
 
@@ -60,7 +64,12 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adadelta": torch.optim.Adadelta,
     "adamax": torch.optim.Adamax,
     "asgd": torch.optim.ASGD,
+    "rprop": torch.optim.Rprop,
 }
+
+# Optimizers that ignore the L2 penalty in the original (their torch class reads no weight_decay).
+NO_WEIGHT_DECAY = frozenset(name for name, cls in OPTIMIZERS.items()
+                            if "weight_decay" not in inspect.signature(cls.__init__).parameters)
 
 # Keys of params["classifier"] and their defaults (those of SentEval's MLP class).
 CLASSIFIER_DEFAULTS: dict[str, Any] = {
@@ -196,7 +205,8 @@ class _Updater:
         elif self.kind == "rmsprop":
             self.square_avg = [torch.zeros_like(p) for p in params]
         else:
-            self.optimizer = OPTIMIZERS[name](params, **{**kwargs, "weight_decay": 0.0})
+            extra = {} if name in NO_WEIGHT_DECAY else {"weight_decay": 0.0}
+            self.optimizer = OPTIMIZERS[name](params, **kwargs, **extra)
 
     @torch.no_grad()
     def step(self, grads: list[torch.Tensor]) -> None:
@@ -295,7 +305,9 @@ class ProbeBank:
             ]
         # One copy of the seeded initial weights per probe: (R, out, in+1).
         self.weights = [w.unsqueeze(0).repeat(nprobes, 1, 1).to(self.device) for w in shapes]
-        penalties = torch.tensor(self.l2regs, dtype=torch.float32, device=self.device)
+        # The penalty enters through the gradient; optimizers that never read weight_decay skip it.
+        applied = [0.0] * nprobes if parse_optimizer(optim)[0] in NO_WEIGHT_DECAY else self.l2regs
+        penalties = torch.tensor(applied, dtype=torch.float32, device=self.device)
         self.penalties = penalties.view(nprobes, 1, 1)  # broadcasts over each probe's weights
         self.nepoch = 0
         self._updater: _Updater | None = None  # created by the first fit, kept afterwards
@@ -353,19 +365,20 @@ class ProbeBank:
         return torch.bmm(hidden, weights[1].transpose(1, 2))  # (R, b, C)
 
     def _gradients(self, x: torch.Tensor, y: torch.Tensor, onehot_t: torch.Tensor) -> list[torch.Tensor]:
-        """Gradients of the summed cross-entropy plus the L2 term, one per weight tensor."""
+        """Gradients of the mean cross-entropy plus the L2 term, one per weight tensor."""
         nprobes, b = self.nprobes, x.shape[0]
         if self.nhid == 0:
             w = self.weights[0].view(nprobes * self.nclasses, -1)  # (R*C, d+1)
             # Class axis in the middle: a softmax over a short middle axis is much cheaper on CPU.
             probs = torch.softmax((w @ x.t()).view(nprobes, self.nclasses, b), dim=1)  # (R, C, b)
-            resid = probs.sub_(onehot_t).view(nprobes * self.nclasses, b)  # d(sum CE)/d logits
+            resid = probs.sub_(onehot_t).div_(b).view(nprobes * self.nclasses, b)  # d(mean CE)/d logits
             grad = (resid @ x).view_as(self.weights[0])  # (R, C, d+1)
             return [grad.addcmul_(self.penalties, self.weights[0])]
         with torch.enable_grad():
             leaves = [w.detach().requires_grad_(True) for w in self.weights]
             logits = self._logits(x, leaves, train=True)  # (R, b, C)
-            loss = F.cross_entropy(logits.reshape(nprobes * b, -1), y.repeat(nprobes), reduction="sum")
+            # Sum over probes of each probe's mean over the batch: probes stay independent.
+            loss = F.cross_entropy(logits.reshape(nprobes * b, -1), y.repeat(nprobes), reduction="sum") / b
             grads = torch.autograd.grad(loss, leaves)
         return [g.addcmul_(self.penalties, w) for g, w in zip(grads, self.weights)]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from senteval.classifier import OPTIMIZERS
 from senteval.datapath import resolve_data_dir
 from senteval.errors import SentEvalError
 from senteval.registry import TASKS, build_task
@@ -18,7 +19,7 @@ from senteval.utils import Params, make_params
 Batcher = Callable[[Params, list[list[str]]], Any]
 Prepare = Callable[[Params, list[list[str]]], Any]
 
-VALID_OPTIMS = ("adam", "rmsprop", "sgd", "adagrad", "adadelta", "adamax", "asgd")
+VALID_OPTIMS = tuple(OPTIMIZERS)
 
 
 class SE:

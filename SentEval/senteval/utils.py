@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from senteval.classifier import CLASSIFIER_DEFAULTS
 from senteval.errors import SentEvalError
 
 # Classifier settings of the original protocol (REFERENCE §5).
@@ -20,7 +21,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "seed": 1111,
     "batch_size": 128,  # sentences per batcher call
     "kfold": 5,
-    "classifier": dict(FAST_CLASSIFIER),
+    # As the original engine: no classifier given means {"nhid": 0}, completed with the MLP defaults.
+    "classifier": {"nhid": 0},
     "device": None,  # classifier device; None = cuda when available, else cpu
     "sts_splits": None,  # STSBenchmark / SICKRelatedness splits to score; None = train, dev, test
 }
@@ -50,13 +52,19 @@ class Params(dict):
 
 
 def make_params(user: dict[str, Any] | None = None) -> Params:
-    """Defaults overlaid with the user's parameters (the classifier dict is merged key by key)."""
+    """Defaults overlaid with the user's parameters.
+
+    A user's classifier dict replaces the default one as a whole; keys it leaves out take the
+    original MLP's defaults (nhid 0, adam, batch 64, tenacity 5, epoch size 4; see
+    ``senteval.classifier.CLASSIFIER_DEFAULTS``), not the fast protocol's, as in facebookresearch/SentEval.
+    """
     params = Params(copy.deepcopy(DEFAULT_PARAMS))
     for key, value in (user or {}).items():
         if key == "classifier" and value is not None:
-            params["classifier"] = {**params["classifier"], **value}
+            params["classifier"] = dict(value)
         else:
             params[key] = value
+    params["classifier"] = {**CLASSIFIER_DEFAULTS, **params["classifier"]}
     return params
 
 
@@ -65,7 +73,12 @@ def read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
     if not path.is_file():
         raise SentEvalError(f"missing SentEval data file {str(path)!r}; the data directory is incomplete")
     with open(path, encoding=encoding, newline=None) as handle:
-        return handle.read().splitlines()
+        # Split on \n only, as the original iterates over a file's lines: str.splitlines() would also
+        # break on \x85, \u2028, \x1c... which occur inside sentences (TREC is latin-1).
+        lines = handle.read().split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
 
 
 def sort_by_length(*columns: list, key_columns: int = 1) -> list[tuple]:
