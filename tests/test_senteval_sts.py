@@ -188,3 +188,46 @@ def test_real_data_pair_counts(name):
     for a, b, gold in task.data.values():
         assert len(a) == len(b) == len(gold) and np.isfinite(gold).all()
         assert all(tok and "\r" not in tok for sent in a[:50] + b[:50] for tok in sent)
+
+
+def test_original_access_patterns_and_plain_json(tmp_path):
+    """Code written for the original (scipy result objects) works; JSON still holds plain numbers."""
+    import json
+
+    from senteval.sts import Correlation
+
+    make_sts12(tmp_path, GOLD12)
+    result = SE({"task_path": str(tmp_path)}, keyword_batcher).eval("STS12")
+    rho = result["MSRvid"]["spearman"]
+    assert rho[0] == rho.correlation == rho.statistic == float(rho) == pytest.approx(1.0)
+    assert rho[1] == rho.pvalue == pytest.approx(spearmanr([1, 2, 3], [0.5, 1.5, 2.5]).pvalue, nan_ok=True)
+    r, p = result["MSRpar"]["pearson"]  # tuple unpacking, as of pearsonr's result
+    expected = pearsonr(cosine_rows(np.array([[1.0, 0]] * 3), np.array([[1.0, 1], [2, 1], [4, 1]])), [1, 2, 4])
+    assert (r, p) == pytest.approx((expected[0], expected[1]))
+    dumped = json.loads(json.dumps(result))
+    assert isinstance(dumped["MSRvid"]["spearman"], float) and json.dumps(rho) == repr(float(rho))
+    assert isinstance(Correlation(0.5, 0.1) + 1, float) and Correlation(0.5) == 0.5
+
+
+def test_nan_embedding_is_an_error_naming_task_and_count(tmp_path):
+    make_sts12(tmp_path, GOLD12)
+
+    def nan_batcher(params, batch):
+        out = keyword_batcher(params, batch)
+        out[[i for i, t in enumerate(batch) if t[:2] == ["level", "2"]]] = np.nan
+        return out
+
+    with pytest.raises(SentEvalError, match=r"returned 1 embedding row\(s\) with NaN or inf .* in STS12"):
+        SE({"task_path": str(tmp_path)}, nan_batcher).eval("STS12")
+
+
+def test_sts_line_with_unicode_line_separator_stays_one_line(tmp_path):
+    """The original iterates over \\n-terminated lines; U+2028 and \\x85 inside a sentence are text."""
+    folder = tmp_path / "downstream" / "STS" / "STS12-en-test"
+    golds = {"MSRpar": ["1", "2", "3"], "MSRvid": ["1", "2"], "SMTeuroparl": ["1", "2"],
+             "surprise.OnWN": ["1", "2"], "surprise.SMTnews": ["1", "2"]}
+    make_sts12(tmp_path, golds)
+    write(folder / "STS.input.MSRpar.txt", "anchor\u2028x\tlevel 1\nanchor\tlevel\x85 2\nanchor\tlevel 3\n")
+    task = build_task("STS12", tmp_path / "downstream")
+    a, b, gold = task.data["MSRpar"]
+    assert len(a) == len(gold) == 3

@@ -605,3 +605,11 @@ def test_partial_classifier_dict_takes_the_original_defaults():
     }
     assert make_params({}).classifier["optim"] == "adam"  # no classifier: the original's {"nhid": 0}
     assert make_params({"classifier": {"optim": "rprop"}}).classifier["batch_size"] == 64
+
+
+def test_trec_latin1_next_line_character_stays_inside_the_question(tmp_path):
+    """\\x85 (NEL in latin-1) is a line break for str.splitlines() but not for the original's loop."""
+    path = tmp_path / "train_5500.label"
+    path.write_bytes("DESC:manner How did serfdom develop in \x85 Russia ?\nNUM:date When was it ?\n".encode("latin-1"))
+    questions, labels = read_trec(path)
+    assert len(questions) == 2 and labels == [COARSE_CLASSES.index("DESC"), COARSE_CLASSES.index("NUM")]

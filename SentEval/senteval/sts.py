@@ -44,9 +44,35 @@ def word_count(sentence: tuple[str, ...] | list[str]) -> int:
     return sum(len(token.split()) for token in sentence)
 
 
-def correlations(sys_scores: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
-    """(Pearson, Spearman) as plain floats."""
-    return float(pearsonr(sys_scores, gold)[0]), float(spearmanr(sys_scores, gold)[0])
+class Correlation(float):
+    """A correlation coefficient that is a float (``json.dumps`` writes it as a plain number) and also
+    answers the access patterns of scipy's result objects that the original SentEval returned:
+    ``r[0]``, ``r.correlation``, ``r.statistic`` (the coefficient), ``r[1]`` and ``r.pvalue``."""
+
+    pvalue: float
+
+    def __new__(cls, statistic: float, pvalue: float = float("nan")) -> Correlation:
+        obj = super().__new__(cls, statistic)
+        obj.pvalue = float(pvalue)
+        return obj
+
+    @property
+    def statistic(self) -> float:
+        return float(self)
+
+    correlation = statistic
+
+    def __getitem__(self, index: int) -> float:
+        return (float(self), self.pvalue)[index]
+
+    def __reduce__(self):  # pickle / deepcopy keep the p-value
+        return (Correlation, (float(self), self.pvalue))
+
+
+def correlations(sys_scores: np.ndarray, gold: np.ndarray) -> tuple[Correlation, Correlation]:
+    """(Pearson, Spearman), each a :class:`Correlation` carrying its p-value."""
+    pearson, spearman = pearsonr(sys_scores, gold), spearmanr(sys_scores, gold)
+    return Correlation(pearson[0], pearson[1]), Correlation(spearman[0], spearman[1])
 
 
 def aggregate(per_subset: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, dict[str, float]]:
@@ -56,10 +82,10 @@ def aggregate(per_subset: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str,
     """
     names = list(per_subset)
     sizes = np.array([len(per_subset[n][1]) for n in names], dtype=np.float64)
-    pear, spear = zip(*(correlations(*per_subset[n]) for n in names))
+    pear, spear = zip(*((float(p), float(s)) for p, s in (correlations(*per_subset[n]) for n in names)))
     all_sys = np.concatenate([per_subset[n][0] for n in names])
     all_gold = np.concatenate([per_subset[n][1] for n in names])
-    all_p, all_s = correlations(all_sys, all_gold)
+    all_p, all_s = (float(c) for c in correlations(all_sys, all_gold))
     weights = sizes / sizes.sum()
     return {
         "pearson": {"all": all_p, "mean": float(np.mean(pear)), "wmean": float(np.dot(weights, pear))},

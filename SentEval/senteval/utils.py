@@ -97,7 +97,17 @@ def encode_in_batches(params: Params, batcher, sentences: list[list[str]]) -> np
         chunks.append(_to_numpy(emb))
     if not chunks:
         return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(chunks, axis=0)
+    embeddings = np.concatenate(chunks, axis=0)
+    bad = ~np.isfinite(embeddings).all(axis=1)
+    if bad.any():
+        # The original zeroed NaN (np.nan_to_num) and reported a number computed on zero vectors; we
+        # refuse instead, so that no table silently holds a score of partly meaningless embeddings.
+        task = params.get("current_task", "this task")
+        raise SentEvalError(
+            f"the batcher returned {int(bad.sum())} embedding row(s) with NaN or inf out of {len(embeddings)} "
+            f"in {task}; check the model (e.g. fp16 overflow, empty inputs) before scoring"
+        )
+    return embeddings
 
 
 def _to_numpy(emb) -> np.ndarray:
