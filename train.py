@@ -28,6 +28,7 @@ from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
 from simcse.encoder import load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss
+from simcse.losses.matryoshka import MatryoshkaLoss
 from simcse.models import configure, model_class_for
 from simcse.reliability import StepDelayCallback, check_task_data, resolve_resume_checkpoint
 from simcse.trainers import STS_DEV_METRICS, SentEvalDevEvaluator, SimCSETrainer
@@ -113,6 +114,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 6. Loss and evaluation.
     loss_fn = build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs())
+    matryoshka = model_args.resolved_matryoshka()
+    if matryoshka is not None:
+        loss_fn = MatryoshkaLoss(loss_fn, *matryoshka)
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
     if num_columns == 3 and not loss_fn.supports_hard_negatives:
         able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)

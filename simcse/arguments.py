@@ -61,6 +61,14 @@ class ModelArguments:
     loss_lambda: float | None = field(default=None, metadata={"help": "λ of align_uniform"})
     align_alpha: float | None = field(default=None, metadata={"help": "α of align_uniform (alignment exponent)"})
     uniform_t: float | None = field(default=None, metadata={"help": "t of align_uniform / kcl (kernel scale)"})
+    matryoshka_dims: str | None = field(
+        default=None,
+        metadata={"help": "Matryoshka training (arXiv:2205.13147) of --loss_type at these nested widths, e.g. "
+                  "384,128,64 (include the full width); evaluate a prefix with evaluation.py --truncate_dim"},
+    )
+    matryoshka_weights: str | None = field(
+        default=None, metadata={"help": "weights of the --matryoshka_dims terms, e.g. 1,1,1 (default: 1 each)"}
+    )
     loss_kwargs: str | None = field(
         default=None, metadata={"help": 'any loss hyperparameters as JSON, e.g. \'{"symmetric": true}\''}
     )
@@ -79,6 +87,7 @@ class ModelArguments:
         if self.margin is not None and self.margin < 0:
             raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
         self.resolved_loss_kwargs()  # fail now, not after the model has loaded
+        self.resolved_matryoshka()
 
     def resolved_loss_kwargs(self) -> dict:
         """The chosen loss's hyperparameters from the flags the user GAVE (--temp, --hard_negative_weight,
@@ -114,6 +123,25 @@ class ModelArguments:
                 raise SimCSEError(f"--loss_kwargs sets {clash}, which a flag also sets; give each value once")
             kwargs.update(extra)
         return kwargs
+
+    def resolved_matryoshka(self) -> tuple[list[int], list[float] | None] | None:
+        """(dims, weights) of --matryoshka_dims / --matryoshka_weights, or None without Matryoshka."""
+        if self.matryoshka_dims is None:
+            if self.matryoshka_weights is not None:
+                raise SimCSEError("--matryoshka_weights needs --matryoshka_dims (the widths they weight)")
+            return None
+        try:
+            dims = [int(d) for d in str(self.matryoshka_dims).split(",") if d.strip()]
+            weights = None if self.matryoshka_weights is None else [
+                float(w) for w in str(self.matryoshka_weights).split(",") if w.strip()]
+        except ValueError:
+            raise SimCSEError(f"--matryoshka_dims {self.matryoshka_dims!r} / --matryoshka_weights "
+                              f"{self.matryoshka_weights!r}: write comma-separated numbers, e.g. 384,128,64") from None
+        from simcse.losses import build_loss
+        from simcse.losses.matryoshka import MatryoshkaLoss
+
+        MatryoshkaLoss(build_loss(self.loss_type, **self.resolved_loss_kwargs()), dims, weights)  # validates
+        return dims, weights
 
     def model_temp(self) -> float:
         """The temperature saved in the model config: the loss's τ when it has one, else SimCSE's 0.05."""

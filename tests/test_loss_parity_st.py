@@ -95,3 +95,46 @@ def test_graded_losses_are_cosent_and_angle_loss(angle, width):
     st = (st_losses.AnglELoss if angle else st_losses.CoSENTLoss)(nn.Identity(), scale=20.0)
     _assert_equal(_value_and_grads(lambda z: cosent_loss(z[0], z[1], scores, temp=0.05, angle=angle), zs),
                   _value_and_grads(lambda z: st.compute_loss_from_embeddings(z, scores), zs))
+
+
+class _FixedEmbeddings(nn.Module):
+    """A stand-in model for sentence-transformers' wrappers: each feature dict carries its embedding."""
+
+    def forward(self, features):
+        return {**features, "sentence_embedding": features["embedding"]}
+
+    def get_embedding_dimension(self):
+        return H
+
+
+@pytest.mark.parametrize("name, k", [("infonce", 0), ("infonce", 2)])
+def test_matryoshka_is_matryoshka_loss(name, k):
+    from simcse.losses.matryoshka import MatryoshkaLoss
+
+    zs = _embeddings(seed=21 + k, k=k)
+    dims, weights = [8, 4, 2], [1.0, 0.5, 2.0]
+    model = _FixedEmbeddings()
+    st = st_losses.MatryoshkaLoss(model, st_losses.MultipleNegativesRankingLoss(model, scale=20.0), dims, weights)
+    ours_fn = MatryoshkaLoss(build_loss(name, temp=0.05), dims, weights)
+
+    def ours(z):
+        return ours_fn(z[0], z[1], torch.stack(z[2:], dim=1) if k else None)
+
+    def theirs(z):
+        return st([{"embedding": column} for column in z], None)
+
+    _assert_equal(_value_and_grads(ours, zs), _value_and_grads(theirs, zs))
+
+
+def test_matryoshka_validates_and_reports():
+    from simcse.errors import SimCSEError
+    from simcse.losses.matryoshka import MatryoshkaLoss
+
+    wrapped = MatryoshkaLoss(build_loss("dcl"), [8, 4])
+    assert wrapped.hparams() == {**build_loss("dcl").hparams(), "matryoshka_dims": [8, 4], "matryoshka_weights": [1.0, 1.0]}
+    z1, z2 = _embeddings(seed=1, k=0)
+    torch.testing.assert_close(wrapped(z1, z2), build_loss("dcl")(z1, z2) + build_loss("dcl")(z1[:, :4], z2[:, :4]))
+    with pytest.raises(SimCSEError, match="exceed the embedding width 8"):
+        MatryoshkaLoss(build_loss("infonce"), [16])(z1, z2)
+    with pytest.raises(SimCSEError, match="one per dim"):
+        MatryoshkaLoss(build_loss("infonce"), [8, 4], [1.0])

@@ -88,3 +88,24 @@ def test_hard_negatives_with_a_loss_that_cannot_use_them(tiny_bert, tmp_path, ca
                                          "--loss_type", "met"), prog="train.py")
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2 and "cannot use the hard negatives" in err and "infonce" in err
+
+
+def test_matryoshka_wraps_the_loss_in_training(tiny_bert, tmp_path):
+    out = tmp_path / "mrl"
+    args = base_args(tiny_bert, write_train_file(tmp_path, 1), out, "--loss_type", "dcl",
+                     "--matryoshka_dims", "32,16,8", "--matryoshka_weights", "1,1,0.5")
+    args[args.index("--max_steps") + 1] = "2"
+    assert math.isfinite(train.main(args)["train_loss"])
+    saved = json.loads((out / "config.json").read_text())["simcse_loss"]
+    assert saved["name"] == "dcl" and saved["matryoshka_dims"] == [32, 16, 8]
+    assert saved["matryoshka_weights"] == [1.0, 1.0, 0.5]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"matryoshka_weights": "1,1"}, "--matryoshka_weights needs --matryoshka_dims"),
+    ({"matryoshka_dims": "64,x"}, "write comma-separated numbers"),
+    ({"matryoshka_dims": "64,32", "matryoshka_weights": "1"}, "one per dim"),
+])
+def test_bad_matryoshka_flags(kwargs, message):
+    with pytest.raises(SimCSEError, match=message):
+        ModelArguments(model_name_or_path="m", **kwargs)
