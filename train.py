@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     if matryoshka is not None:
         loss_fn = MatryoshkaLoss(loss_fn, *matryoshka)
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
-    if num_columns == 3 and not loss_fn.supports_hard_negatives:
+    if num_columns >= 3 and not loss_fn.supports_hard_negatives:
         able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)
         raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
                           f"{data_args.train_file!r}; use one of {able}, or 2-column data")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SimCSEError("--eval_custom_sts is scored at each evaluation, but evaluation is off; "
                           "add --eval_strategy steps --eval_steps N (or epoch)")
     logger.info("mode: %s (%d column%s), %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
-                {1: "unsupervised", 2: "supervised pairs", 3: "supervised + hard negatives"}[num_columns],
+                {1: "unsupervised", 2: "supervised pairs"}.get(num_columns, "supervised + hard negatives"),
                 num_columns, "" if num_columns == 1 else "s", len(train_dataset), loss_fn.name,
                 json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
 

@@ -34,6 +34,7 @@ import csv
 import hashlib
 import io
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,7 +65,8 @@ IGNORE_INDEX = -100  # label of positions the masked-LM loss ignores (torch cros
 
 _COLUMN_RULE = (
     "the column count decides the mode: 1 = unsupervised (each sentence paired with itself), "
-    "2 = (anchor, positive), 3 = (anchor, positive, hard negative)"
+    "2 = (anchor, positive), 3 = (anchor, positive, hard negative); more hard negatives per anchor: name the "
+    "columns sent0, sent1, hard_neg_1, ..., hard_neg_k"
 )
 
 Columns = dict[str, list[str]]
@@ -134,9 +136,14 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+_EXTRA_HARD_NEGATIVE = re.compile(r"hard_neg(_\d+)?")
+
+
 def check_column_count(names: Sequence[str], where: str) -> None:
-    """Raise SimCSEError naming the columns found unless there are 1, 2 or 3 of them."""
-    if not 1 <= len(names) <= 3:
+    """Raise SimCSEError naming the columns found unless there are 1, 2 or 3 of them, or more than 3
+    whose 3rd and later names are all ``hard_neg_<k>`` (several hard negatives per anchor)."""
+    several = len(names) > 3 and all(_EXTRA_HARD_NEGATIVE.fullmatch(str(n)) for n in names[2:])
+    if not (1 <= len(names) <= 3 or several):
         found = ", ".join(map(repr, names)) if names else "no columns"
         raise SimCSEError(f"{where} has {len(names)} columns ({found}); {_COLUMN_RULE}")
 

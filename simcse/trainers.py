@@ -151,8 +151,8 @@ class SimCSETrainer(Trainer):
         super().log(logs, start_time)
 
     def _loss_of_embeddings(self, z: torch.Tensor) -> torch.Tensor:
-        """The contrastive loss of (B, N, H) embeddings; N = 3 carries hard negatives."""
-        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None)
+        """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor."""
+        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None)
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:

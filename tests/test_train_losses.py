@@ -109,3 +109,26 @@ def test_matryoshka_wraps_the_loss_in_training(tiny_bert, tmp_path):
 def test_bad_matryoshka_flags(kwargs, message):
     with pytest.raises(SimCSEError, match=message):
         ModelArguments(model_name_or_path="m", **kwargs)
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "2"]], ids=["plain", "gradcache"])
+def test_several_hard_negatives_per_anchor_train(tiny_bert, tmp_path, extra):
+    from test_train import SENTENCES
+
+    path = tmp_path / "train.csv"
+    rows = [f"{s},{s} again,an unrelated line,another unrelated line" for s in SENTENCES]
+    path.write_text("sent0,sent1,hard_neg_1,hard_neg_2\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "k2"
+    args = base_args(tiny_bert, path, out, "--loss_type", "infonce", "--hard_negative_weight", "0.5",
+                     *extra)
+    args[args.index("--max_steps") + 1] = "2"
+    assert math.isfinite(train.main(args)["train_loss"])
+
+
+def test_more_than_three_columns_need_hard_negative_names(tmp_path):
+    from simcse.data import load_training_dataset
+
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b,c,d\nx,y,z,w\n")
+    with pytest.raises(SimCSEError, match="hard_neg_1, ..., hard_neg_k"):
+        load_training_dataset(path, cache_dir=tmp_path / "cache")
