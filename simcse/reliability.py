@@ -149,12 +149,59 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) 
 # ----- atomic final save -----------------------------------------------------------------------------
 
 
+SAVE_MARKER = "simcse_model.json"  # completeness marker of a final save, written last
+SWITCHING = ".switching"  # inside the staging folder: the move into the target has begun
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _finish_switch(target: Path, staging: Path) -> None:
+    """Move the staged files into ``target`` (roll forward), then write the completeness marker last.
+
+    Idempotent: a save killed during the switch is finished by the next call (the staged files are never
+    deleted once ``SWITCHING`` exists), so the target ends up holding the whole new model.
+    """
+    for item in sorted(staging.iterdir()):
+        if item.name in (SWITCHING, SAVE_MARKER):
+            continue
+        destination = target / item.name
+        if item.is_dir() and destination.is_dir():
+            shutil.rmtree(destination)
+        os.replace(item, destination)
+    _fsync_path(target)
+    record = (staging / SAVE_MARKER).read_text(encoding="utf-8")
+    _atomic_write_text(target / SAVE_MARKER, record)
+    _fsync_path(target)
+    shutil.rmtree(staging)
+
+
+def final_save_incomplete(target: str | os.PathLike) -> str | None:
+    """Why ``target`` does not hold one whole final save (None when it does)."""
+    target = Path(target)
+    if (target / STAGING / SWITCHING).exists():
+        return f"a save into {str(target)!r} was interrupted while switching files; the next save finishes it"
+    if not (target / SAVE_MARKER).exists():
+        return f"no {SAVE_MARKER} in {str(target)!r}"
+    return None
+
+
 @contextlib.contextmanager
 def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[str]:
-    """Yield a scratch directory inside ``target``; on success move its files into ``target``.
+    """Yield a scratch directory inside ``target``; on success switch its files into ``target``.
 
-    Each file is moved with ``os.replace``, so a reader (or a crash) sees a whole old file or a whole new
-    one. On an exception the scratch directory is removed and ``target`` is left as it was.
+    Order: write and fsync the staged files and folder, record the file list in the staging folder,
+    mark the switch as begun, remove the target's old completeness marker, move the files one by one
+    (``os.replace``), fsync, write ``SAVE_MARKER`` last. An exception before the switch leaves ``target``
+    as it was and removes the scratch folder; once the switch has begun the staged files are kept and the
+    next call finishes the move. What this guarantees: ``target`` holds the whole old model or the whole
+    new one whenever ``SAVE_MARKER`` is present; during the switch the marker is absent (a plain
+    ``from_pretrained`` reader that ignores the marker may see a mix in that window).
     ``write=False`` (processes that do not save, under DDP) yields the same path and moves nothing.
     """
     target = Path(target)
@@ -163,17 +210,31 @@ def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[
         yield str(staging)
         return
     target.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(staging, ignore_errors=True)  # left over from a crashed save
+    if (staging / SWITCHING).exists():
+        _finish_switch(target, staging)  # a previous save was killed mid-switch: roll it forward
+    shutil.rmtree(staging, ignore_errors=True)  # left over from a save that died before its switch
     staging.mkdir()
+    switching = False
     try:
         yield str(staging)
-        for item in sorted(staging.iterdir()):
-            destination = target / item.name
-            if item.is_dir() and destination.is_dir():
-                shutil.rmtree(destination)
-            os.replace(item, destination)
+        files = {}
+        for item in sorted(staging.rglob("*")):
+            if item.is_file():
+                with open(item, "rb") as handle:
+                    os.fsync(handle.fileno())
+                files[str(item.relative_to(staging))] = item.stat().st_size
+        _atomic_write_text(staging / SAVE_MARKER, json.dumps({"files": files}, indent=1) + "\n")
+        _fsync_path(staging)
+        (staging / SWITCHING).touch()
+        _fsync_path(staging)
+        switching = True
+        if (target / SAVE_MARKER).exists():
+            os.remove(target / SAVE_MARKER)
+            _fsync_path(target)
+        _finish_switch(target, staging)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not switching:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 # ----- non-finite losses -----------------------------------------------------------------------------

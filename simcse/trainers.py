@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import rotate_checkpoints
 
 from senteval.custom import CustomSTSEval, metric_name, split_name
 from senteval.custom import evaluate as evaluate_custom
@@ -220,9 +221,22 @@ class SimCSETrainer(Trainer):
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         if self.args.should_save:
             unmark(folder)
-        super()._save_checkpoint(model, trial)
+        # The Trainer rotates (deletes old checkpoints) at the end of _save_checkpoint, before our marker
+        # exists: a kill in that window with --save_total_limit 1 would leave no complete checkpoint.
+        # Rotation is therefore switched off for the call and run here, after the marker.
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        # Every rank writes its own rng_state_{rank}.pth: mark only once all of them have written.
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
         if self.args.should_save:
             mark_complete(folder, self.state.global_step)
+            rotate_checkpoints(output_dir=self._get_output_dir(trial=trial), save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         if _internal_call:  # inside a checkpoint folder, which has its own completeness marker

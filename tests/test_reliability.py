@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import json
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -353,3 +354,70 @@ def test_evaluation_runs_remote_code_only_when_asked(flag, expected, tiny_bert, 
     code = run_cli(evaluation.main, ["--model_name_or_path", str(tiny_bert), "--pooler", "avg",
                                      "--max_seq_length", "999", *flag], prog="evaluation.py")  # stops after the config
     assert code == 2 and "exceeds this model's limit" in capsys.readouterr().err and seen == [expected]
+
+
+# ----- saves interrupted at every file operation ----------------------------------------------------
+
+
+class Killed(BaseException):
+    """Stands for a kill: not an Exception, so no handler of the code under test catches it."""
+
+
+def _save(target: Path, version: str) -> None:
+    with staged_directory(target) as staging:
+        for name in ("config.json", "model.safetensors", "tokenizer.json"):
+            Path(staging, name).write_text(f"{name} {version}")
+
+
+def _contents(target: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in target.iterdir() if p.is_file() and not p.name.startswith(".")
+            and p.name != "simcse_model.json"}
+
+
+@pytest.mark.parametrize("kill_at", range(1, 8))
+def test_final_save_killed_at_each_replace_rolls_forward(kill_at, tmp_path, monkeypatch):
+    import simcse.reliability as reliability
+    from simcse.reliability import final_save_incomplete
+
+    target = tmp_path / "out"
+    _save(target, "old")
+    old = _contents(target)
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise Killed
+        return real_replace(src, dst)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(reliability.os, "replace", dying_replace)
+        try:
+            _save(target, "new")
+            killed = False
+        except Killed:
+            killed = True
+    if killed and final_save_incomplete(target) is None:
+        assert _contents(target) == old  # killed before the switch: the whole old model, still marked
+    _save(target, "newer")  # the next save finishes (or discards) the interrupted one, then saves
+    assert final_save_incomplete(target) is None
+    assert _contents(target) == {name: f"{name} newer" for name in old}
+
+
+def test_rotation_runs_only_after_the_new_checkpoint_is_marked(tiny_bert, tmp_path, monkeypatch, capsys):
+    import simcse.trainers as trainers
+
+    seen = []
+
+    def recording_rotate(output_dir, save_total_limit=None, best_model_checkpoint=None, use_mtime=False):
+        newest = max(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        seen.append((newest.name, is_complete(newest), save_total_limit))
+
+    monkeypatch.setattr(trainers, "rotate_checkpoints", recording_rotate)
+    args = base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out")
+    args[args.index("--max_steps") + 1] = "2"
+    args[args.index("--save_strategy") + 1] = "steps"
+    code, err = run(args + ["--save_steps", "1", "--save_total_limit", "1"], capsys)
+    assert code == 0, err
+    assert seen == [("checkpoint-1", True, 1), ("checkpoint-2", True, 1)]
