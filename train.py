@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
     # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
     with training_args.main_process_first(desc="tokenization"):
         train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
-                                         pad_to_max_length=data_args.pad_to_max_length,
                                          num_proc=data_args.preprocessing_num_workers,
                                          overwrite_cache=data_args.overwrite_cache)
-    collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability)
+    collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
+                              pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None)
 
     # 6. Loss and evaluation.
     loss_fn = build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs())

@@ -23,9 +23,19 @@ integers; the text loader splits lines on universal newlines):
   records or as JSON lines (one record per line; also accepted in a ``.json`` file). Every field must hold
   text (or null, which counts as empty); a missing field counts as empty.
 
-The file must be UTF-8 (a leading byte-order mark is allowed). The parsed rows are written once to an
-Arrow file under ``cache_dir`` (the ``datasets`` cache by default), keyed by the file's path and SHA-256,
-so later runs memory-map it and ``tokenize_dataset`` can cache its result as well.
+The file must be UTF-8 (a leading byte-order mark is allowed).
+
+The path to a batch, at any size (1M sentences: ``bench/data_scale.py``):
+
+1. :func:`load_training_dataset` parses the file once and writes its rows to an Arrow file under
+   ``cache_dir`` (the ``datasets`` cache by default), named after the file's SHA-256; a later run on the
+   same bytes memory-maps it without parsing.
+2. :func:`tokenize_dataset` tokenizes each sentence once with ``Dataset.map`` (batched, fast tokenizer,
+   optionally several processes) into int32 token lists, cached beside the text (the next run on the same
+   file and tokenizer loads it), and returns :class:`TrainingExamples`. Unsupervised examples are stored
+   as one sequence; the collator makes the two views.
+3. A DataLoader fetches a batch through ``TrainingExamples.__getitems__`` as flat numpy arrays, and
+   :class:`SimCSECollator` pads them with array operations (no Python work per token).
 """
 
 from __future__ import annotations
@@ -33,14 +43,19 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
+import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from simcse.errors import SimCSEError
@@ -50,17 +65,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",
+    "SentenceBatch",
     "SimCSECollator",
+    "TrainingExamples",
     "load_training_dataset",
     "mask_tokens",
     "pad_sentence_features",
+    "sentence_columns",
     "tokenize_dataset",
 ]
 
 SUPPORTED_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
 EMPTY_CELL = " "
-# The tokenizer outputs a training example carries; anything else the tokenizer returns is dropped.
-MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 IGNORE_INDEX = -100  # label of positions the masked-LM loss ignores (torch cross_entropy's default)
 
 _COLUMN_RULE = (
@@ -78,10 +94,12 @@ Columns = dict[str, list[str]]
 def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None = None) -> datasets.Dataset:
     """Read a .txt/.csv/.json/.jsonl training file into a Dataset of 1 to 3 string columns.
 
-    See the module docstring for the formats. Raises :class:`~simcse.errors.SimCSEError` naming the file
-    for a missing file, an unsupported extension, bytes that are not UTF-8 (with the line number),
-    an empty or whitespace-only file, malformed rows or records (with their line or record number), and a
-    column count other than 1, 2 or 3.
+    See the module docstring for the formats. The file is parsed once: its rows are written to an
+    Arrow file named after the file's SHA-256 under ``cache_dir`` (default: the ``datasets`` cache),
+    and a later call on the same content memory-maps that file without parsing again. Raises
+    :class:`~simcse.errors.SimCSEError` naming the file for a missing file, an unsupported extension,
+    bytes that are not UTF-8 (with the line number), an empty or whitespace-only file, malformed rows or
+    records (with their line or record number), and a column count other than 1, 2 or 3.
     """
     path = Path(train_file)
     suffix = path.suffix.lower()
@@ -93,22 +111,37 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
     if not path.is_file():
         raise SimCSEError(f"training file {path} does not exist or is not a file; check --train_file")
     raw = path.read_bytes()
-    columns = _parse(raw, path)  # validates everything before `datasets` sees the file
+    root = Path(cache_dir if cache_dir is not None else datasets.config.HF_DATASETS_CACHE)
+    # The reader's version and the extension are part of the key: the same bytes read as .txt and as .csv differ.
+    arrow = root / "simcse_train" / hashlib.sha256(raw).hexdigest() / f"text-v{_TEXT_FORMAT}{suffix}.arrow"
+    if not arrow.is_file():
+        columns = _parse(raw, path)
+        del raw
+        _write_arrow(arrow, columns)
+        del columns
+    return datasets.Dataset.from_file(str(arrow))
+
+
+_TEXT_FORMAT = 1  # bump when the readers change what they produce: old Arrow files are then not reused
+
+
+def _write_arrow(target: Path, columns: Columns) -> None:
+    """Write string columns as a ``datasets`` Arrow (IPC stream) file, atomically: a reader never sees
+    a half-written file, and concurrent writers (DDP ranks) each write a private temporary file."""
     features = datasets.Features({name: datasets.Value("string") for name in columns})
-    return datasets.Dataset.from_generator(
-        _generate_rows,
-        features=features,
-        gen_kwargs={"path": str(path.resolve()), "sha256": hashlib.sha256(raw).hexdigest()},
-        cache_dir=None if cache_dir is None else str(cache_dir),
-    )
+    table = pa.Table.from_pydict({name: pa.array(values, pa.string()) for name, values in columns.items()},
+                                 schema=features.arrow_schema)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    try:
+        with pa.OSFile(str(temporary), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table, max_chunksize=_ROWS_PER_RECORD_BATCH)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
-def _generate_rows(path: str, sha256: str):
-    # `sha256` only keys the `datasets` cache: an edited file gets a new Arrow file.
-    columns = _parse(Path(path).read_bytes(), Path(path))
-    names = list(columns)
-    for values in zip(*columns.values()):
-        yield dict(zip(names, values))
+_ROWS_PER_RECORD_BATCH = 10_000
 
 
 def _parse(raw: bytes, path: Path) -> Columns:
@@ -119,7 +152,7 @@ def _parse(raw: bytes, path: Path) -> Columns:
             "a header row and rows (.csv), or records (.json/.jsonl)"
         )
     columns = _READERS[path.suffix.lower()](text, path)
-    check_column_count(list(columns), f"training file {path}")
+    sentence_columns(list(columns), f"training file {path}")
     return columns
 
 
@@ -134,6 +167,16 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
             f"({err.reason}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
         ) from None
     return text.removeprefix("\ufeff")
+
+
+def sentence_columns(names: Sequence[str], where: str) -> list[str]:
+    """The one place that decides the roles of a training file's columns: the sentence columns, in order.
+
+    Today every column is a sentence and their count decides the mode (see check_column_count); raises SimCSEError
+    naming the columns otherwise. Loading and tokenization both ask this function.
+    """
+    check_column_count(names, where)
+    return list(names)
 
 
 _EXTRA_HARD_NEGATIVE = re.compile(r"hard_neg(_\d+)?")
@@ -265,58 +308,101 @@ _READERS: dict[str, Callable[[str, Path], Columns]] = {
 
 # ----- tokenization ---------------------------------------------------------------------------------
 
+TOKEN_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.List(datasets.Value("int32")))})
+_TOKEN_FORMAT = 1  # bump when the stored token layout changes: old token caches are then not reused
+
 
 def tokenize_dataset(
     dataset: datasets.Dataset,
     tokenizer: PreTrainedTokenizerBase,
     max_seq_length: int = 32,
-    pad_to_max_length: bool = False,
     num_proc: int | None = None,
     overwrite_cache: bool = False,
-) -> datasets.Dataset:
-    """Tokenize every column; each example becomes num_sent token sequences per model input.
+    batch_size: int = 4096,
+) -> TrainingExamples:
+    """Tokenize every sentence column once; the result holds each sentence's token ids once.
 
-    Output columns: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer returns
-    them), each a list of num_sent sequences: num_sent = 2 for 1-column data (the sentence twice, tokenized
-    once), otherwise the column count. Sequences are truncated to ``max_seq_length`` tokens (special
-    tokens included) and, with ``pad_to_max_length``, padded to it; otherwise :class:`SimCSECollator` pads
-    each batch. The text columns are removed. Runs through ``Dataset.map(batched=True)``, so the result is
-    cached next to a file-backed dataset (``overwrite_cache=True`` recomputes it).
+    Each example becomes ``input_ids``: a list of num_sent token lists, num_sent = the number of sentence
+    columns (1 for unsupervised data: :class:`SimCSECollator` makes the two views of a 1-sentence
+    example, so its tokens are not stored twice). Token ids are int32, truncated to ``max_seq_length``
+    (special tokens included) and not padded (the collator pads each batch); attention masks are not
+    stored (the collator derives them from the lengths).
+
+    Runs ``Dataset.map(batched=True)`` in ``num_proc`` processes (None: one process, in which the fast
+    tokenizer itself spreads each batch over the cores). For a file-backed dataset (as made by
+    :func:`load_training_dataset`) the result is cached beside it, keyed by the dataset, the tokenizer's
+    full definition and ``max_seq_length``, so the next run on the same file and tokenizer memory-maps
+    it instead of tokenizing (``overwrite_cache=True`` recomputes it).
     """
-    columns = list(dataset.column_names)
-    check_column_count(columns, "the training dataset")
+    columns = sentence_columns(list(dataset.column_names), "the training dataset")
     if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
         raise SimCSEError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
-    if pad_to_max_length and tokenizer.pad_token_id is None:
-        raise _no_pad_token_error(tokenizer)
-    return dataset.map(
+    _check_single_segment_types(tokenizer)
+    cache_file = None
+    if dataset.cache_files:
+        key = {"format": _TOKEN_FORMAT, "data": dataset._fingerprint, "columns": columns,
+               "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_seq_length, "empty": EMPTY_CELL}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+        cache_file = str(Path(dataset.cache_files[0]["filename"]).parent / f"tokens-{digest}.arrow")
+    tokenized = dataset.with_format("arrow").map(
         _tokenize_batch,
         batched=True,
+        batch_size=batch_size,
         num_proc=num_proc,
-        remove_columns=columns,
-        fn_kwargs={
-            "tokenizer": tokenizer,
-            "columns": columns,
-            "max_length": max_seq_length,
-            "padding": "max_length" if pad_to_max_length else False,
-        },
-        desc="Tokenizing the training data",
+        remove_columns=list(dataset.column_names),
+        features=TOKEN_FEATURES,
+        fn_kwargs={"tokenizer": tokenizer, "columns": columns, "max_length": max_seq_length},
+        cache_file_name=cache_file,
         load_from_cache_file=not overwrite_cache,
+        desc="Tokenizing the training data",
     )
+    return TrainingExamples(tokenized.with_format(None))
 
 
-def _tokenize_batch(
-    batch: dict[str, list], tokenizer: PreTrainedTokenizerBase, columns: list[str], max_length: int, padding: str | bool
-) -> dict[str, list[list[list[int]]]]:
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A digest of everything that decides a tokenizer's ids: its class and, for a fast tokenizer, the
+    full definition of its backend (vocabulary, normalizer, pre-tokenizer, post-processor, added tokens),
+    without the truncation/padding state, which changes as the tokenizer is called."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        definition = json.loads(backend.to_str())
+        definition.pop("truncation", None)
+        definition.pop("padding", None)
+        text = json.dumps(definition, sort_keys=True)
+    else:  # a slow (Python) tokenizer: datasets' pickle-based hash of the object
+        text = datasets.fingerprint.Hasher.hash(tokenizer)
+    return hashlib.sha256(f"{type(tokenizer).__qualname__}\n{text}".encode()).hexdigest()
+
+
+def _check_single_segment_types(tokenizer: PreTrainedTokenizerBase) -> None:
+    # Token type ids are not stored: the collator gives zeros, which is what BERT-style tokenizers return
+    # for a single sentence. A tokenizer that returns others would silently change the model's input.
+    types = tokenizer("a b", return_token_type_ids=True).get("token_type_ids")
+    if types is not None and any(types):
+        raise SimCSEError(
+            f"tokenizer {getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)!r} gives a single sentence "
+            f"non-zero token type ids {types}; only tokenizers with all-zero single-sentence type ids are supported"
+        )
+
+
+def _tokenize_batch(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, columns: list[str],
+                    max_length: int) -> pa.Table:
+    """Tokenize a batch of rows into one ``input_ids`` column of type list<list<int32>>."""
     encoded = [
-        tokenizer([_cell(text) for text in batch[name]], max_length=max_length, truncation=True, padding=padding)
+        tokenizer([_cell(text) for text in batch.column(name).to_pylist()], max_length=max_length, truncation=True,
+                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
         for name in columns
     ]
-    if len(encoded) == 1:
-        encoded = encoded * 2  # unsupervised: the same tokens twice, two dropout views in the encoder
-    keys = [key for key in MODEL_INPUTS if key in encoded[0]]
-    # zip over the columns: per example, a list of num_sent sequences.
-    return {key: [list(sentences) for sentences in zip(*(enc[key] for enc in encoded))] for key in keys}
+    num_sent = len(columns)
+    # example-major: sentence k of example i is sequences[i * num_sent + k]
+    sequences = encoded[0] if num_sent == 1 else [seq for example in zip(*encoded) for seq in example]
+    lengths = np.fromiter(map(len, sequences), dtype=np.int32, count=len(sequences))
+    offsets = np.zeros(len(sequences) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(offsets[-1]))
+    sentences = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    rows = pa.ListArray.from_arrays(pa.array(np.arange(0, len(sequences) + 1, num_sent, dtype=np.int32)), sentences)
+    return pa.Table.from_arrays([rows], schema=TOKEN_FEATURES.arrow_schema)
 
 
 def _no_pad_token_error(tokenizer: PreTrainedTokenizerBase) -> SimCSEError:
@@ -326,17 +412,114 @@ def _no_pad_token_error(tokenizer: PreTrainedTokenizerBase) -> SimCSEError:
     )
 
 
+# ----- the tokenized examples -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SentenceBatch:
+    """The sentences of a batch of examples, unpadded: ``token_ids`` holds the batch * num_sent token
+    sequences one after the other (example-major), ``lengths`` their lengths."""
+
+    token_ids: np.ndarray  # (sum(lengths),) integer ids
+    lengths: np.ndarray  # (batch * num_sent,)
+    num_sent: int
+
+    def __len__(self) -> int:
+        return len(self.lengths) // self.num_sent
+
+
+class TrainingExamples(torch.utils.data.Dataset):
+    """The tokenized training set: a torch Dataset over the memory-mapped Arrow table of token ids.
+
+    ``examples[i]`` is ``{"input_ids": [num_sent token lists]}``. A DataLoader fetches a whole batch at
+    once through ``__getitems__``, which returns a :class:`SentenceBatch` of numpy arrays read straight
+    from Arrow, so neither fetching nor collating does Python work per token. ``dataset`` is the
+    underlying ``datasets.Dataset`` (column ``input_ids``, list<list<int32>>).
+    """
+
+    def __init__(self, dataset: datasets.Dataset):
+        if list(dataset.column_names) != ["input_ids"]:
+            raise SimCSEError(f"expected a dataset with the single column 'input_ids' (from tokenize_dataset), "
+                              f"got columns {dataset.column_names}")
+        if dataset._indices is not None:  # a select()/shuffle() view: write its rows out in order once
+            dataset = dataset.flatten_indices()
+        self.dataset = dataset
+        self._arrow = dataset.with_format("arrow")
+        self.num_sent = (int(pc.list_value_length(self._arrow[:1].column("input_ids")).to_numpy()[0])
+                         if len(dataset) else 1)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, list[list[int]]]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"example {index} is out of range for {len(self)} examples")
+        return {"input_ids": self._arrow[int(index)].column("input_ids")[0].as_py()}
+
+    def __iter__(self) -> Iterator[dict[str, list[list[int]]]]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def __getitems__(self, indices: Sequence[int]) -> SentenceBatch:
+        rows = self._arrow[list(indices)].column("input_ids").combine_chunks()  # list<list<int32>>
+        sentences = rows.flatten()
+        return SentenceBatch(token_ids=sentences.flatten().to_numpy(),
+                             lengths=pc.list_value_length(sentences).to_numpy(), num_sent=self.num_sent)
+
+    def token_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+        """All token ids in storage order, one Arrow chunk at a time: (token_ids, lengths, num_sent)."""
+        for chunk in self.dataset.data.column("input_ids").chunks:
+            sentences = chunk.flatten()
+            yield sentences.flatten().to_numpy(), pc.list_value_length(sentences).to_numpy(), self.num_sent
+
+
 # ----- collation ------------------------------------------------------------------------------------
 
 
 def pad_sentence_features(
-    features: Sequence[dict[str, Any]], pad_token_id: int, pad_to_multiple_of: int | None = None
+    features: Sequence[dict[str, Any]] | SentenceBatch,
+    pad_token_id: int,
+    pad_to_multiple_of: int | None = None,
+    pad_to_length: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Right-pad features holding num_sent sequences each into (batch, num_sent, max_len) tensors.
+    """Right-pad the examples' num_sent sequences into (batch, num_sent, max_len) tensors.
 
-    ``input_ids`` are padded with ``pad_token_id``, ``attention_mask`` and ``token_type_ids`` with 0; an
-    ``attention_mask`` is built from the lengths when the features lack one. Other keys are dropped.
+    ``features``: a :class:`SentenceBatch`, or dicts holding num_sent sequences per key. ``input_ids``
+    are padded with ``pad_token_id``, ``attention_mask`` and ``token_type_ids`` (when the dicts hold them)
+    with 0; an ``attention_mask`` is built from the lengths otherwise. Other keys are dropped. max_len is
+    the longest sequence, at least ``pad_to_length``, rounded up to ``pad_to_multiple_of``.
     """
+    given: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if isinstance(features, SentenceBatch):
+        batch = features
+    else:
+        batch = _sentence_batch(features)
+        for key in ("attention_mask", "token_type_ids"):
+            if key in features[0]:
+                given[key] = _flatten(features, key)
+    if not len(batch):
+        raise SimCSEError("cannot collate an empty list of features")
+    lengths = np.asarray(batch.lengths, dtype=np.int64)
+    max_len = max(int(lengths.max()), pad_to_length or 0)
+    if pad_to_multiple_of:
+        max_len = -(-max_len // pad_to_multiple_of) * pad_to_multiple_of
+    shape = (len(batch), batch.num_sent, max_len)
+    filled = np.arange(max_len) < lengths[:, None]  # (batch * num_sent, max_len)
+
+    def padded(values: np.ndarray, pad_value: int) -> torch.Tensor:
+        out = np.full(filled.shape, pad_value, dtype=np.int64)
+        out[filled] = values  # row-major order of the filled cells = the sequences one after the other
+        return torch.from_numpy(out).view(shape)
+
+    out = {"input_ids": padded(batch.token_ids, pad_token_id)}
+    out["attention_mask"] = padded(given["attention_mask"][0], 0) if "attention_mask" in given else \
+        torch.from_numpy(filled.astype(np.int64)).view(shape)
+    if "token_type_ids" in given:
+        out["token_type_ids"] = padded(given["token_type_ids"][0], 0)
+    return out
+
+
+def _sentence_batch(features: Sequence[dict[str, Any]]) -> SentenceBatch:
     if not features:
         raise SimCSEError("cannot collate an empty list of features")
     num_sent = _num_sent(features[0], 0)
@@ -346,35 +529,20 @@ def pad_sentence_features(
                 f"feature {index} holds {_num_sent(feature, index)} sentences but feature 0 holds {num_sent}; "
                 "every example of a batch must come from the same training file"
             )
-    batch_size = len(features)
-    sequences = [seq for feature in features for seq in feature["input_ids"]]  # batch * num_sent
-    max_len = max(len(seq) for seq in sequences)
-    if pad_to_multiple_of:
-        max_len = -(-max_len // pad_to_multiple_of) * pad_to_multiple_of
+    values, lengths = _flatten(features, "input_ids")
+    return SentenceBatch(token_ids=values, lengths=lengths, num_sent=num_sent)
 
-    def padded(key: str, pad_value: int) -> torch.Tensor:
-        rows = [seq for feature in features for seq in feature[key]]
-        out = torch.full((len(rows), max_len), pad_value, dtype=torch.long)  # (batch * num_sent, max_len)
-        for row, seq in enumerate(rows):
-            if len(seq):
-                out[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        return out.view(batch_size, num_sent, max_len)  # (batch, num_sent, max_len)
 
-    batch = {"input_ids": padded("input_ids", pad_token_id)}
-    if "attention_mask" in features[0]:
-        batch["attention_mask"] = padded("attention_mask", 0)
-    else:
-        lengths = torch.tensor([len(seq) for seq in sequences])  # (batch * num_sent,)
-        mask = torch.arange(max_len).unsqueeze(0) < lengths.unsqueeze(1)  # (batch * num_sent, max_len)
-        batch["attention_mask"] = mask.long().view(batch_size, num_sent, max_len)
-    if "token_type_ids" in features[0]:
-        batch["token_type_ids"] = padded("token_type_ids", 0)
-    return batch
+def _flatten(features: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """The key's sequences of all features, concatenated (one numpy conversion per sequence), and their lengths."""
+    sequences = [np.asarray(seq, dtype=np.int64).reshape(-1) for feature in features for seq in feature[key]]
+    lengths = np.array([len(seq) for seq in sequences], dtype=np.int64)
+    return (np.concatenate(sequences) if sequences else np.zeros(0, dtype=np.int64)), lengths
 
 
 def _num_sent(feature: dict[str, Any], index: int) -> int:
     ids = feature.get("input_ids")
-    if ids is None or not len(ids) or not all(isinstance(seq, (list, tuple, torch.Tensor)) for seq in ids):
+    if ids is None or not len(ids) or not all(isinstance(seq, (list, tuple, np.ndarray, torch.Tensor)) for seq in ids):
         raise SimCSEError(
             f"feature {index} must hold input_ids as a list of num_sent token lists (as made by "
             f"tokenize_dataset), got {type(ids).__name__}"
@@ -422,11 +590,15 @@ def mask_tokens(
 class SimCSECollator:
     """Collate tokenized examples (each holding num_sent sequences) into a training batch.
 
-    Returns ``input_ids`` and ``attention_mask`` (and ``token_type_ids`` when the features have them),
-    each (batch, num_sent, max_len), right-padded to the longest sequence of the batch (rounded up to
-    ``pad_to_multiple_of``) with the tokenizer's pad token. With ``do_mlm`` also ``mlm_input_ids`` and
-    ``mlm_labels`` of the same shape, from :func:`mask_tokens` (special tokens of the tokenizer, including
-    its unknown token, and padding are never chosen; ``input_ids`` is left untouched).
+    Takes the :class:`SentenceBatch` that :class:`TrainingExamples` hands a DataLoader, or a list of
+    example dicts. Returns ``input_ids`` and ``attention_mask`` (and ``token_type_ids``, zeros unless the
+    examples carry their own, when the tokenizer takes them), each (batch, num_sent, max_len),
+    right-padded to the longest sequence of the batch (at least ``pad_to_length``, rounded up to
+    ``pad_to_multiple_of``) with the tokenizer's pad token. A batch of 1-sentence examples (unsupervised
+    data) becomes num_sent = 2: the same tokens twice, two dropout views in the encoder. With ``do_mlm``
+    also ``mlm_input_ids`` and ``mlm_labels`` of the same shape, from :func:`mask_tokens` (special tokens
+    of the tokenizer, including its unknown token, and padding are never chosen; each view is masked
+    independently; ``input_ids`` is left untouched).
 
     ``generator`` makes masking reproducible in tests; leave it None in training, where DataLoader workers
     seed the global RNG differently (a shared generator would give every worker the same masks).
@@ -437,14 +609,15 @@ class SimCSECollator:
     mlm_probability: float = 0.15
     pad_to_multiple_of: int | None = None
     generator: torch.Generator | None = None
+    pad_to_length: int | None = None
 
     def __post_init__(self) -> None:
         if self.tokenizer.pad_token_id is None:
             raise _no_pad_token_error(self.tokenizer)
-        if self.pad_to_multiple_of is not None and (
-            not isinstance(self.pad_to_multiple_of, int) or self.pad_to_multiple_of < 1
-        ):
-            raise SimCSEError(f"pad_to_multiple_of must be a positive integer or None, got {self.pad_to_multiple_of!r}")
+        for name in ("pad_to_multiple_of", "pad_to_length"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise SimCSEError(f"{name} must be a positive integer or None, got {value!r}")
         if self.do_mlm:
             if not 0 < self.mlm_probability <= 1:
                 raise SimCSEError(f"mlm_probability must be in (0, 1], got {self.mlm_probability!r}")
@@ -453,9 +626,15 @@ class SimCSECollator:
                     f"--do_mlm needs a tokenizer with a mask token, and {self.tokenizer.name_or_path!r} has "
                     "none (decoders such as GPT-2 are not trained with masked LM); drop --do_mlm"
                 )
+        self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
 
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        batch = pad_sentence_features(features, self.tokenizer.pad_token_id, self.pad_to_multiple_of)
+    def __call__(self, features: Sequence[dict[str, Any]] | SentenceBatch) -> dict[str, torch.Tensor]:
+        batch = pad_sentence_features(features, self.tokenizer.pad_token_id, self.pad_to_multiple_of,
+                                      self.pad_to_length)
+        if self._token_types and "token_type_ids" not in batch:
+            batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+        if batch["input_ids"].shape[1] == 1:  # unsupervised: two views of each sentence
+            batch = {key: value.repeat(1, 2, 1) for key, value in batch.items()}
         if self.do_mlm:
             batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
                 batch["input_ids"],

@@ -195,10 +195,14 @@ class ContrastiveEncoderMixin:
         mlm_loss = None
         if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm and (mlm_labels != -100).any():
             mlm_out = self._run_backbone(flat(mlm_input_ids), flat_mask, flat(token_type_ids))
+            labels = flat(mlm_labels)  # (B*N, L)
+            chosen = labels != -100
+            # The head is position-wise: score only the M masked positions against the vocabulary, not all
+            # B*N*L of them (about 15% of the logits memory and matmul work).
+            hidden = mlm_out.last_hidden_state[chosen]  # (M, H)
             head = getattr(self, self.mlm_attr)
-            logits = head(mlm_out.last_hidden_state, self.backbone.get_input_embeddings().weight)  # (B*N, L, V)
-            mlm_loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), flat(mlm_labels).reshape(-1),
-                                       ignore_index=-100)
+            logits = head(hidden, self.backbone.get_input_embeddings().weight)  # (M, V)
+            mlm_loss = F.cross_entropy(logits.float(), labels[chosen])
         return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss)
 
 

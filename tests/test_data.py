@@ -6,6 +6,7 @@ import functools
 import json
 
 import datasets
+import pyarrow as pa
 import pytest
 import torch
 from transformers import AutoTokenizer
@@ -14,6 +15,7 @@ from conftest import SHARED, tokenizer_path
 from simcse.data import (
     SUPPORTED_EXTENSIONS,
     SimCSECollator,
+    TrainingExamples,
     load_training_dataset,
     mask_tokens,
     pad_sentence_features,
@@ -196,36 +198,103 @@ SENTENCES = ["A man is playing a guitar.", "Two dogs run through a very, very lo
 
 @pytest.mark.parametrize("name", ["bert-base-uncased", "roberta-base", "gpt2"])
 @pytest.mark.parametrize("num_columns", [1, 2, 3])
-def test_tokenize_shapes(name, num_columns):
+def test_tokenize_stores_each_sentence_once(name, num_columns):
     tokenizer = _tokenizer(name)
     columns = {f"c{k}": SENTENCES[k:] + SENTENCES[:k] for k in range(num_columns)}
     ds = tokenize_dataset(datasets.Dataset.from_dict(columns), tokenizer, max_seq_length=8)
 
-    has_types = "token_type_ids" in tokenizer.model_input_names
-    assert ds.column_names == ["input_ids", "attention_mask"] + (["token_type_ids"] if has_types else [])
+    assert isinstance(ds, TrainingExamples) and len(ds) == len(SENTENCES)
+    assert ds.dataset.column_names == ["input_ids"] and ds.num_sent == num_columns  # 1 column: stored once
+    expected = [[tokenizer(columns[f"c{k}"][row], max_length=8, truncation=True)["input_ids"]
+                 for k in range(num_columns)] for row in range(len(SENTENCES))]
+    assert [example["input_ids"] for example in ds] == expected
+    stored = ds.dataset.data.column("input_ids").combine_chunks().flatten().flatten()
+    assert len(stored) == sum(len(ids) for row in expected for ids in row) and stored.type == pa.int32()
+    assert max(len(ids) for row in expected for ids in row) == 8  # the long sentence is truncated
+
+    batch = SimCSECollator(tokenizer)(ds.__getitems__([2, 0, 1]))  # what a DataLoader hands the collator
     num_sent = 2 if num_columns == 1 else num_columns
-    for row, example in enumerate(ds):
-        assert len(example["input_ids"]) == len(example["attention_mask"]) == num_sent
-        for k, ids in enumerate(example["input_ids"]):
-            column = f"c{0 if num_columns == 1 else k}"
-            expected = tokenizer(columns[column][row], max_length=8, truncation=True)["input_ids"]
-            assert ids == expected and 1 <= len(ids) <= 8
-            assert example["attention_mask"][k] == [1] * len(ids)
-        if num_columns == 1:
-            assert example["input_ids"][0] == example["input_ids"][1]
-    assert max(len(ids) for ex in ds["input_ids"] for ids in ex) == 8  # the long sentence is truncated
+    assert batch["input_ids"].shape[:2] == (3, num_sent)
+    has_types = "token_type_ids" in tokenizer.model_input_names
+    assert set(batch) == {"input_ids", "attention_mask"} | ({"token_type_ids"} if has_types else set())
+    for b, row in enumerate([2, 0, 1]):
+        for s in range(num_sent):
+            ids = expected[row][0 if num_columns == 1 else s]
+            assert batch["input_ids"][b, s, : len(ids)].tolist() == ids
+            assert batch["attention_mask"][b, s].sum() == len(ids)
+    if has_types:
+        assert not batch["token_type_ids"].any()  # what the tokenizer gives a single sentence
 
 
-def test_tokenize_pads_to_max_length_and_fills_empty_text():
+def test_fetched_batches_collate_like_example_dicts(tmp_path):
+    """The DataLoader path (flat arrays from Arrow) and the list-of-dicts path give the same tensors."""
+    path = tmp_path / "nli.csv"
+    path.write_text("s0,s1,neg\nA cat sat.,A cat is sitting on a mat.,Dogs bark.\nHi,,Bye now\nx,y,z\n", encoding="utf-8")
+    tokenizer = _tokenizer("bert-base-uncased")
+    ds = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer)
+    collator = SimCSECollator(tokenizer, pad_to_multiple_of=4)
+    fast, slow = collator(ds.__getitems__([1, 2, 0])), collator([ds[1], ds[2], ds[0]])
+    assert set(fast) == set(slow) and all(torch.equal(fast[key], slow[key]) for key in fast)
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, collate_fn=collator)
+    assert torch.equal(next(iter(loader))["input_ids"], collator([ds[0], ds[1], ds[2]])["input_ids"])
+
+
+def test_second_preparation_hits_both_caches(tmp_path, monkeypatch):
+    """The second run on the same file neither parses it nor tokenizes it: it memory-maps both results."""
+    import simcse.data as data
+
+    path = tmp_path / "wiki.txt"
+    path.write_text("".join(f"sentence number {i}\n" for i in range(50)), encoding="utf-8")
+    tokenizer = _tokenizer("bert-base-uncased")
+    calls = {"parse": 0, "tokenize": 0}
+
+    def counted(name, function):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(data, "_parse", counted("parse", data._parse))
+    monkeypatch.setattr(data, "_tokenize_batch", counted("tokenize", data._tokenize_batch))
+    first = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer, max_seq_length=8)
+    assert calls == {"parse": 1, "tokenize": 1}
+    cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.arrow"))
+    assert len(cached) == 2 and cached[0].startswith("text-") and cached[1].startswith("tokens-")
+
+    tokenizer("warm up: calling a tokenizer changes its truncation state, which must not change the key",
+              max_length=4, truncation=True)
+    second = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer, max_seq_length=8)
+    assert calls == {"parse": 1, "tokenize": 1}  # nothing recomputed
+    assert list(second) == list(first)
+    assert second.dataset.cache_files[0]["filename"] == first.dataset.cache_files[0]["filename"]
+
+    tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer, max_seq_length=6)
+    tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), _tokenizer("roberta-base"),
+                     max_seq_length=8)
+    tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer, max_seq_length=8,
+                     overwrite_cache=True)
+    assert calls == {"parse": 1, "tokenize": 4}  # another length, another tokenizer, or asked: tokenized again
+
+
+def test_tokenize_in_several_processes_gives_the_same_examples(tmp_path):
+    path = tmp_path / "nli.csv"
+    path.write_text("a,b\n" + "".join(f"first {i},second {i % 7}\n" for i in range(40)), encoding="utf-8")
+    tokenizer = _tokenizer("roberta-base")
+    one = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "c1"), tokenizer)
+    two = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "c2"), tokenizer, num_proc=2, batch_size=8)
+    assert list(one) == list(two)
+
+
+def test_collator_pads_to_max_length_and_empty_text_becomes_a_space():
     tokenizer = _tokenizer("gpt2")
-    ds = datasets.Dataset.from_dict({"a": ["hi", ""], "b": [None, "there"]})
-    out = tokenize_dataset(ds, tokenizer, max_seq_length=6, pad_to_max_length=True)
-    assert [len(ids) for ex in out["input_ids"] for ids in ex] == [6, 6, 6, 6]
+    ds = tokenize_dataset(datasets.Dataset.from_dict({"a": ["hi", ""], "b": [None, "there"]}), tokenizer,
+                          max_seq_length=6)
     space = tokenizer(" ")["input_ids"]
-    assert out[1]["input_ids"][0][: len(space)] == space  # "" became " ", not zero tokens
-    assert out[0]["attention_mask"][0] == [1] * len(tokenizer("hi")["input_ids"]) + [0] * (
-        6 - len(tokenizer("hi")["input_ids"])
-    )
+    assert ds[1]["input_ids"][0] == space and ds[0]["input_ids"][1] == space  # "" and None: " ", not zero tokens
+    batch = SimCSECollator(tokenizer, pad_to_length=6)(ds.__getitems__([0, 1]))
+    assert batch["input_ids"].shape == (2, 2, 6)
+    hi = tokenizer("hi")["input_ids"]
+    assert batch["attention_mask"][0, 0].tolist() == [1] * len(hi) + [0] * (6 - len(hi))
 
 
 def test_tokenize_errors():
@@ -272,6 +341,17 @@ def test_collator_pad_to_multiple_of_and_missing_attention_mask():
     assert "token_type_ids" not in batch
 
 
+def test_one_sentence_examples_get_two_views_masked_independently():
+    tokenizer = _tokenizer("bert-base-uncased")
+    features = _mlm_features(tokenizer, batch_size=8, num_sent=1, seed=4)
+    collator = SimCSECollator(tokenizer, do_mlm=True, generator=torch.Generator().manual_seed(0))
+    batch = collator(features)
+    assert batch["input_ids"].shape[:2] == (8, 2)
+    for key in ("input_ids", "attention_mask", "token_type_ids"):
+        assert torch.equal(batch[key][:, 0], batch[key][:, 1])
+    assert not torch.equal(batch["mlm_labels"][:, 0], batch["mlm_labels"][:, 1])
+
+
 def test_collator_end_to_end_from_a_file(tmp_path):
     path = tmp_path / "nli.csv"
     path.write_text("s0,s1,neg\nA cat sat.,A cat is sitting on a mat.,Dogs bark.\nHi,,Bye now\n", encoding="utf-8")
@@ -294,6 +374,8 @@ def test_collator_errors():
         SimCSECollator(bert, do_mlm=True, mlm_probability=1.5)
     with pytest.raises(SimCSEError, match="pad_to_multiple_of must be a positive integer or None, got 0"):
         SimCSECollator(bert, pad_to_multiple_of=0)
+    with pytest.raises(SimCSEError, match="pad_to_length must be a positive integer or None, got -1"):
+        SimCSECollator(bert, pad_to_length=-1)
     collator = SimCSECollator(bert)
     with pytest.raises(SimCSEError, match="feature 1 holds 3 sentences but feature 0 holds 2"):
         collator([{"input_ids": [[1], [2]]}, {"input_ids": [[1], [2], [3]]}])

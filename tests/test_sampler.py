@@ -5,9 +5,10 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import numpy as np
 import pytest
 
-from simcse.sampler import NoDuplicatesBatchSampler
+from simcse.sampler import NoDuplicatesBatchSampler, hash_sentences, sentence_keys
 
 
 def repeated_keys(n: int = 200, distinct: int = 30, seed: int = 0) -> list[tuple[str, ...]]:
@@ -61,3 +62,140 @@ def test_ddp_slices_partition_each_global_batch():
         assert len(a) == len(b) == 4 and a + b == global_batch
         sentences = [s for i in a + b for s in keys[i]]
         assert len(sentences) == len(set(sentences))
+
+
+# ----- heavy repeats, tails, epochs, resuming ---------------------------------------------------------
+
+
+def heavy_keys(n: int, seed: int = 0) -> np.ndarray:
+    """(n, 3) integer keys, NLI-like and worse: anchors drawn from n // 8 values, positives from n // 2,
+    and one sentence (key 0) as the hard negative of every 5th example: far more copies than batches
+    fit, so the epoch ends with a tail of batches that cannot be filled."""
+    rng = np.random.default_rng(seed)
+    keys = np.stack([rng.integers(1, n // 8, n), rng.integers(n, n + n // 2, n), rng.integers(2 * n, 3 * n, n)], 1)
+    keys[::5, 2] = 0
+    return keys
+
+
+def check_epoch(keys: np.ndarray, batches: list[list[int]], batch_size: int) -> None:
+    for batch in batches:
+        sentences = keys[batch].ravel().tolist()
+        assert len(sentences) == len(set(sentences)), "a sentence repeats inside a batch"
+        assert 1 <= len(batch) <= batch_size
+    counts = Counter(i for batch in batches for i in batch)
+    assert sorted(counts) == list(range(len(keys))) and set(counts.values()) == {1}, "lost or doubled"
+
+
+@pytest.mark.parametrize("batch_size", [8, 32])
+def test_heavy_repeats_over_several_epochs(batch_size):
+    keys = heavy_keys(2000)
+    sampler = NoDuplicatesBatchSampler(keys, batch_size, seed=7)
+    epochs = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        check_epoch(keys, batches, batch_size)
+        assert len(sampler) == len(batches)
+        sizes = [len(b) for b in batches]
+        # 400 copies of key 0 need 400 batches: the batches are full (one copy each) until the other
+        # examples run out, then a tail of single copies follows
+        copies = len(keys) // 5
+        assert len(batches) == copies
+        assert sizes.count(batch_size) >= (len(keys) - copies) // (batch_size - 1) - 3
+        assert sizes[-1] == 1
+        epochs.append(batches)
+    assert epochs[0] != epochs[1] != epochs[2]
+    sampler.set_epoch(1)
+    assert list(sampler) == epochs[1] == list(_fresh(keys, batch_size, seed=7, epoch=1))
+
+
+def _fresh(keys, batch_size, seed, epoch, **kwargs):
+    sampler = NoDuplicatesBatchSampler(keys, batch_size, seed=seed, **kwargs)
+    sampler.set_epoch(epoch)
+    return sampler
+
+
+def test_resume_mid_epoch_gets_exactly_the_remaining_batches():
+    """A resumed run builds a new sampler and skips the batches already trained on (the Trainer's
+    skip_first_batches); together with them they make the epoch, nothing lost or repeated."""
+    from accelerate.data_loader import SkipBatchSampler
+
+    keys = heavy_keys(1000, seed=3)
+    full = list(_fresh(keys, 16, seed=11, epoch=2))
+    done = full[:23]
+    rest = list(SkipBatchSampler(_fresh(keys, 16, seed=11, epoch=2), skip_batches=23))
+    assert done + rest == full
+    check_epoch(keys, done + rest, 16)
+
+
+def test_ddp_global_batches_with_repeats_and_a_tail():
+    keys = heavy_keys(1200, seed=5)
+    ranks = [list(_fresh(keys, 8, seed=2, epoch=1, num_replicas=3, rank=r)) for r in range(3)]
+    assert len({len(r) for r in ranks}) == 1
+    seen = []
+    for parts in zip(*ranks):
+        assert all(len(p) == 8 for p in parts)  # equal shapes on every process
+        global_batch = [i for p in parts for i in p]
+        sentences = keys[global_batch].ravel().tolist()
+        assert len(sentences) == len(set(sentences))
+        seen += global_batch
+    assert len(seen) == len(set(seen))
+    lost = len(keys) - len(seen)
+    # dropped: the copies of key 0 beyond one per global batch, and at most one global batch of others
+    assert 0 < lost <= (1200 // 5 - len(seen) // 24) + 24
+
+
+# ----- linear cost: count the steps, not the time ---------------------------------------------------
+
+
+@pytest.mark.parametrize("make", [heavy_keys, lambda n: np.zeros((n, 1), dtype=np.int64)],
+                         ids=["heavy-repeats", "one-sentence-repeated-n-times"])
+def test_planning_cost_is_linear_in_the_dataset_size(make):
+    steps = {}
+    for n in (1000, 4000, 16000):
+        sampler = NoDuplicatesBatchSampler(make(n), 32, seed=0)
+        len(sampler)  # plans the epoch
+        steps[n] = sampler.examinations
+    # examinations per example stay at a constant instead of growing with n (the former sampler rescanned
+    # its whole remaining list per batch: about n**2 / (2 * batch_size) steps)
+    assert all(steps[n] <= 3 * n for n in steps), steps
+    assert steps[16000] / 16000 <= 1.2 * steps[1000] / 1000, steps
+
+
+def test_a_sentence_repeated_everywhere_comes_one_per_batch():
+    keys = np.zeros((300, 1), dtype=np.int64)
+    batches = list(NoDuplicatesBatchSampler(keys, 16, seed=0))
+    assert [len(b) for b in batches] == [1] * 300
+
+
+# ----- sentence keys ----------------------------------------------------------------------------------
+
+
+def test_hashes_are_equal_exactly_for_equal_sequences():
+    seqs = [[101, 7, 8, 102], [101, 8, 7, 102], [101, 7, 8, 102], [101, 7, 8], [101, 7, 8, 102, 0], [5], [5], []]
+    flat = np.array([t for s in seqs for t in s], dtype=np.int32)
+    h = hash_sentences(flat, [len(s) for s in seqs])
+    assert h.dtype == np.uint64
+    same = {(i, j) for i in range(len(seqs)) for j in range(len(seqs)) if h[i] == h[j] and i < j}
+    assert same == {(0, 2), (5, 6)}
+    rng = np.random.default_rng(0)  # no collisions among 50k random short sequences
+    lengths = rng.integers(1, 12, 50_000)
+    tokens = rng.integers(0, 30, int(lengths.sum()))
+    distinct = {tuple(s) for s in np.split(tokens, np.cumsum(lengths)[:-1])}
+    assert len(np.unique(hash_sentences(tokens, lengths))) == len(distinct)
+
+
+def test_sentence_keys_of_tokenized_examples(tmp_path):
+    import datasets
+    from transformers import AutoTokenizer
+
+    from conftest import tokenizer_path
+    from simcse.data import tokenize_dataset
+
+    text = datasets.Dataset.from_dict({"a": ["x y", "z", "x y", "w"], "b": ["z", "x y", "q", "w"]})
+    examples = tokenize_dataset(text, AutoTokenizer.from_pretrained(tokenizer_path("bert-base-uncased")))
+    keys = sentence_keys(examples)
+    assert keys.shape == (4, 2) and keys.dtype == np.uint64
+    assert keys[0, 0] == keys[1, 1] == keys[2, 0] and keys[0, 1] == keys[1, 0] and keys[3, 0] == keys[3, 1]
+    assert len(set(keys.ravel().tolist())) == 4  # "x y", "z", "q", "w"
+    assert np.array_equal(keys, sentence_keys(examples.dataset))

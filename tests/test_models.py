@@ -1,0 +1,69 @@
+"""The contrastive wrappers' masked-LM term: scored over the masked positions only, same value as scoring all."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import BertConfig, RobertaConfig
+
+from simcse.models import BertForCL, RobertaForCL, configure
+
+
+def tiny(name: str):
+    common = dict(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                  hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    if name == "bert":
+        config, cls = BertConfig(max_position_embeddings=32, **common), BertForCL
+    else:
+        config, cls = RobertaConfig(max_position_embeddings=34, pad_token_id=1, **common), RobertaForCL
+    configure(config, pooler_type="cls", do_mlm=True)
+    torch.manual_seed(0)
+    model = cls(config).train()
+    bias = model.cls.predictions.bias if name == "bert" else model.lm_head.bias  # (V,), zero at init
+    with torch.no_grad():
+        bias.normal_()  # so that a misplaced bias would show
+    return model
+
+
+def full_vocabulary_mlm_loss(model, inputs) -> torch.Tensor:
+    """The former computation: logits at every position (B*N, L, V), positions labelled -100 ignored."""
+    flat = {key: value.flatten(0, 1) for key, value in inputs.items()}
+    hidden = model._run_backbone(flat["mlm_input_ids"], flat["attention_mask"]).last_hidden_state
+    logits = getattr(model, model.mlm_attr)(hidden, model.backbone.get_input_embeddings().weight)  # (B*N, L, V)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), flat["mlm_labels"].reshape(-1),
+                           ignore_index=-100)
+
+
+@pytest.mark.parametrize("name", ["bert", "roberta"])
+def test_mlm_loss_over_masked_positions_equals_the_full_vocabulary_version(name):
+    model = tiny(name)
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 300, (6, 2, 12), generator=g)
+    mask = torch.ones_like(ids)
+    mask[::2, :, 9:] = 0
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.15, ids, -100).masked_fill(mask == 0, -100)
+    mlm_ids = torch.where(labels != -100, 4, ids)
+    inputs = {"input_ids": ids, "attention_mask": mask, "mlm_input_ids": mlm_ids, "mlm_labels": labels}
+    assert 0 < int((labels != -100).sum()) < ids.numel() // 4
+
+    ours = model(**inputs).mlm_loss
+    ours.backward()
+    ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    reference = full_vocabulary_mlm_loss(model, inputs)
+    reference.backward()
+    assert abs(ours.item() - reference.item()) < 1e-6
+    assert ours.item() > 1.0  # a real loss of random weights, not a degenerate zero
+    for n, p in model.named_parameters():
+        if p.grad is not None and n in ours_grads:
+            torch.testing.assert_close(ours_grads[n], p.grad, atol=1e-6, rtol=1e-5)
+    assert any("bias" in n and ours_grads[n].shape == (300,) for n in ours_grads)  # the head's bias got gradient
+
+
+def test_no_masked_position_gives_no_mlm_term():
+    model = tiny("bert")
+    ids = torch.randint(5, 300, (2, 2, 6))
+    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mlm_input_ids=ids,
+                mlm_labels=torch.full_like(ids, -100))
+    assert out.mlm_loss is None
