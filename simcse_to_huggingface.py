@@ -1,112 +1,22 @@
-"""Convert a SimCSE training checkpoint into a plain Hugging Face model (REFERENCE §6).
+"""Convert a SimCSE training checkpoint (ours or the original code's) into a plain Hugging Face model.
 
     python simcse_to_huggingface.py --path result/my-sup-simcse [--output_dir result/my-sup-simcse-hf]
 
-Key mapping is by prefix, never by substring (a substring rule corrupts GPT-2, whose blocks contain
-``.mlp.``): ``<base_model_prefix>.X`` -> ``X``; ``mlp.dense.*`` -> ``pooler.dense.*`` for BERT/RoBERTa,
-so ``BertModel(...).pooler_output`` equals the SimCSE ``cls`` embedding; MLM heads are dropped.
-Reads model.safetensors or pytorch_model.bin (``weights_only``), checks the converted key set and every
-shape against the target architecture, writes safetensors into a new directory (via a temporary
-directory and a rename) and never modifies the input.
+Parses the flags, calls :func:`simcse.convert.convert` (which documents the key mapping) and prints
+what it wrote.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 
-import torch
-from safetensors.torch import load_file
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig
 
 from simcse import export
 from simcse.cli import OneLineArgumentParser, run_cli
-from simcse.errors import SimCSEError
-from simcse.models import ARCHITECTURES
-
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
-                   "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
-DROPPED_PREFIXES = ("cls.", "lm_head.")  # MLM heads: not part of the base model
-
-
-def load_state_dict(path: str) -> dict[str, torch.Tensor]:
-    safetensors_file = os.path.join(path, "model.safetensors")
-    bin_file = os.path.join(path, "pytorch_model.bin")
-    if os.path.isfile(safetensors_file):
-        return load_file(safetensors_file)
-    if os.path.isfile(bin_file):
-        return torch.load(bin_file, map_location="cpu", weights_only=True)
-    if any(name.endswith(".index.json") for name in os.listdir(path)):
-        raise SimCSEError(f"{path!r} holds a sharded checkpoint; re-save it unsharded (max_shard_size='100GB')")
-    raise SimCSEError(f"{path!r} has neither model.safetensors nor pytorch_model.bin")
-
-
-def convert_state_dict(state: dict[str, torch.Tensor], prefix: str, has_pooler: bool) -> tuple[dict, list[str]]:
-    """Map wrapper keys to base-model keys. Returns (converted, dropped keys)."""
-    converted, dropped = {}, []
-    for key, tensor in state.items():
-        if key.startswith(prefix + "."):
-            converted[key[len(prefix) + 1:]] = tensor
-        elif key.startswith("mlp.dense.") and has_pooler:
-            converted["pooler.dense." + key[len("mlp.dense."):]] = tensor
-        elif key.startswith("mlp.") or key.startswith(DROPPED_PREFIXES):
-            dropped.append(key)
-        else:
-            raise SimCSEError(f"unexpected key {key!r} in the checkpoint: it is neither backbone ({prefix}.*) nor a head")
-    return converted, dropped
-
-
-def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
-    path = os.path.abspath(path)
-    output_dir = os.path.abspath(output_dir)
-    if not os.path.isfile(os.path.join(path, "config.json")):
-        raise SimCSEError(f"--path {path!r} has no config.json; give a checkpoint directory written by train.py")
-    if output_dir == path:
-        raise SimCSEError("--output_dir equals --path; the input would be overwritten. Choose another --output_dir")
-    if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise SimCSEError(f"--output_dir {output_dir!r} exists and is not empty; pass --overwrite or choose another")
-
-    config = AutoConfig.from_pretrained(path)
-    wrapper = next((ARCHITECTURES[a] for a in (config.architectures or []) if a in ARCHITECTURES), None)
-    if wrapper is None:
-        raise SimCSEError(f"{path!r} is not a SimCSE training checkpoint (architectures={config.architectures}); "
-                          "it can be evaluated or used as it is")
-    base = AutoModel.from_config(config)  # BertModel / RobertaModel with pooler; GPT2Model
-    has_pooler = getattr(base, "pooler", None) is not None
-    converted, dropped = convert_state_dict(load_state_dict(path), wrapper.base_model_prefix, has_pooler)
-
-    expected = base.state_dict()
-    missing = sorted(set(expected) - set(converted))
-    unexpected = sorted(set(converted) - set(expected))
-    if missing or unexpected:
-        raise SimCSEError(f"converted keys do not match {type(base).__name__}: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
-    for key, tensor in converted.items():
-        if tuple(tensor.shape) != tuple(expected[key].shape):
-            raise SimCSEError(f"shape mismatch for {key}: checkpoint {tuple(tensor.shape)}, "
-                              f"{type(base).__name__} {tuple(expected[key].shape)}")
-    base.load_state_dict(converted, strict=True)
-    base.config.architectures = [type(base).__name__]
-
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=".converting-", dir=parent)
-    try:
-        base.save_pretrained(staging, safe_serialization=True)
-        for name in TOKENIZER_FILES:
-            if os.path.isfile(os.path.join(path, name)):
-                shutil.copy2(os.path.join(path, name), staging)
-        if os.path.exists(output_dir):
-            shutil.rmtree(output_dir)
-        os.replace(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return {"input": path, "output_dir": output_dir, "architecture": type(base).__name__,
-            "keys": len(converted), "dropped": dropped}
+from simcse.convert import convert
 
 
 def main(argv: list[str] | None = None) -> dict:

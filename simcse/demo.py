@@ -25,10 +25,10 @@ from pathlib import Path
 from prettytable import PrettyTable
 
 import evaluation
-import simcse_to_huggingface
 import train
 from senteval.datapath import REPO_ROOT, resolve_data_dir, shared_dir
 from simcse.cli import run_cli
+from simcse.convert import convert
 from simcse.errors import SimCSEError
 
 WIKI_SAMPLE = "wiki1m_for_simcse.head11913.txt"
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print("[3/4] converting the best checkpoint to a plain Hugging Face model", flush=True)
     converted = out + "-hf"
-    simcse_to_huggingface.main(["--path", out, "--output_dir", converted, "--overwrite"])
+    convert(out, converted, overwrite=True)
 
     print(f"[4/4] STS suite of the trained model ({pooler})", flush=True)
     after = sts_suite(converted, pooler, data)

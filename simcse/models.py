@@ -8,6 +8,13 @@ SimCSE key names means checkpoints of the original code load here unchanged::
     mlp.dense.weight, mlp.dense.bias       the MLP head (Linear(H, H) + tanh) of the cls pooler
     cls.predictions.* (BERT), lm_head.* (RoBERTa)   the MLM head, when --do_mlm
 
+Checkpoints written by the original code (transformers 4.2.1) differ in three ways, which
+:func:`normalize_original_keys` undoes when they load: the buffers ``*.embeddings.position_ids`` (BERT,
+RoBERTa) and ``transformer.h.N.attn.bias`` / ``attn.masked_bias`` (GPT-2) are dropped; the original
+BERT MLM head ``lm_head.transform.*`` / ``lm_head.bias`` (``BertLMPredictionHead``) becomes
+``cls.predictions.*``; the decoders ``lm_head.decoder.weight`` / ``.bias`` (copies of the word
+embeddings and of ``lm_head.bias``, tied) are dropped after checking that they are those copies.
+
 The settings needed at inference (``pooler_type``, ``mlp_only_train``, ``temp``) are written into the
 saved ``config.json``, so ``AutoSimCSE.from_pretrained(path)`` (or the class itself) needs no arguments.
 
@@ -18,6 +25,8 @@ returns ``embeddings`` (B, N, H). The loss lives in the trainer, on embeddings o
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -119,6 +128,60 @@ def configure(config: PretrainedConfig, **settings) -> PretrainedConfig:
     return config
 
 
+# Per backbone prefix: keys of original checkpoints that are buffers (recomputed, never learned), and
+# renames of the original's MLM head names to ours (the keys each backbone's wrapper uses).
+_ORIGINAL_BUFFERS = {
+    "bert": re.compile(r"^bert\.embeddings\.position_ids$"),
+    "roberta": re.compile(r"^roberta\.embeddings\.position_ids$"),
+    "transformer": re.compile(r"^transformer\.h\.\d+\.attn\.(bias|masked_bias)$"),
+}
+_ORIGINAL_RENAMES = {
+    "bert": ((re.compile(r"^lm_head\.(transform\.|bias$)"), r"cls.predictions.\1"),),
+    "roberta": (),
+    "transformer": (),
+}
+
+
+def normalize_original_keys(state: dict[str, torch.Tensor], prefix: str) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Bring a state dict written by the original SimCSE code to our key names.
+
+    ``prefix`` is the wrapper's ``base_model_prefix`` (bert / roberta / transformer). Returns (state,
+    dropped keys). Keys it does not know pass through unchanged, so the caller's own check still
+    rejects anything unexpected. A tied decoder that is not a copy of what it should be tied to is an
+    error: dropping it would change the model.
+    """
+    if prefix not in _ORIGINAL_BUFFERS:
+        return dict(state), []
+    out, dropped = {}, []
+    tied = {"lm_head.decoder.weight": f"{prefix}.embeddings.word_embeddings.weight", "lm_head.decoder.bias": "lm_head.bias"}
+    for key, tensor in state.items():
+        if _ORIGINAL_BUFFERS[prefix].match(key):
+            dropped.append(key)
+            continue
+        if key in tied and prefix in ("bert", "roberta"):
+            source = state.get(tied[key])
+            if source is None or source.shape != tensor.shape or not torch.equal(source, tensor):
+                raise SimCSEError(f"{key} in the checkpoint is not a copy of {tied[key]} (an untied MLM decoder); "
+                                  "this layout is not supported, re-save the model with tied word embeddings")
+            dropped.append(key)
+            continue
+        for pattern, replacement in _ORIGINAL_RENAMES[prefix]:
+            key = pattern.sub(replacement, key)
+        out[key] = tensor
+    return out, dropped
+
+
+def _original_layout_state(path: str, prefix: str) -> dict[str, torch.Tensor] | None:
+    """The normalized state dict of a local ``pytorch_model.bin`` written by the original code, or
+    ``None`` when the directory is in our layout (then Hugging Face loads it as usual)."""
+    bin_file = os.path.join(path, "pytorch_model.bin")
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.safetensors")) or not os.path.isfile(bin_file):
+        return None
+    state = torch.load(bin_file, map_location="cpu", weights_only=True)
+    normalized, dropped = normalize_original_keys(state, prefix)
+    return normalized if dropped or normalized.keys() != state.keys() else None
+
+
 class ContrastiveEncoderMixin:
     """Shared body of the wrappers: subclasses set ``backbone_attr`` and build the backbone."""
 
@@ -127,6 +190,20 @@ class ContrastiveEncoderMixin:
     # The contrastive loss is a per-batch mean computed by the trainer, not a sum over tokens: tell the
     # Trainer so it divides by the gradient-accumulation steps itself.
     accepts_loss_kwargs = False
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Hugging Face's ``from_pretrained``; a local checkpoint of the original code is normalized
+        first (:func:`normalize_original_keys`), so its MLM head loads instead of being re-initialised."""
+        path = pretrained_model_name_or_path
+        state = None
+        if path is not None and kwargs.get("state_dict") is None:
+            state = _original_layout_state(str(path), cls.base_model_prefix)
+        if state is None:
+            return super().from_pretrained(path, *model_args, **kwargs)
+        if kwargs.get("config") is None:
+            kwargs["config"] = cls.config_class.from_pretrained(path)
+        return super().from_pretrained(None, *model_args, state_dict=state, **kwargs)
 
     def _build_heads(self, config) -> None:
         configure(config)
