@@ -25,7 +25,7 @@ from prettytable import PrettyTable
 from tqdm.auto import tqdm
 from transformers.utils import logging as transformers_logging
 
-from senteval.custom import CustomClassificationEval, CustomSTSEval, split_name
+from senteval.custom import CustomClassificationEval, CustomSTSEval, parse_spec
 from senteval.custom import evaluate as evaluate_custom
 from senteval.datapath import resolve_data_dir
 from senteval.engine import SE
@@ -73,14 +73,14 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--trust_remote_code", action="store_true",
                         help="run Python code shipped with a hub model (off: only built-in model classes load)")
     custom = parser.add_argument_group("your own data (see senteval/custom.py for the file layouts)")
-    custom.add_argument("--custom_sts", nargs="+", action="extend", default=[], metavar="FILE[:NAME]",
+    custom.add_argument("--custom_sts", nargs="+", action="extend", default=[], metavar="FILE[:NAME[:S1,S2,SCORE]]",
                         help="sentence-pair file (.tsv/.txt, .csv, .jsonl) with a float score or a 0/1 label; "
-                        "repeatable; NAME defaults to the file stem")
+                        "repeatable; NAME defaults to the file stem; columns given here override --custom_columns")
     custom.add_argument("--custom_columns", default=None, metavar="S1,S2,SCORE",
                         help="columns of the --custom_sts files, by header name or 0-based index "
                         "(default: a header naming sentence1, sentence2 and label/score, or 3 columns)")
     custom.add_argument("--custom_classification", nargs="+", action="extend", default=[],
-                        metavar="TRAIN[,DEV],TEST[:NAME]",
+                        metavar="TRAIN[,DEV],TEST[:NAME[:TEXT,LABEL]]",
                         help="labelled text files for a linear probe on frozen embeddings; the penalty is chosen "
                         "on DEV when given, else by k-fold cross-validation on TRAIN; repeatable")
     custom.add_argument("--custom_classification_columns", default=None, metavar="TEXT,LABEL",
@@ -168,19 +168,25 @@ def load_custom_tasks(args) -> tuple[list[CustomSTSEval], list[CustomClassificat
     """Read every --custom_* file now, so a bad file fails before the model is loaded."""
     sts = []
     for spec in args.custom_sts:
-        path, name = split_name(spec)
-        sts.append(CustomSTSEval(path, name=name, columns=args.custom_columns, flag="--custom_columns"))
+        path, name, columns = parse_spec(spec)
+        sts.append(CustomSTSEval(path, name=name, columns=columns or args.custom_columns,
+                                 flag=f"--custom_sts {spec!r}" if columns else "--custom_columns"))
     classification = []
     for spec in args.custom_classification:
-        body, name = split_name(spec)
+        body, name, columns = parse_spec(spec)
         files = body.split(",")
         if len(files) not in (2, 3) or not all(files):
             raise SimCSEError(f"--custom_classification {spec!r}: give TRAIN,TEST or TRAIN,DEV,TEST "
-                              "(comma-separated files), optionally followed by :NAME")
+                              "(comma-separated files), optionally followed by :NAME and :TEXT,LABEL")
         train, dev, test = (files[0], None, files[1]) if len(files) == 2 else files
-        classification.append(CustomClassificationEval(train, test, dev=dev, name=name,
-                                                       columns=args.custom_classification_columns,
-                                                       flag="--custom_classification_columns"))
+        classification.append(CustomClassificationEval(
+            train, test, dev=dev, name=name, columns=columns or args.custom_classification_columns,
+            flag=f"--custom_classification {spec!r}" if columns else "--custom_classification_columns"))
+    for task in sts:
+        print(f"custom STS {task.name}: {task.layout}", file=sys.stderr)
+    for task in classification:
+        for split, layout in task.layout.items():
+            print(f"custom classification {task.name} ({split}): {layout}", file=sys.stderr)
     for kind, tasks in (("--custom_sts", sts), ("--custom_classification", classification)):
         names = [t.name for t in tasks]
         twice = sorted({n for n in names if names.count(n) > 1})

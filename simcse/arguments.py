@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from senteval.custom import split_specs
 from simcse.errors import SimCSEError
 from simcse.poolers import ALL_POOLERS
 
@@ -161,7 +162,7 @@ class DataTrainingArguments:
     senteval_data: str | None = field(default=None, metadata={"help": "SentEval data dir (contains downstream/)"})
     eval_custom_sts: list[str] | None = field(
         default=None,
-        metadata={"help": "your own pair file(s) FILE[:NAME] (.tsv/.txt/.csv/.jsonl, float score or 0/1 label), "
+        metadata={"help": "your own pair file(s) FILE[:NAME[:S1,S2,SCORE]] (.tsv/.txt/.csv/.jsonl, float score or 0/1 label), "
                   "repeatable or comma-separated: each evaluation logs eval_<name>_spearman, which "
                   "--metric_for_best_model <name>_spearman can select on", "action": "extend"},
     )
@@ -179,7 +180,7 @@ class DataTrainingArguments:
             raise SimCSEError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
         if isinstance(self.eval_custom_sts, str):  # a JSON config may give one string
             self.eval_custom_sts = [self.eval_custom_sts]
-        self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in item.split(",") if spec]
+        self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in split_specs(item)]
 
 
 @dataclass

@@ -18,7 +18,7 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
-from senteval.custom import CustomSTSEval, metric_name, split_name
+from senteval.custom import CustomSTSEval, metric_name, parse_spec
 from senteval.custom import evaluate as evaluate_custom
 from senteval.engine import SE
 from senteval.errors import SentEvalError
@@ -44,7 +44,7 @@ class SentEvalDevEvaluator:
     Uses the fast SentEval parameters (REFERENCE §5) and the model's inference ``encode`` path (so an
     ``mlp_only_train`` model is scored without its MLP head, as it will be used).
 
-    custom_sts: pair files given as ``FILE[:NAME]`` (see :mod:`senteval.custom`); each adds the metric
+    custom_sts: pair files given as ``FILE[:NAME[:COLUMNS]]`` (see :mod:`senteval.custom`); each adds the metric
     ``<name>_spearman`` (NAME or the file stem, reduced to [a-z0-9_]), which ``metric_for_best_model`` can
     select on. They are read here, so a bad file fails before training starts; ``avg_sts`` stays the
     STS-B / SICK-R mean.
@@ -59,8 +59,8 @@ class SentEvalDevEvaluator:
         self.max_length = max_length
         self.custom_sts: dict[str, CustomSTSEval] = {}
         for spec in custom_sts:
-            path, name = split_name(spec)
-            task = CustomSTSEval(path, name=name)
+            path, name, columns = parse_spec(spec)
+            task = CustomSTSEval(path, name=name, columns=columns, flag=f"--eval_custom_sts {spec!r}")
             metric = f"{metric_name(task.name)}_spearman"
             if metric in STS_DEV_METRICS or metric in self.custom_sts:
                 raise SentEvalError(f"--eval_custom_sts {spec!r}: the metric name {metric!r} is already taken; "

@@ -23,7 +23,8 @@ from senteval.custom import (
     evaluate,
     metric_name,
     parse_columns,
-    split_name,
+    parse_spec,
+    split_specs,
 )
 from senteval.registry import build_task
 from senteval.sts import STSBenchmarkEval, word_count
@@ -69,11 +70,16 @@ SCORES = [4.5, 0.25, 3.0, 5.0, 1.0, 0.0, 2.75, 1.5, 3.5, 2.0]
 
 
 def test_spec_parsing_and_metric_names(tmp_path):
-    assert split_name("data/lcqmc_dev.tsv") == ("data/lcqmc_dev.tsv", None)
-    assert split_name("data/lcqmc_dev.tsv:lcqmc") == ("data/lcqmc_dev.tsv", "lcqmc")
-    assert split_name("a.tsv,b.tsv,c.tsv:mine") == ("a.tsv,b.tsv,c.tsv", "mine")
+    assert parse_spec("data/lcqmc_dev.tsv") == ("data/lcqmc_dev.tsv", None, None)
+    assert parse_spec("data/lcqmc_dev.tsv:lcqmc") == ("data/lcqmc_dev.tsv", "lcqmc", None)
+    assert parse_spec("a.tsv,b.tsv,c.tsv:mine") == ("a.tsv,b.tsv,c.tsv", "mine", None)
+    assert parse_spec("data/p.tsv:mine:2,3,1") == ("data/p.tsv", "mine", "2,3,1")
+    assert parse_spec("data/p.tsv::s1,s2,score") == ("data/p.tsv", None, "s1,s2,score")
+    assert parse_spec("C:\\data\\p.tsv:mine") == ("C:\\data\\p.tsv", "mine", None)
     odd = write(tmp_path / "x:y", "")  # an existing file whose name holds a colon is a path, not a name
-    assert split_name(str(odd)) == (str(odd), None)
+    assert parse_spec(str(odd)) == (str(odd), None, None)
+    # train.py's comma-separated --eval_custom_sts: the commas of a COLUMNS part stay with their file
+    assert split_specs("a.tsv,b.tsv:b:2,3,1,c.tsv:c") == ["a.tsv", "b.tsv:b:2,3,1", "c.tsv:c"]
     assert parse_columns("sentence1, sentence2,label", 3, "--c") == ("sentence1", "sentence2", "label")
     assert parse_columns("1,2,0", 3, "--c") == (1, 2, 0)
     with pytest.raises(SentEvalError, match="mixes names and indices"):
@@ -269,7 +275,7 @@ BAD_PAIR_FILES = [
     ("pairs.xlsx", "a\tb\t1\n", [], "unknown file extension '.xlsx'"),
     ("named.tsv", "sentence1\tsentence2\tlabel\na\tb\t1\n", ["--custom_columns", "sentence1,sentence2,score"],
      "no column named 'score' in the header row"),
-    ("short.tsv", "a\tb\t1\nc\td\t0\ne only\n", [], ":3: 1 column(s)"),
+    ("short.tsv", "a\tb\t1\nc\td\t0\ne only\n", [], ":3: 1 cell(s), expected 3 as on line 1; a missing tab"),
     ("mixed.tsv", "a\tb\t1\nc\td\t0\ne\tf\tyes\n", [], ":3: the score column 2 holds 'yes', not a number"),
     ("wide.tsv", "1\ta\tb\t1\n", [], "cannot tell which columns hold the first sentence, second sentence, score"),
     ("flat.tsv", "a\tb\t1\nc\td\t1\n", [], "every pair has the score 1"),
@@ -392,3 +398,123 @@ def test_eval_custom_sts_without_evaluation_is_a_one_line_error(tmp_path, capsys
                                 "--eval_custom_sts", f"{pairs},{tmp_path / 'missing.tsv'}:m"], prog="train.py")
     err = capsys.readouterr().err.strip()
     assert code == 2 and err == f"train.py: error: {tmp_path / 'missing.tsv'}: no such file"
+
+
+# --------------------------------------------------------------------------------- strict reading
+# Each case below was misread without a word before (rows merged, cells dropped, a data row taken for a
+# header, the wrong line blamed); now it is read correctly or it is a one-line error naming file and line.
+
+
+def pair_lines(fmt: str) -> list[str]:
+    sep = "," if fmt == "csv" else "\t"
+    return [f"{a}{sep}{b}{sep}{g}" for (a, b), g in zip(PAIRS, SCORES)]
+
+
+def read_error(path: Path, capsys, *extra) -> str:
+    code, err = run(["--model_name_or_path", "/no/such/model", "--task_set", "custom",
+                     "--custom_sts", str(path), *extra], capsys)
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"evaluation.py: error: {path}:"), err
+    return err
+
+
+def test_csv_quote_left_open_to_the_end_is_an_error_naming_its_line(tmp_path, capsys):
+    lines = pair_lines("csv")
+    lines[2] = '"' + lines[2]  # line 3 opens a quote nobody closes: the rest of the file was one cell
+    err = read_error(write(tmp_path / "open.csv", "\n".join(lines) + "\n"), capsys)
+    assert ":3: malformed CSV in the row starting on this line" in err and "unclosed" in err
+
+
+def test_csv_quote_closed_rows_later_is_an_error_not_merged_rows(tmp_path, capsys):
+    # 10 pairs in; the quote opened on line 3 closes on line 6 and the row has 3 cells again: before, this
+    # read as 7 pairs, lines 3-6 merged into one sentence.
+    lines = pair_lines("csv")
+    lines[2] = '"' + lines[2]
+    a, b, g = lines[5].split(",")
+    lines[5] = f'{a}",{b},{g}'
+    path = write(tmp_path / "merged.csv", "\n".join(lines) + "\n")
+    err = read_error(path, capsys)
+    assert ":3: the row starting on this line runs to line 6" in err and "unclosed" in err
+    good = write(tmp_path / "good.csv", "\n".join(pair_lines("csv")) + "\n")
+    assert len(CustomSTSEval(good).data["pairs"][2]) == 10  # the same file without the quote: all 10
+
+
+def test_csv_quote_followed_by_text_is_an_error(tmp_path, capsys):
+    lines = pair_lines("csv")
+    lines[3] = '"quoted" then text,b,1'  # strict CSV: only a separator may follow a closing quote
+    err = read_error(write(tmp_path / "after.csv", "\n".join(lines) + "\n"), capsys)
+    assert ":4: malformed CSV" in err and "',' expected after '\"'" in err
+
+
+def test_tsv_row_with_an_extra_cell_is_an_error_naming_line_and_counts(tmp_path, capsys):
+    lines = pair_lines("tsv")
+    lines[6] = "a sentence\twith a stray\ttab\t1"  # 4 cells: was read as s1='a sentence', score 'tab'.. or worse
+    err = read_error(write(tmp_path / "extra.tsv", "\n".join(lines) + "\n"), capsys)
+    assert ":7: 4 cell(s), expected 3 as on line 1; a stray tab" in err
+
+
+def test_csv_unquoted_comma_is_an_error_naming_line_and_counts(tmp_path, capsys):
+    lines = pair_lines("csv")
+    lines[4] = "well, a sentence,another,2.0"
+    err = read_error(write(tmp_path / "comma.csv", "\n".join(lines) + "\n"), capsys)
+    assert ":5: 4 cell(s), expected 3 as on line 1; a stray comma (quote cells that hold commas)?" in err
+
+
+@pytest.mark.parametrize("first, expected", [
+    ("3,5", "holds '3,5' uses a decimal comma; write 3.5"),
+    ("nan", "holds 'nan' is not a finite number"),
+    ("inf", "holds 'inf' is not a finite number"),
+])
+def test_first_row_with_a_decimal_comma_or_nan_score_is_data_not_a_header(first, expected, tmp_path, capsys):
+    # before: not a number while the other rows are -> taken for a header and dropped without a word
+    lines = pair_lines("tsv")
+    a, b, _ = lines[0].split("\t")
+    lines[0] = f"{a}\t{b}\t{first}"
+    err = read_error(write(tmp_path / "first.tsv", "\n".join(lines) + "\n"), capsys)
+    assert ":1: the score column 2 holds" in err and expected in err and "no header: line 1 is data" in err
+
+
+def test_bad_score_far_down_is_blamed_on_its_own_line(tmp_path, capsys):
+    # an unfamiliar header, 600 good rows, one bad score on line 500: the header is still a header
+    rows = [f"sentence {i}\tother {i % 7}\t{i % 5}" for i in range(600)]
+    rows[498] = "sentence x\tother y\tfour"
+    path = write(tmp_path / "long.tsv", "first\tsecond\tsim\n" + "\n".join(rows) + "\n")
+    err = read_error(path, capsys)
+    assert ":500: the score column 2 ('sim') holds 'four', not a number" in err
+    assert "line 1 is a header: its score cell 'sim' (column 2) is not a number" in err
+
+
+def test_header_decision_is_logged_and_kept(tmp_path, caplog):
+    lines = pair_lines("tsv")
+    unnamed = write(tmp_path / "unnamed.tsv", "left\tright\tsim\n" + "\n".join(lines) + "\n")
+    plain = write(tmp_path / "plain.tsv", "\n".join(lines) + "\n")
+    with caplog.at_level("INFO", logger="senteval.custom"):
+        with_header, without = CustomSTSEval(unnamed), CustomSTSEval(plain)
+    assert with_header.layout.startswith("line 1 is a header: its score cell 'sim' (column 2)")
+    assert without.layout == "no header: line 1 is data; columns [0, 1, 2]"
+    assert f"{unnamed}: {with_header.layout}" in caplog.text and f"{plain}: {without.layout}" in caplog.text
+    # both read the same 10 pairs
+    assert with_header.data["pairs"][0] == without.data["pairs"][0] and len(without.data["pairs"][2]) == 10
+
+
+def test_per_file_columns_override_the_flag_for_that_file_only(tmp_path, capsys, monkeypatch):
+    # a.tsv is genre, score, s1, s2 (columns 2,3,1); b.tsv is s1, s2, score: one --custom_columns cannot fit both
+    a = write(tmp_path / "a.tsv", "".join(f"main\t{g}\t{x}\t{y}\n" for (x, y), g in zip(PAIRS, SCORES)))
+    b = write(tmp_path / "b.tsv", "".join(f"{x}\t{y}\t{g}\n" for (x, y), g in zip(PAIRS, BINARY)))
+    args = evaluation.parse_args(["--model_name_or_path", "m", "--task_set", "custom",
+                                  "--custom_sts", f"{a}:a:2,3,1", f"{b}::0,1,2"])
+    sts, _ = evaluation.load_custom_tasks(args)
+    assert [t.name for t in sts] == ["a", "b"]
+    for task, gold in zip(sts, (SCORES, BINARY)):
+        assert [s[0] for s in task.data["pairs"][0]] == [x for x, _ in PAIRS]
+        assert list(task.data["pairs"][2]) == gold
+    assert "custom STS a: no header: line 1 is data; columns [2, 3, 1]" in capsys.readouterr().err
+    # the flag still applies to files without their own columns; a file's own wrong columns name the spec
+    code, err = run(["--model_name_or_path", "m", "--task_set", "custom", "--custom_sts",
+                     str(a), f"{b}:b:0,1,5", "--custom_columns", "2,3,1"], capsys)
+    assert code == 2 and f"--custom_sts '{b}:b:0,1,5' names column 5 for the score" in err
+    # train.py: FILE:NAME:COLUMNS inside a comma-separated --eval_custom_sts
+    from simcse.arguments import DataTrainingArguments
+    train_file = write(tmp_path / "t.txt", "x\n")
+    data_args = DataTrainingArguments(train_file=str(train_file), eval_custom_sts=[f"{b},{a}:a:2,3,1"])
+    assert data_args.eval_custom_sts == [str(b), f"{a}:a:2,3,1"]

@@ -15,8 +15,11 @@ batcher)``), run with :func:`evaluate` instead of a registry name because they a
   cross-validation on train chooses the penalty, then test, as TREC). Reports accuracy and macro-F1.
 
 File formats, chosen by extension: ``.tsv`` / ``.txt`` (tab-separated, no quoting: a quote character is
-text), ``.csv`` (comma-separated, standard CSV quoting) and ``.jsonl`` (one JSON object a line, columns
-are keys). Files are UTF-8 (a BOM is ignored); blank lines are skipped.
+text), ``.csv`` (comma-separated, strict CSV quoting) and ``.jsonl`` (one JSON object a line, columns
+are keys). Files are UTF-8 (a BOM is ignored); blank lines are skipped. Reading is strict, so that a
+file is read as written or not at all: every row has as many cells as the first (a stray or missing
+separator is an error naming the line), and in a CSV a quote left open, or a quoted cell running over a
+line break (what an unclosed quote does to the rows after it), is an error naming the line it starts on.
 
 Columns: by name (``("sentence1", "sentence2", "label")``; needs a header row or jsonl keys) or by 0-based
 index (``(0, 1, 2)``). Left out, they are found as follows, so the LCQMC (``s1<TAB>s2<TAB>label``, no
@@ -26,8 +29,16 @@ header) and PAWS-X (header ``id sentence1 sentence2 label``) layouts load as the
   :data:`SCORE_COLUMN_NAMES` (pairs), of :data:`TEXT_COLUMN_NAMES` and :data:`LABEL_COLUMN_NAMES`
   (classification), case-insensitive;
 * otherwise exactly 3 columns ``sentence1, sentence2, score`` (pairs) or 2 columns ``text, label``
-  (classification). A first row whose score / label cell is not a number while every other row's is, is
-  a header with other names and is skipped.
+  (classification).
+
+Without a header naming the columns, the first row is a header when its score / label cell is not
+meant as a number while the later rows' cells are (most of them: a bad value further down is then an
+error naming its own line). ``nan``, ``inf`` or ``3,5`` in the first row are meant as numbers, so that
+row is data and the value an error, never a silently skipped row. The decision is logged
+(logger ``senteval.custom``) and kept in the task's ``layout``.
+
+Per file, ``FILE:NAME:COLUMNS`` (:func:`parse_spec`) gives that file's columns, overriding the
+command-line default (``--custom_columns``) for it alone.
 
 Labels of a classification file are all numbers or all strings (a mix is an error, usually an
 unrecognised header). Class ids follow the sorted labels: numbers by value, strings alphabetically;
@@ -48,6 +59,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -80,19 +92,42 @@ LABEL_COLUMN_NAMES = ("label", "labels", "class", "category", "target")
 Column = str | int
 Row = tuple[int, list[str]]  # (line number in the file, cells)
 SUBSET = "pairs"  # the single subset of a custom STS task
+logger = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Command-line specifications
 
 
-def split_name(spec: str) -> tuple[str, str | None]:
-    """``'path[:NAME]'`` -> (path, NAME or None). A colon is a name separator only when what follows it
-    is a plain name (no path separator) and the whole string is not an existing file."""
-    body, sep, name = spec.rpartition(":")
-    if not sep or not body or not name or "/" in name or "\\" in name or Path(spec).exists():
-        return spec, None
-    return body, name
+def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """``'FILE[:NAME[:COLUMNS]]'`` -> (FILE, NAME or None, COLUMNS or None).
+
+    COLUMNS are this file's columns, written as ``--custom_columns`` (``sentence1,sentence2,label`` or
+    ``2,3,1``); they override the flag for this file only. An empty NAME keeps the default name:
+    ``pairs.tsv::0,1,2``. A colon separates only when what follows it holds no path separator and the
+    whole string is not an existing file, so ``C:\\data\\x.tsv`` and file names with colons still work.
+    """
+    if Path(spec).exists():
+        return spec, None, None
+    parts = spec.split(":")
+    for count in (2, 1):
+        body, tail = ":".join(parts[:-count]), parts[-count:]
+        if len(parts) <= count or not body or any("/" in t or "\\" in t for t in tail):
+            continue
+        name, columns = (tail + [""])[:2]
+        return body, name or None, columns or None
+    return spec, None, None
+
+
+def split_specs(item: str, ncolumns: int = 3) -> list[str]:
+    """A comma-separated list of ``FILE[:NAME[:COLUMNS]]`` specs -> the specs; the commas of a COLUMNS
+    part (``ncolumns`` entries) stay with their spec: ``'a.tsv,b.tsv:b:2,3,1'`` -> ``['a.tsv', 'b.tsv:b:2,3,1']``."""
+    tokens, specs, i = item.split(","), [], 0
+    while i < len(tokens):
+        take = ncolumns if parse_spec(tokens[i])[2] is not None else 1
+        specs.append(",".join(tokens[i:i + take]))
+        i += take
+    return [spec for spec in specs if spec]
 
 
 def parse_columns(value: str | Sequence[Column] | None, count: int, what: str) -> tuple[Column, ...] | None:
@@ -121,20 +156,68 @@ def metric_name(name: str) -> str:
 # ---------------------------------------------------------------------------------------------------
 # Reading tables
 
+DECIMAL_COMMA = re.compile(r"\s*[+-]?\d+,\d+\s*")
+
 
 def _is_number(value: str) -> bool:
+    """A finite float (``nan`` and ``inf`` are not scores)."""
     try:
         return math.isfinite(float(value))
     except ValueError:
         return False
 
 
+def _looks_numeric(value: str) -> bool:
+    """Meant as a number, though maybe not a usable one: any float spelling (``nan``, ``inf`` too) or a
+    decimal comma (``3,5``). Such a first-row cell is data with a bad value, never a column name."""
+    try:
+        float(value)
+    except ValueError:
+        return DECIMAL_COMMA.fullmatch(value) is not None
+    return True
+
+
+def _not_a_number(value: str) -> str:
+    """Why a score cell is refused, with the fix."""
+    if DECIMAL_COMMA.fullmatch(value):
+        return f"{value!r} uses a decimal comma; write {value.strip().replace(',', '.')}"
+    if _looks_numeric(value):
+        return f"{value!r} is not a finite number; give every pair a score or drop the pair"
+    return f"{value!r}, not a number"
+
+
 def _json_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
+def _read_csv(path: Path, handle) -> list[Row]:
+    """Strict CSV rows, each numbered by the line it starts on. An unclosed quote is an error, and so is
+    a row spanning several lines: a quoted cell holding a line break is nearly always a quote left open
+    that swallowed the rows after it (text with line breaks belongs in a .jsonl file)."""
+    reader = csv.reader(handle, strict=True)
+    rows, start = [], 1
+    try:
+        for cells in reader:
+            if reader.line_num != start and any("\n" in c or "\r" in c for c in cells):
+                raise SentEvalError(f"{path}:{start}: the row starting on this line runs to line {reader.line_num} "
+                                    "(a quoted cell holds a line break): an unclosed \" quote? Close it, write a "
+                                    "quote inside a quoted cell as \"\", or use .jsonl for text with line breaks")
+            if any(c.strip() for c in cells):
+                rows.append((start, cells))
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise SentEvalError(f"{path}:{start}: malformed CSV in the row starting on this line ({err}, seen on line "
+                            f"{reader.line_num}): an unclosed \" quote? Close it or write a quote inside a "
+                            "quoted cell as \"\"") from None
+    return rows
+
+
 def read_table(path: str | Path) -> tuple[str, list[Row], list[str] | None]:
-    """(format, rows, jsonl keys or None) of a file; blank lines are skipped, text is kept verbatim."""
+    """(format, rows, jsonl keys or None) of a file; blank lines are skipped, text is kept verbatim.
+
+    Strict: a CSV quote left open and a row with more or fewer cells than the first row are errors naming
+    the file and line, never rows merged or cells dropped without a word.
+    """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -145,14 +228,11 @@ def read_table(path: str | Path) -> tuple[str, list[Row], list[str] | None]:
     try:
         with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as handle:
             if fmt == "csv":
-                reader = csv.reader(handle)
-                rows = [(reader.line_num, cells) for cells in reader if any(c.strip() for c in cells)]
+                rows = _read_csv(path, handle)
             else:
                 lines = handle.read().split("\n")  # not splitlines(): keep U+2028 etc. inside the text
     except UnicodeDecodeError as err:
         raise SentEvalError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
-    except csv.Error as err:
-        raise SentEvalError(f"{path}: malformed CSV ({err})") from None
     keys = None
     if fmt == "tsv":
         rows = [(n, line.split("\t")) for n, line in enumerate(lines, start=1) if line.strip()]
@@ -172,6 +252,14 @@ def read_table(path: str | Path) -> tuple[str, list[Row], list[str] | None]:
         rows = [(n, obj) for n, obj in objects]  # cells looked up by key in _cells()
     if not rows:
         raise SentEvalError(f"{path}: the file is empty (no non-blank line)")
+    if fmt != "jsonl":
+        width, separator = len(rows[0][1]), "tab" if fmt == "tsv" else "comma"
+        for lineno, cells in rows:
+            if len(cells) != width:
+                raise SentEvalError(
+                    f"{path}:{lineno}: {len(cells)} cell(s), expected {width} as on line {rows[0][0]}; "
+                    f"a {'missing' if len(cells) < width else 'stray'} {separator}"
+                    + (" (quote cells that hold commas)?" if fmt == "csv" else "? is the separator right?"))
     return fmt, rows, keys
 
 
@@ -201,8 +289,9 @@ def _resolve(
     roles: tuple[str, ...],
     known: tuple[Sequence[tuple[str, ...]], ...],
     flag: str,
-) -> tuple[list[Column], list[Row], list[str]]:
-    """Decide the header and the columns: (column per role, data rows, column label per role for messages).
+) -> tuple[list[Column], list[Row], list[str], str]:
+    """Decide the header and the columns: (column per role, data rows, column label per role for messages,
+    the decision in words, which is also logged).
 
     roles: what each column holds (the last one is the score / label); known: per role-group, the
     header names recognised when columns are not given.
@@ -217,22 +306,24 @@ def _resolve(
                 raise SentEvalError(f"{path}: cannot find the {', '.join(roles)} keys among {keys}; "
                                     f"name them with {flag}")
             columns = tuple(keys[_find(keys, n)] for group in names for n in group)
-        return list(columns), rows, [f"key {c!r}" for c in columns]
+        return list(columns), rows, [f"key {c!r}" for c in columns], f"keys {list(columns)}"
 
-    first = rows[0][1]
+    first_line, first = rows[0]
     if columns is not None and isinstance(columns[0], str):
         found = [_find(first, name) for name in columns]
         missing = [name for name, i in zip(columns, found) if i is None]
         if missing:
             raise SentEvalError(f"{path}: no column named {', '.join(map(repr, missing))} in the header row "
                                 f"{[c.strip() for c in first]}; fix {flag} or the header")
-        return found, rows[1:], [f"column {first[i].strip()!r}" for i in found]
+        described = [f"column {first[i].strip()!r}" for i in found]
+        return found, rows[1:], described, f"line {first_line} is a header (columns named by {flag}): {found}"
 
     if columns is None:
         groups = [_known(first, g) for g in known]
         if all(g is not None for g in groups):
             found = [_find(first, name) for group in groups for name in group]
-            return found, rows[1:], [f"column {first[i].strip()!r}" for i in found]
+            described = [f"column {first[i].strip()!r}" for i in found]
+            return found, rows[1:], described, f"line {first_line} is a header naming the columns: {found}"
         if len(first) != len(roles):
             raise SentEvalError(
                 f"{path}: cannot tell which columns hold the {', '.join(roles)}: the first row has {len(first)} "
@@ -240,13 +331,22 @@ def _resolve(
         columns = tuple(range(len(roles)))
 
     label_col = columns[label_role]
-    # A first row whose label is not a number while all the others are: a header with unfamiliar names.
-    first_label = first[label_col] if label_col < len(first) else "0"
-    is_header = len(rows) > 1 and not _is_number(first_label) and all(
-        _is_number(cells[label_col]) for _, cells in rows[1:] if label_col < len(cells))
+    if label_col >= len(first):
+        raise SentEvalError(f"{path}: {flag} names column {label_col} for the {roles[label_role]}, but the rows "
+                            f"have {len(first)} cells (0-based indices 0..{len(first) - 1})")
+    # The rule: the first row is a header when its label cell is not meant as a number while the later rows'
+    # are (a majority of them: a stray bad value further down is then an error on its own line, not a reason
+    # to read the header as data). A first-row 'nan' or '3,5' is meant as a number: data, with a bad value.
+    later = [_looks_numeric(cells[label_col]) for _, cells in rows[1:]]
+    is_header = not _looks_numeric(first[label_col]) and 2 * sum(later) > len(later) > 0
     data = rows[1:] if is_header else rows
-    described = [f"column {c}" + (f" ({first[c].strip()!r})" if is_header and c < len(first) else "") for c in columns]
-    return list(columns), data, described
+    described = [f"column {c}" + (f" ({first[c].strip()!r})" if is_header else "") for c in columns]
+    if is_header:
+        decision = (f"line {first_line} is a header: its {roles[label_role]} cell {first[label_col]!r} (column "
+                    f"{label_col}) is not a number and the later rows' are")
+    else:
+        decision = f"no header: line {first_line} is data; columns {list(columns)}"
+    return list(columns), data, described, decision
 
 
 def _cells(path: Path, row: Row, columns: list[Column], described: list[str]) -> list[str]:
@@ -258,43 +358,46 @@ def _cells(path: Path, row: Row, columns: list[Column], described: list[str]) ->
         return [_json_cell(cells[c]) for c in columns]
     needed = max(columns) + 1
     if len(cells) < needed:
-        raise SentEvalError(f"{path}:{lineno}: {len(cells)} column(s), but {described[columns.index(max(columns))]} "
+        raise SentEvalError(f"{path}:{lineno}: {len(cells)} cell(s), but {described[columns.index(max(columns))]} "
                             f"is needed; is the separator right for a {path.suffix} file?")
     return [cells[c] for c in columns]
 
 
 def read_pairs(
     path: str | Path, columns: str | Sequence[Column] | None = None, flag: str = "the columns"
-) -> tuple[list[str], list[str], np.ndarray]:
-    """(sentences 1, sentences 2, gold scores) of a pair file; see the module docstring for the layout."""
+) -> tuple[list[str], list[str], np.ndarray, str]:
+    """(sentences 1, sentences 2, gold scores, the header decision) of a pair file; see the module
+    docstring for the layout."""
     path = Path(path)
     fmt, rows, keys = read_table(path)
     columns = parse_columns(columns, 3, flag)
     roles = ("first sentence", "second sentence", "score")
-    cols, data, described = _resolve(path, fmt, rows, keys, columns, roles,
-                                     (PAIR_COLUMN_NAMES, [(n,) for n in SCORE_COLUMN_NAMES]), flag)
+    cols, data, described, decision = _resolve(path, fmt, rows, keys, columns, roles,
+                                               (PAIR_COLUMN_NAMES, [(n,) for n in SCORE_COLUMN_NAMES]), flag)
+    logger.info("%s: %s", path, decision)
     sent_a, sent_b, gold = [], [], []
     for row in data:
         a, b, score = _cells(path, row, cols, described)
         if not _is_number(score):
-            raise SentEvalError(f"{path}:{row[0]}: the score {described[2]} holds {score!r}, not a number; "
-                                "it must be all numbers (a float score or a 0/1 label)")
+            raise SentEvalError(f"{path}:{row[0]}: the score {described[2]} holds {_not_a_number(score)}; "
+                                f"it must be all numbers (a float score or a 0/1 label) [{decision}]")
         sent_a.append(a)
         sent_b.append(b)
         gold.append(float(score))
     if len(gold) < 2:
-        raise SentEvalError(f"{path}: {len(gold)} scored pair(s); a correlation needs at least 2")
+        raise SentEvalError(f"{path}: {len(gold)} scored pair(s); a correlation needs at least 2 [{decision}]")
     gold_arr = np.asarray(gold, dtype=np.float64)
     if np.all(gold_arr == gold_arr[0]):
         raise SentEvalError(f"{path}: every pair has the score {gold[0]:g}; a correlation needs varying scores")
-    return sent_a, sent_b, gold_arr
+    return sent_a, sent_b, gold_arr, decision
 
 
 def read_labelled(
     path: str | Path, columns: str | Sequence[Column] | None = None, flag: str = "the columns",
     is_train: bool = False,
-) -> tuple[list[str], list[str], list[int]]:
-    """(texts, raw labels, line numbers) of a labelled file; the labels are still strings.
+) -> tuple[list[str], list[str], list[int], str]:
+    """(texts, raw labels, line numbers, the header decision) of a labelled file; the labels are still
+    strings.
 
     is_train: also refuse a first data row whose label occurs nowhere else in the file, the mark of a
     header row that was not recognised (its label cell would become a class of one example).
@@ -302,8 +405,10 @@ def read_labelled(
     path = Path(path)
     fmt, rows, keys = read_table(path)
     columns = parse_columns(columns, 2, flag)
-    cols, data, described = _resolve(path, fmt, rows, keys, columns, ("text", "label"),
-                                     ([(n,) for n in TEXT_COLUMN_NAMES], [(n,) for n in LABEL_COLUMN_NAMES]), flag)
+    cols, data, described, decision = _resolve(
+        path, fmt, rows, keys, columns, ("text", "label"),
+        ([(n,) for n in TEXT_COLUMN_NAMES], [(n,) for n in LABEL_COLUMN_NAMES]), flag)
+    logger.info("%s: %s", path, decision)
     texts, labels, lines = [], [], []
     for row in data:
         text, label = _cells(path, row, cols, described)
@@ -315,7 +420,7 @@ def read_labelled(
     if is_train and fmt != "jsonl" and data is rows and len(labels) > 2 and labels.count(labels[0]) == 1:
         raise SentEvalError(f"{path}:{lines[0]}: the label {labels[0]!r} occurs only on this first line; if the "
                             f"line is a header, name the text and label columns with {flag}, else add examples")
-    return texts, labels, lines
+    return texts, labels, lines, decision
 
 
 def _label_kind(path: Path, labels: list[str], lines: list[int], what: str) -> str:
@@ -336,7 +441,8 @@ def _label_kind(path: Path, labels: list[str], lines: list[int], what: str) -> s
 
 class CustomSTSEval(STSEval):
     """A pair file scored like the built-in STS tasks (one subset); ``run`` returns
-    ``{"spearman", "pearson", "nsamples", "file"}`` with correlations in [-1, 1]."""
+    ``{"spearman", "pearson", "nsamples", "file"}`` with correlations in [-1, 1]. ``layout`` says how the
+    file was read (header or not, which columns)."""
 
     def __init__(self, path: str | Path, name: str | None = None,
                  columns: str | Sequence[Column] | None = None, seed: int = 1111, flag: str = "the columns"):
@@ -347,7 +453,7 @@ class CustomSTSEval(STSEval):
         super().__init__(self.path, seed=seed)  # STSEval calls load() with this path
 
     def load(self, path: Path) -> None:
-        sent_a, sent_b, gold = read_pairs(path, self.columns, self.flag)
+        sent_a, sent_b, gold, self.layout = read_pairs(path, self.columns, self.flag)
         self.data[SUBSET] = ([[s] for s in sent_a], [[s] for s in sent_b], gold)
 
     def run(self, params: Params, batcher) -> dict:
@@ -377,6 +483,7 @@ class CustomClassificationEval:
         self.files = {"train": Path(train), "dev": Path(dev) if dev else None, "test": Path(test)}
         raw = {split: read_labelled(p, columns, flag, is_train=split == "train")
                for split, p in self.files.items() if p is not None}
+        self.layout = {split: r[3] for split, r in raw.items()}  # the header decision per file
         kinds = {split: _label_kind(self.files[split], r[1], r[2], "column") for split, r in raw.items()}
         if len(set(kinds.values())) > 1:
             raise SentEvalError(f"{self.files['test' if kinds['test'] != kinds['train'] else 'dev']}: the label "
@@ -389,7 +496,7 @@ class CustomClassificationEval:
                                 "a classifier needs at least 2")
         ids = {label: i for i, label in enumerate(self.classes)}
         self.data: dict[str, tuple[list[list[str]], list[int]]] = {}
-        for split, (texts, labels, lines) in raw.items():
+        for split, (texts, labels, lines, _) in raw.items():
             unseen = [(v, n) for v, n in zip(labels, lines) if v not in ids]
             if unseen:
                 raise SentEvalError(f"{self.files[split]}:{unseen[0][1]}: label {unseen[0][0]!r} does not occur in "
