@@ -253,21 +253,26 @@ def evaluate(args, out=None) -> dict:
         truncate_dim=args.truncate_dim,
     )
 
+    def text(tokens: list) -> str:
+        return " ".join(w.decode("utf-8") if isinstance(w, bytes) else w for w in tokens)
+
     def batcher(params, batch):
-        sentences = [" ".join(w.decode("utf-8") if isinstance(w, bytes) else w for w in s) for s in batch]
-        return encoder.encode(sentences).numpy()
+        return encoder.encode([text(s) for s in batch]).numpy()
+
+    def prepare(params, samples):  # each task starts: keep only its sentences' embeddings (bounded memory)
+        encoder.retain(text(s) for s in samples)
 
     params = senteval_params(args.mode, str(data_dir) if data_dir else None, args.device)
     started = time.perf_counter()
     results = {}
     if tasks:
-        se = SE(params, batcher)
+        se = SE(params, batcher, prepare)
         for task in tqdm(tasks, desc="SentEval", unit="task", disable=not sys.stderr.isatty()):
             results[task] = se.eval(task)
     custom_results = {"custom_sts": {}, "custom_classification": {}}
     for kind, custom_tasks in (("custom_sts", custom_sts), ("custom_classification", custom_classification)):
         for task in custom_tasks:
-            custom_results[kind][task.name] = evaluate_custom(task, params, batcher)
+            custom_results[kind][task.name] = evaluate_custom(task, params, batcher, prepare)
     seconds = time.perf_counter() - started
 
     tables: dict[str, dict[str, float]] = {}

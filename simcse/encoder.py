@@ -1,15 +1,18 @@
-"""Inference-time sentence encoding shared by ``evaluation.py`` and the tool.
+"""Inference-time sentence encoding shared by ``evaluation.py``, the in-training dev evaluation and the tool.
 
 :class:`SentenceEncoder` tokenises once, sorts by token length so each batch carries little padding,
-runs the model without gradient tracking, pools with :mod:`simcse.poolers` and remembers every
-sentence it has encoded, so a sentence that appears in several tasks is encoded once per run.
+runs the model without gradient tracking, pools with :mod:`simcse.poolers` and remembers the sentences
+it has encoded, so a sentence that appears in several tasks is encoded once per run. The memory stays
+bounded: :meth:`SentenceEncoder.retain`, called as each SentEval task starts (its ``prepare`` hook),
+forgets the embeddings the new task does not need.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -34,7 +37,13 @@ def resolve_device(device: str | None) -> torch.device:
 
 
 class SentenceEncoder:
-    """Encode lists of sentences with any ``embed`` function (see :data:`EmbedFn`)."""
+    """Encode lists of sentences with any ``embed`` function (see :data:`EmbedFn`).
+
+    cache: remember each encoded sentence's embedding (until :meth:`retain` drops it).
+    token_cache: a dict ``text -> token ids`` kept by the caller across encoders, so that a text is
+    tokenized once however many encoders (e.g. one per dev evaluation during training) encode it; it
+    must only be shared between encoders with the same tokenizer and ``max_length``.
+    """
 
     def __init__(
         self,
@@ -45,6 +54,7 @@ class SentenceEncoder:
         max_length: int | None = None,
         show_progress: bool = False,
         cache: bool = True,
+        token_cache: dict[str, np.ndarray] | None = None,
     ):
         if batch_size < 1:
             raise SimCSEError(f"batch size must be positive, got {batch_size}")
@@ -55,6 +65,7 @@ class SentenceEncoder:
         self.max_length = max_length
         self.show_progress = show_progress
         self._cache: dict[str, torch.Tensor] | None = {} if cache else None
+        self._token_cache = token_cache
         self.sentences_encoded = 0  # model forward passes actually run, per sentence
 
     def _pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,12 +78,21 @@ class SentenceEncoder:
             mask[i, : len(r)] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    @torch.inference_mode()
-    def _encode_new(self, texts: list[str]) -> torch.Tensor:
+    def _tokenize(self, texts: list[str]) -> list[Sequence[int]]:
         kwargs = {"truncation": True}
         if self.max_length is not None:
             kwargs["max_length"] = self.max_length
-        token_ids = self.tokenizer(texts, add_special_tokens=True, **kwargs)["input_ids"]
+        if self._token_cache is None:
+            return self.tokenizer(texts, add_special_tokens=True, **kwargs)["input_ids"]
+        new = [text for text in dict.fromkeys(texts) if text not in self._token_cache]
+        if new:
+            for text, ids in zip(new, self.tokenizer(new, add_special_tokens=True, **kwargs)["input_ids"]):
+                self._token_cache[text] = np.asarray(ids, dtype=np.int32)  # ~4 bytes a token, not a list's ~36
+        return [self._token_cache[text] for text in texts]
+
+    @torch.inference_mode()
+    def _encode_new(self, texts: list[str]) -> torch.Tensor:
+        token_ids = self._tokenize(texts)
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         out: torch.Tensor | None = None
         starts = range(0, len(order), self.batch_size)
@@ -99,6 +119,24 @@ class SentenceEncoder:
             for text, row in zip(new, self._encode_new(new)):
                 self._cache[text] = row
         return torch.stack([self._cache[s] for s in sentences])
+
+    def retain(self, sentences: Iterable[str]) -> None:
+        """Forget the cached embeddings of every sentence not in ``sentences``.
+
+        Called with a task's sentences before the task runs, it bounds the cache by the largest task
+        instead of growing with every task of the run, while sentences shared by consecutive tasks (the
+        STS years overlap, STS-B is drawn from them) are still encoded once.
+        """
+        if self._cache is None:
+            return
+        keep = set(sentences)
+        for text in [t for t in self._cache if t not in keep]:
+            del self._cache[text]
+
+    @property
+    def cached_embeddings(self) -> int:
+        """How many embeddings the cache holds now."""
+        return len(self._cache) if self._cache is not None else 0
 
 
 def load_pretrained(model_name_or_path: str, loader: Callable, what: str = "model"):

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
@@ -44,6 +45,11 @@ class SentEvalDevEvaluator:
     Uses the fast SentEval parameters (REFERENCE §5) and the model's inference ``encode`` path (so an
     ``mlp_only_train`` model is scored without its MLP head, as it will be used).
 
+    Once per training run, not once per evaluation: the SentEval files are read at the first evaluation
+    (STS-B and SICK-R keep only their dev split) and every sentence is tokenized the first time it is
+    encoded; later evaluations reuse both. Within an evaluation, embeddings are kept for one task at a
+    time (:meth:`SentenceEncoder.retain`), so memory does not grow with the number of tasks.
+
     custom_sts: pair files given as ``FILE[:NAME[:COLUMNS]]`` (see :mod:`senteval.custom`); each adds the metric
     ``<name>_spearman`` (NAME or the file stem, reduced to [a-z0-9_]), which ``metric_for_best_model`` can
     select on. They are read here, so a bad file fails before training starts; ``avg_sts`` stays the
@@ -66,39 +72,57 @@ class SentEvalDevEvaluator:
                 raise SentEvalError(f"--eval_custom_sts {spec!r}: the metric name {metric!r} is already taken; "
                                     "choose another name with FILE:NAME")
             self.custom_sts[metric] = task
+        self._tasks: dict[str, object] = {}  # SentEval tasks, built (files read) at first use
+        self._token_ids: dict[str, np.ndarray] = {}  # sentence -> token ids, shared by every evaluation's encoder
+
+    def task(self, name: str):
+        """The SentEval task ``name``, its files read at the first call only (STS tasks: dev split only)."""
+        if name not in self._tasks:
+            task = build_task(name, Path(self.data_dir) / "downstream")
+            if name in STS_DEV_METRICS.values():
+                task.keep_only(["dev"])
+            self._tasks[name] = task
+        return self._tasks[name]
 
     def __call__(self, model) -> dict[str, float]:
         device = next(model.parameters()).device
         encoder = SentenceEncoder(model.encode, self.tokenizer, device, batch_size=self.batch_size,
-                                  max_length=self.max_length)
+                                  max_length=self.max_length, token_cache=self._token_ids)
 
         def batcher(params, batch):
             return encoder.encode([" ".join(tokens) for tokens in batch]).numpy()
 
+        def prepare(params, samples):
+            encoder.retain(" ".join(tokens) for tokens in samples)
+
         params = {"task_path": self.data_dir, "usepytorch": True, "kfold": 5, "classifier": dict(FAST_CLASSIFIER),
                   "batch_size": 4096, "sts_splits": ["dev"]}
-        se = SE(params, batcher)
+        se = SE(params, batcher, prepare)
         was_training = model.training
         model.eval()
         try:
-            metrics = {name: se.eval(task)["dev"]["spearman"] for name, task in STS_DEV_METRICS.items()}
+            metrics = {}
+            for name, task in STS_DEV_METRICS.items():
+                metrics[name] = se.run(self.task(task))["dev"]["spearman"]
+                if task == "STSBenchmark":  # while the encoder still holds STS-B's embeddings
+                    geometry = self.alignment_uniformity(encoder)
             metrics["avg_sts"] = sum(metrics.values()) / len(STS_DEV_METRICS)
             for metric, task in self.custom_sts.items():
-                metrics[metric] = evaluate_custom(task, se.params, batcher)["spearman"]
-            metrics.update(self.alignment_uniformity(encoder))
+                metrics[metric] = evaluate_custom(task, se.params, batcher, prepare)["spearman"]
+            metrics.update(geometry)
             if self.eval_transfer:
-                accuracies = {task: se.eval(task)["devacc"] for task in TRANSFER_TASKS}
+                accuracies = {task: se.run(self.task(task))["devacc"] for task in TRANSFER_TASKS}
                 metrics.update(accuracies)
                 metrics["avg_transfer"] = sum(accuracies.values()) / len(accuracies)
         finally:
             model.train(was_training)
         return metrics
 
-
     def alignment_uniformity(self, encoder: SentenceEncoder) -> dict[str, float]:
-        """The SimCSE paper's protocol on STS-B dev: alignment over pairs with gold score > 4, uniformity
-        over all its sentences (the encoder's cache makes this nearly free after the STS-B run)."""
-        sent_a, sent_b, gold = build_task("STSBenchmark", Path(self.data_dir) / "downstream").data["dev"]
+        """The SimCSE paper's protocol (arXiv:2104.08821, after Wang and Isola 2020, arXiv:2005.10242) on
+        STS-B dev: alignment over pairs with gold score > 4, uniformity over all its sentences (the
+        encoder's cache makes this nearly free right after the STS-B run)."""
+        sent_a, sent_b, gold = self.task("STSBenchmark").data["dev"]
         a = [" ".join(t) for t in sent_a]
         b = [" ".join(t) for t in sent_b]
         everything = encoder.encode(list(dict.fromkeys(a + b)))

@@ -56,7 +56,11 @@ class SE:
         """Evaluate one task (returns its result dict) or a list of tasks (returns {task: result})."""
         if isinstance(name, (list, tuple)):
             return {task: self.eval(task) for task in name}
-        task = build_task(name, self.params.task_path / "downstream", seed=self.params.seed)
-        self.params.current_task = name
+        return self.run(build_task(name, self.params.task_path / "downstream", seed=self.params.seed))
+
+    def run(self, task) -> dict[str, Any]:
+        """Evaluate a task object that is already built (its data read), e.g. one kept across several
+        evaluations so that its files are read once: ``SE.eval(name)`` is ``SE.run(build_task(name, ...))``."""
+        self.params.current_task = task.name
         task.do_prepare(self.params, self.prepare)
         return task.run(self.params, self.batcher)

@@ -110,6 +110,14 @@ class STSEval:
     def subsets(self, params: Params) -> list[str]:
         return list(self.data)
 
+    def keep_only(self, subsets: list[str]) -> None:
+        """Drop every other subset's data, e.g. keep STS-B's dev split for the evaluations during training."""
+        unknown = [s for s in subsets if s not in self.data]
+        if unknown:
+            raise SentEvalError(f"{self.name} has no subset(s) {unknown}; it has {list(self.data)}")
+        self.data = {name: self.data[name] for name in subsets}
+        self.samples = [s for a, b, _ in self.data.values() for s in a + b]
+
     def do_prepare(self, params: Params, prepare) -> object:
         return prepare(params, self.samples)
 
@@ -207,7 +215,11 @@ class _SplitSTSEval(STSEval):
         unknown = [s for s in wanted if s not in self.splits]
         if unknown:
             raise SentEvalError(f"params['sts_splits'] has unknown split(s) {unknown}; choose from {self.splits}")
-        return [s for s in self.splits if s in wanted]
+        chosen = [s for s in self.splits if s in wanted]
+        dropped = [s for s in chosen if s not in self.data]
+        if dropped:
+            raise SentEvalError(f"{self.name}: split(s) {dropped} were dropped (keep_only); build the task again")
+        return chosen
 
 
 class STSBenchmarkEval(_SplitSTSEval):
