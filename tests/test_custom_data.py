@@ -176,6 +176,9 @@ def test_chinese_pairs_reach_the_batcher_and_the_encoder_intact(tmp_path, monkey
             encoded.extend(sentences)
             return torch.tensor(np.stack([hash_vector(s) for s in sentences]), dtype=torch.float32)
 
+        def retain(self, sentences):  # the cache bound of SentenceEncoder; nothing cached here
+            pass
+
     monkeypatch.setattr(evaluation, "build_encoder", lambda *args, **kwargs: RecordingEncoder())
     payload = evaluation.main(["--model_name_or_path", "unused", "--task_set", "custom",
                                "--custom_sts", f"{path}:中文"])
