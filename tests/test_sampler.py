@@ -199,3 +199,62 @@ def test_sentence_keys_of_tokenized_examples(tmp_path):
     assert keys[0, 0] == keys[1, 1] == keys[2, 0] and keys[0, 1] == keys[1, 0] and keys[3, 0] == keys[3, 1]
     assert len(set(keys.ravel().tolist())) == 4  # "x y", "z", "q", "w"
     assert np.array_equal(keys, sentence_keys(examples.dataset))
+
+
+# ----- end to end: a file with many repeats, checked on the token ids the model receives ---------------
+
+
+def test_real_file_with_repeats_batches_never_repeat_a_token_sequence(tmp_path):
+    """NLI-shaped file -> load -> tokenize -> hashed keys -> sampler -> collator, as train.py with
+    --no_duplicates_in_batch. Premises repeat (a premise has several hypotheses), one hard negative is
+    shared by every 4th example (more copies than fit: a tail of small batches), and some sentences
+    differ only in case, which the uncased tokenizer makes identical: the guarantee holds for the token
+    sequences the model sees. Several epochs, and a resumed epoch, are checked the same way."""
+    import torch
+    from accelerate.data_loader import SkipBatchSampler
+    from transformers import AutoTokenizer
+
+    from conftest import tokenizer_path
+    from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
+
+    rng = random.Random(0)
+    rows = []
+    for i in range(600):
+        premise = f"premise number {rng.randrange(60)}"
+        premise = premise.upper() if rng.random() < 0.3 else premise
+        negative = "The shared negative." if i % 4 == 0 else f"negative {i}"
+        rows.append(f"{premise},hypothesis {i % 450},{negative}")
+    path = tmp_path / "nli.csv"
+    path.write_text("sent0,sent1,hard_neg\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path("bert-base-uncased"))
+    examples = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer)
+    keys = sentence_keys(examples)
+    assert keys.shape == (600, 3) and keys.nbytes == 600 * 3 * 8  # 8 bytes per sentence
+    texts = {row.split(",")[0] for row in rows}
+    assert len(set(keys[:, 0].tolist())) == len({t.lower() for t in texts}) < len(texts)  # case merged
+    collator = SimCSECollator(tokenizer)
+
+    def token_batches(sampler) -> list[tuple[list[int], list[tuple[int, ...]]]]:
+        loader = torch.utils.data.DataLoader(examples, batch_sampler=sampler, collate_fn=collator)
+        out = []
+        for indices, batch in zip(sampler, loader):
+            ids, mask = batch["input_ids"].flatten(0, 1), batch["attention_mask"].flatten(0, 1)
+            out.append((indices, [tuple(row[m.bool()].tolist()) for row, m in zip(ids, mask)]))
+        return out
+
+    copies = 600 // 4
+    epochs = []
+    for epoch in range(3):
+        sampler = _fresh(keys, 32, seed=4, epoch=epoch)
+        batches = token_batches(sampler)
+        for indices, sequences in batches:
+            assert len(sequences) == 3 * len(indices) and len(set(sequences)) == len(sequences)
+        seen = sorted(i for indices, _ in batches for i in indices)
+        assert seen == list(range(600))  # every example once
+        assert len(batches) == copies and len(batches[-1][0]) == 1  # one shared negative per batch: a tail
+        epochs.append([indices for indices, _ in batches])
+    assert epochs[0] != epochs[1] != epochs[2]
+
+    done = 57  # a run killed after 57 steps of epoch 2, resumed by skipping them
+    rest = [list(b) for b in SkipBatchSampler(_fresh(keys, 32, seed=4, epoch=2), skip_batches=done)]
+    assert epochs[2][:done] + rest == epochs[2]
