@@ -24,7 +24,7 @@ from senteval.datapath import resolve_data_dir
 from senteval.registry import TRANSFER_TASKS
 from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.cli import run_cli
-from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
+from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
 from simcse.encoder import load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss
@@ -96,9 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
     if limit is not None and data_args.max_seq_length > limit:
         raise SimCSEError(f"--max_seq_length {data_args.max_seq_length} exceeds the model's limit of {limit} positions")
 
-    # 4. Data: the column count decides unsupervised (1), pairs (2) or pairs + hard negatives (3).
+    # 4. Data: the sentence columns decide unsupervised (1), pairs (2) or pairs + hard negatives (3+);
+    # a 'score' column (or --train_columns) makes graded pairs.
     raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
-    num_columns = len(raw.column_names)
+    roles = column_roles(raw, data_args.train_columns, where=f"training file {data_args.train_file}")
+    num_columns = len(roles.sentences)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
                                                                 revision=model_args.model_revision,
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     with training_args.main_process_first(desc="tokenization"):
         train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
                                          num_proc=data_args.preprocessing_num_workers,
-                                         overwrite_cache=data_args.overwrite_cache)
+                                         overwrite_cache=data_args.overwrite_cache, roles=roles)
     collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
                               pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None)
 
@@ -122,6 +124,14 @@ def main(argv: list[str] | None = None) -> dict:
         able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)
         raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
                           f"{data_args.train_file!r}; use one of {able}, or 2-column data")
+    graded = ", ".join(name for name, cls in LOSSES.items() if cls.needs_scores)
+    if loss_fn.needs_scores and roles.score is None:
+        raise SimCSEError(f"--loss_type {model_args.loss_type} is graded: it needs a similarity score per pair, and "
+                          f"{data_args.train_file!r} has none; add a column named 'score' (or declare it with "
+                          "--train_columns sent0,sent1,score)")
+    if roles.score is not None and not loss_fn.needs_scores:
+        raise SimCSEError(f"{data_args.train_file!r} has a score column ({roles.score!r}) that --loss_type "
+                          f"{model_args.loss_type} would ignore; use a graded loss ({graded}) or drop the column")
     evaluator = None
     if evaluating:
         evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
@@ -130,9 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     elif data_args.eval_custom_sts:
         raise SimCSEError("--eval_custom_sts is scored at each evaluation, but evaluation is off; "
                           "add --eval_strategy steps --eval_steps N (or epoch)")
-    logger.info("mode: %s (%d column%s), %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
-                {1: "unsupervised", 2: "supervised pairs"}.get(num_columns, "supervised + hard negatives"),
-                num_columns, "" if num_columns == 1 else "s", len(train_dataset), loss_fn.name,
+    logger.info("mode: %s, %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
+                roles.describe(), len(train_dataset), loss_fn.name,
                 json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
 
     # 7. Train. The Trainer keeps the best checkpoint by --metric_for_best_model.

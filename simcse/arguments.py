@@ -154,6 +154,12 @@ class ModelArguments:
 @dataclass
 class DataTrainingArguments:
     train_file: str | None = field(default=None, metadata={"help": ".txt (1 sentence a line), .csv or .json"})
+    train_columns: str | None = field(
+        default=None,
+        metadata={"help": "roles of the training file's columns by position, overriding its header, e.g. "
+                  "sent0,sent1,score (graded pairs for cosent/angle) or sent0,sent1,hard_neg; default: the header "
+                  "decides (a column named 'score' is a similarity score, the others are sentences)"},
+    )
     max_seq_length: int = field(default=32, metadata={"help": "truncation length for training"})
     pad_to_max_length: bool = field(default=False, metadata={"help": "pad to max_seq_length instead of per batch"})
     mlm_probability: float = field(default=0.15, metadata={"help": "masking rate of the MLM objective"})

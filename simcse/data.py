@@ -4,9 +4,15 @@ The column count of the training file decides the training mode (REFERENCE §1):
 
 * 1 column: unsupervised SimCSE. Each sentence is paired with itself; dropout makes the two views differ.
 * 2 columns: (anchor, positive).
-* 3 columns: (anchor, positive, hard negative).
+* 3 columns: (anchor, positive, hard negative); more hard negatives: columns ``sent0, sent1, hard_neg_1,
+  ..., hard_neg_k``.
+* pairs with a graded similarity (CoSENT, AnGLE): two sentence columns and a column named ``score``
+  holding a number per row (e.g. STS-B train's 0..5), in any position.
 
-Columns are taken by position, whatever their names. Empty cells become a single space ``" "``, so
+Sentence columns are taken by position, whatever their names; only ``score`` is recognised by name
+(:func:`column_roles`). A column whose cells all look like numbers but is not declared a score is an
+error, never silently trained on as sentences. ``train.py --train_columns sent0,sent1,score`` declares
+the roles of a file's columns by position instead of its header. Empty cells become a single space ``" "``, so
 every sentence tokenizes to at least one token (GPT-2 turns ``""`` into zero tokens).
 
 Formats, read by this module rather than by the ``datasets`` loaders, because those convert cells
@@ -64,10 +70,13 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 __all__ = [
+    "SCORE_COLUMN",
     "SUPPORTED_EXTENSIONS",
+    "ColumnRoles",
     "SentenceBatch",
     "SimCSECollator",
     "TrainingExamples",
+    "column_roles",
     "load_training_dataset",
     "mask_tokens",
     "pad_sentence_features",
@@ -170,13 +179,103 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
 
 
 def sentence_columns(names: Sequence[str], where: str) -> list[str]:
-    """The one place that decides the roles of a training file's columns: the sentence columns, in order.
+    """The sentence columns among column ``names`` (all but a ``score`` column), checked by
+    :func:`check_column_count`. For the full decision, numbers in undeclared columns included, use
+    :func:`column_roles`."""
+    sentences = [name for name in names if name != SCORE_COLUMN]
+    check_column_count(sentences, where)
+    return sentences
 
-    Today every column is a sentence and their count decides the mode (see check_column_count); raises SimCSEError
-    naming the columns otherwise. Loading and tokenization both ask this function.
+
+SCORE_COLUMN = "score"
+#: Role names a column can be declared with (a header or ``--train_columns``).
+_ROLE = re.compile(r"sent0|sent1|text|score|hard_neg(_\d+)?")
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
+_SNIFF_ROWS = 200
+
+
+@dataclass(frozen=True)
+class ColumnRoles:
+    """What each column of a training dataset is: ``sentences`` (the dataset's column names, in order:
+    anchor, then positive, then hard negatives) and ``score`` (the name of the graded-similarity column,
+    or None)."""
+
+    sentences: tuple[str, ...]
+    score: str | None = None
+
+    def describe(self) -> str:
+        n = len(self.sentences)
+        if self.score is not None:
+            return "graded pairs (2 sentence columns + score)"
+        return {1: "unsupervised (1 column)", 2: "supervised pairs (2 columns)"}.get(
+            n, f"supervised + {n - 2} hard negative(s) per anchor ({n} columns)")
+
+
+def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] | None = None,
+                 where: str = "the training dataset") -> ColumnRoles:
+    """Decide the role of each column of a training dataset (as loaded by :func:`load_training_dataset`).
+
+    Without ``train_columns`` the header decides: a column named ``score`` holds the graded similarity of
+    a pair, every other column is a sentence, by position (anchor, positive, hard negatives; see the
+    module docstring). ``train_columns`` (``"sent0,sent1,score"`` or a list) names the roles of the
+    columns by position instead, for files whose header says otherwise: each of ``sent0``, ``sent1``,
+    ``hard_neg`` / ``hard_neg_<k>``, ``score`` (``text`` or ``sent0`` alone for one column).
+
+    Raises :class:`~simcse.errors.SimCSEError`, naming the columns and the fix, for: a role list of the
+    wrong length or with unknown or repeated names; a score column without exactly two sentence columns;
+    a column count outside the column rule; and, where the roles were not declared, a column after the
+    first whose cells all look like numbers (a score that would otherwise be trained on as sentences).
     """
-    check_column_count(names, where)
-    return list(names)
+    names = list(dataset.column_names)
+    declared = _parse_train_columns(train_columns, names, where) if train_columns is not None else None
+    roles = declared if declared is not None else names
+    score = next((name for name, role in zip(names, roles) if role == SCORE_COLUMN), None)
+    sentences = [name for name, role in zip(names, roles) if role != SCORE_COLUMN]
+    sentence_roles = [role for role in roles if role != SCORE_COLUMN]
+    if score is not None and len(sentences) != 2:
+        raise SimCSEError(
+            f"{where}: the {SCORE_COLUMN!r} column {score!r} grades a pair, so it needs exactly 2 sentence columns "
+            f"beside it, found {len(sentences)} ({', '.join(map(repr, sentences)) or 'none'})"
+        )
+    check_column_count(sentence_roles, where)
+    if declared is None and score is None:
+        for position, name in enumerate(names[1:], start=2):
+            if _ROLE.fullmatch(name):
+                continue  # declared by its header name
+            sample = [cell for cell in dataset[:_SNIFF_ROWS][name] if cell and cell.strip()]
+            if sample and all(_NUMBER.fullmatch(cell) for cell in sample):
+                raise SimCSEError(
+                    f"{where}: column {position} ({name!r}) holds numbers (e.g. {', '.join(map(repr, sample[:3]))}), "
+                    f"not sentences. If it is a similarity score, name the column {SCORE_COLUMN!r} or pass "
+                    f"--train_columns {','.join(['sent0', 'sent1', 'score'][:len(names)])}; if it really holds "
+                    f"sentences, name it (e.g. hard_neg) or pass --train_columns with its role"
+                )
+    return ColumnRoles(sentences=tuple(sentences), score=score)
+
+
+def _parse_train_columns(train_columns: str | Sequence[str], names: list[str], where: str) -> list[str]:
+    roles = [r.strip() for r in train_columns.split(",")] if isinstance(train_columns, str) else list(train_columns)
+    if len(roles) != len(names):
+        raise SimCSEError(
+            f"--train_columns {','.join(roles)} names {len(roles)} column role(s), but {where} has {len(names)} "
+            f"column(s) ({', '.join(map(repr, names))}); give one role per column, in order"
+        )
+    unknown = [role for role in roles if not _ROLE.fullmatch(role)]
+    if unknown:
+        raise SimCSEError(f"--train_columns: unknown role(s) {', '.join(map(repr, unknown))}; each column is one "
+                          "of sent0, sent1, hard_neg (or hard_neg_1, hard_neg_2, ...), score (text: one column)")
+    repeated = sorted({role for role in roles if roles.count(role) > 1})
+    if repeated:
+        raise SimCSEError(f"--train_columns names the role(s) {repeated} more than once: {','.join(roles)}")
+    sentence_roles = [role for role in roles if role != SCORE_COLUMN]
+    expected = ["sent0", "sent1"][:len(sentence_roles)]
+    if sentence_roles[:2] != expected and sentence_roles != ["text"]:
+        raise SimCSEError(f"--train_columns {','.join(roles)}: the sentence columns must read sent0, sent1, then "
+                          "hard negatives, in order (score may stand anywhere)")
+    if any(not role.startswith("hard_neg") for role in sentence_roles[2:]):
+        raise SimCSEError(f"--train_columns {','.join(roles)}: columns after sent0, sent1 are hard negatives "
+                          "(hard_neg, hard_neg_1, ...) or the score")
+    return roles
 
 
 _EXTRA_HARD_NEGATIVE = re.compile(r"hard_neg(_\d+)?")
@@ -231,7 +330,7 @@ def _read_csv(text: str, path: Path) -> Columns:
 
 
 def _check_header(header: list[str], path: Path) -> None:
-    check_column_count(header, f"training file {path}")
+    sentence_columns(header, f"training file {path}")
     for position, name in enumerate(header, start=1):
         if not name.strip():
             raise SimCSEError(
@@ -265,16 +364,20 @@ def _read_json(text: str, path: Path) -> Columns:
                 f'{{"sent0": "...", "sent1": "..."}}, got {type(record).__name__} {_preview(record)}'
             )
         for key, value in record.items():
+            if key == SCORE_COLUMN and isinstance(value, (int, float)) and not isinstance(value, bool):
+                record[key] = json.dumps(value)  # kept as text like every cell; parsed by tokenize_dataset
+                value = record[key]
             if value is not None and not isinstance(value, str):
                 raise SimCSEError(
                     f"training file {path}, {where}: field {key!r} holds {type(value).__name__} "
-                    f"{_preview(value)}, not text; every field of a training record must be a sentence "
-                    "(drop other fields; records nested under a key must be lifted to the top level)"
+                    f"{_preview(value)}, not text; every field of a training record must be a sentence, "
+                    f"except a number in a field named {SCORE_COLUMN!r} (a graded similarity); drop other fields, "
+                    "and lift records nested under a key to the top level"
                 )
             names.setdefault(key, None)
     if not names:
         raise SimCSEError(f"training file {path} has records without any text fields; {_COLUMN_RULE}")
-    check_column_count(list(names), f"training file {path}")
+    sentence_columns(list(names), f"training file {path}")
     return {name: [_cell(record.get(name)) for _, record in records] for name in names}
 
 
@@ -309,6 +412,8 @@ _READERS: dict[str, Callable[[str, Path], Columns]] = {
 # ----- tokenization ---------------------------------------------------------------------------------
 
 TOKEN_FEATURES = datasets.Features({"input_ids": datasets.List(datasets.List(datasets.Value("int32")))})
+#: ... with the graded similarity of each pair (data with a ``score`` column).
+SCORED_TOKEN_FEATURES = datasets.Features({**TOKEN_FEATURES, SCORE_COLUMN: datasets.Value("float32")})
 _TOKEN_FORMAT = 1  # bump when the stored token layout changes: old token caches are then not reused
 
 
@@ -319,6 +424,7 @@ def tokenize_dataset(
     num_proc: int | None = None,
     overwrite_cache: bool = False,
     batch_size: int = 4096,
+    roles: ColumnRoles | None = None,
 ) -> TrainingExamples:
     """Tokenize every sentence column once; the result holds each sentence's token ids once.
 
@@ -333,25 +439,31 @@ def tokenize_dataset(
     :func:`load_training_dataset`) the result is cached beside it, keyed by the dataset, the tokenizer's
     full definition and ``max_seq_length``, so the next run on the same file and tokenizer memory-maps
     it instead of tokenizing (``overwrite_cache=True`` recomputes it).
+
+    ``roles``: the columns' roles (:func:`column_roles`; decided from the header when None). A ``score``
+    column is parsed into a float32 column ``score`` (an error names the row of a cell that is not a
+    finite number).
     """
-    columns = sentence_columns(list(dataset.column_names), "the training dataset")
+    roles = column_roles(dataset) if roles is None else roles
+    columns = list(roles.sentences)
     if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
         raise SimCSEError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
     _check_single_segment_types(tokenizer)
     cache_file = None
     if dataset.cache_files:
-        key = {"format": _TOKEN_FORMAT, "data": dataset._fingerprint, "columns": columns,
+        key = {"format": _TOKEN_FORMAT, "data": dataset._fingerprint, "columns": columns, "score": roles.score,
                "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_seq_length, "empty": EMPTY_CELL}
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         cache_file = str(Path(dataset.cache_files[0]["filename"]).parent / f"tokens-{digest}.arrow")
     tokenized = dataset.with_format("arrow").map(
         _tokenize_batch,
         batched=True,
+        with_indices=True,
         batch_size=batch_size,
         num_proc=num_proc,
         remove_columns=list(dataset.column_names),
-        features=TOKEN_FEATURES,
-        fn_kwargs={"tokenizer": tokenizer, "columns": columns, "max_length": max_seq_length},
+        features=TOKEN_FEATURES if roles.score is None else SCORED_TOKEN_FEATURES,
+        fn_kwargs={"tokenizer": tokenizer, "columns": columns, "max_length": max_seq_length, "score": roles.score},
         cache_file_name=cache_file,
         load_from_cache_file=not overwrite_cache,
         desc="Tokenizing the training data",
@@ -385,9 +497,10 @@ def _check_single_segment_types(tokenizer: PreTrainedTokenizerBase) -> None:
         )
 
 
-def _tokenize_batch(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, columns: list[str],
-                    max_length: int) -> pa.Table:
-    """Tokenize a batch of rows into one ``input_ids`` column of type list<list<int32>>."""
+def _tokenize_batch(batch: pa.Table, indices: list[int], tokenizer: PreTrainedTokenizerBase, columns: list[str],
+                    max_length: int, score: str | None = None) -> pa.Table:
+    """Tokenize a batch of rows into one ``input_ids`` column of type list<list<int32>> (and the float32
+    ``score`` column parsed from column ``score`` when given)."""
     encoded = [
         tokenizer([_cell(text) for text in batch.column(name).to_pylist()], max_length=max_length, truncation=True,
                   return_attention_mask=False, return_token_type_ids=False)["input_ids"]
@@ -402,7 +515,33 @@ def _tokenize_batch(batch: pa.Table, tokenizer: PreTrainedTokenizerBase, columns
     values = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int32, count=int(offsets[-1]))
     sentences = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
     rows = pa.ListArray.from_arrays(pa.array(np.arange(0, len(sequences) + 1, num_sent, dtype=np.int32)), sentences)
-    return pa.Table.from_arrays([rows], schema=TOKEN_FEATURES.arrow_schema)
+    if score is None:
+        return pa.Table.from_arrays([rows], schema=TOKEN_FEATURES.arrow_schema)
+    scores = _parse_scores(batch.column(score).to_pylist(), indices, score)
+    return pa.Table.from_arrays([rows, pa.array(scores, pa.float32())], schema=SCORED_TOKEN_FEATURES.arrow_schema)
+
+
+def _parse_scores(cells: list[str | None], indices: list[int], name: str) -> np.ndarray:
+    scores = np.empty(len(cells), dtype=np.float32)
+    for k, cell in enumerate(cells):
+        try:
+            value = float(cell) if cell is not None and _NUMBER.fullmatch(cell) else float("nan")
+        except ValueError:
+            value = float("nan")
+        if not np.isfinite(value):
+            raise SimCSEError(f"training data row {indices[k] + 1}: the {name!r} column holds {cell!r}, not a "
+                              "finite number; every row of graded pairs needs a similarity score")
+        scores[k] = value
+    return scores
+
+
+def _batch_scores(features: Sequence[dict[str, Any]] | SentenceBatch) -> torch.Tensor | None:
+    """(batch,) float32 scores of graded pairs, or None for data without a score column."""
+    if isinstance(features, SentenceBatch):
+        return None if features.scores is None else torch.as_tensor(np.asarray(features.scores, dtype=np.float32))
+    if not features or SCORE_COLUMN not in features[0]:
+        return None
+    return torch.tensor([float(feature[SCORE_COLUMN]) for feature in features], dtype=torch.float32)
 
 
 def _no_pad_token_error(tokenizer: PreTrainedTokenizerBase) -> SimCSEError:
@@ -423,6 +562,7 @@ class SentenceBatch:
     token_ids: np.ndarray  # (sum(lengths),) integer ids
     lengths: np.ndarray  # (batch * num_sent,)
     num_sent: int
+    scores: np.ndarray | None = None  # (batch,) float32 graded similarities, when the data has a score column
 
     def __len__(self) -> int:
         return len(self.lengths) // self.num_sent
@@ -431,22 +571,24 @@ class SentenceBatch:
 class TrainingExamples(torch.utils.data.Dataset):
     """The tokenized training set: a torch Dataset over the memory-mapped Arrow table of token ids.
 
-    ``examples[i]`` is ``{"input_ids": [num_sent token lists]}``. A DataLoader fetches a whole batch at
+    ``examples[i]`` is ``{"input_ids": [num_sent token lists]}`` (plus ``"score": float`` for graded
+    pairs). A DataLoader fetches a whole batch at
     once through ``__getitems__``, which returns a :class:`SentenceBatch` of numpy arrays read straight
     from Arrow, so neither fetching nor collating does Python work per token. ``dataset`` is the
-    underlying ``datasets.Dataset`` (column ``input_ids``, list<list<int32>>).
+    underlying ``datasets.Dataset`` (column ``input_ids``, list<list<int32>>, and ``score``, float32).
     """
 
     def __init__(self, dataset: datasets.Dataset):
-        if list(dataset.column_names) != ["input_ids"]:
-            raise SimCSEError(f"expected a dataset with the single column 'input_ids' (from tokenize_dataset), "
-                              f"got columns {dataset.column_names}")
+        if list(dataset.column_names) not in (["input_ids"], ["input_ids", SCORE_COLUMN]):
+            raise SimCSEError(f"expected a dataset with the column 'input_ids' (and optionally {SCORE_COLUMN!r}) "
+                              f"from tokenize_dataset, got columns {dataset.column_names}")
         if dataset._indices is not None:  # a select()/shuffle() view: write its rows out in order once
             dataset = dataset.flatten_indices()
         self.dataset = dataset
         self._arrow = dataset.with_format("arrow")
         self.num_sent = (int(pc.list_value_length(self._arrow[:1].column("input_ids")).to_numpy()[0])
                          if len(dataset) else 1)
+        self.has_scores = SCORE_COLUMN in dataset.column_names
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -454,17 +596,23 @@ class TrainingExamples(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, list[list[int]]]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"example {index} is out of range for {len(self)} examples")
-        return {"input_ids": self._arrow[int(index)].column("input_ids")[0].as_py()}
+        row = self._arrow[int(index)]
+        example = {"input_ids": row.column("input_ids")[0].as_py()}
+        if self.has_scores:
+            example[SCORE_COLUMN] = row.column(SCORE_COLUMN)[0].as_py()
+        return example
 
     def __iter__(self) -> Iterator[dict[str, list[list[int]]]]:
         for index in range(len(self)):
             yield self[index]
 
     def __getitems__(self, indices: Sequence[int]) -> SentenceBatch:
-        rows = self._arrow[list(indices)].column("input_ids").combine_chunks()  # list<list<int32>>
+        table = self._arrow[list(indices)]
+        rows = table.column("input_ids").combine_chunks()  # list<list<int32>>
         sentences = rows.flatten()
+        scores = table.column(SCORE_COLUMN).to_numpy() if self.has_scores else None
         return SentenceBatch(token_ids=sentences.flatten().to_numpy(),
-                             lengths=pc.list_value_length(sentences).to_numpy(), num_sent=self.num_sent)
+                             lengths=pc.list_value_length(sentences).to_numpy(), num_sent=self.num_sent, scores=scores)
 
     def token_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """All token ids in storage order, one Arrow chunk at a time: (token_ids, lengths, num_sent)."""
@@ -598,7 +746,8 @@ class SimCSECollator:
     data) becomes num_sent = 2: the same tokens twice, two dropout views in the encoder. With ``do_mlm``
     also ``mlm_input_ids`` and ``mlm_labels`` of the same shape, from :func:`mask_tokens` (special tokens
     of the tokenizer, including its unknown token, and padding are never chosen; each view is masked
-    independently; ``input_ids`` is left untouched).
+    independently; ``input_ids`` is left untouched). Graded pairs (examples with a ``score``) also give
+    ``scores``, (batch,) float32, which the trainer hands to the loss.
 
     ``generator`` makes masking reproducible in tests; leave it None in training, where DataLoader workers
     seed the global RNG differently (a shared generator would give every worker the same masks).
@@ -635,6 +784,9 @@ class SimCSECollator:
             batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
         if batch["input_ids"].shape[1] == 1:  # unsupervised: two views of each sentence
             batch = {key: value.repeat(1, 2, 1) for key, value in batch.items()}
+        scores = _batch_scores(features)
+        if scores is not None:
+            batch["scores"] = scores
         if self.do_mlm:
             batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
                 batch["input_ids"],

@@ -25,7 +25,7 @@ from senteval.engine import SE
 from senteval.errors import SentEvalError
 from senteval.registry import TRANSFER_TASKS, build_task
 from senteval.utils import FAST_CLASSIFIER
-from simcse.distributed import gather_with_grad, rank, world_size
+from simcse.distributed import gather_no_grad, gather_with_grad, rank, world_size
 from simcse.encoder import SentenceEncoder
 from simcse.gradcache import cached_step
 from simcse.losses import ContrastiveLoss
@@ -175,9 +175,16 @@ class SimCSETrainer(Trainer):
             logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
         super().log(logs, start_time)
 
-    def _loss_of_embeddings(self, z: torch.Tensor) -> torch.Tensor:
-        """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor."""
-        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None)
+    def _loss_of_embeddings(self, z: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+        """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
+        ``scores``: (B,) graded similarities of the pairs (graded losses), gathered like ``z``."""
+        extras = {} if scores is None else {"scores": scores}
+        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **extras)
+
+    @staticmethod
+    def _global_scores(inputs: dict) -> torch.Tensor | None:
+        scores = inputs.get("scores")  # from SimCSECollator for data with a score column; the model ignores it
+        return None if scores is None else gather_no_grad(scores.float())
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:
@@ -202,8 +209,9 @@ class SimCSETrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
+        scores = self._global_scores(inputs)
         loss, local = cached_step(
-            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z)),
+            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z, scores)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
             no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
@@ -231,7 +239,7 @@ class SimCSETrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
-        loss = self._loss_of_embeddings(z)
+        loss = self._loss_of_embeddings(z, self._global_scores(inputs))
         if model.training:
             self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
         if outputs.mlm_loss is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 
 import datasets
 import pyarrow as pa
@@ -451,3 +452,74 @@ def test_mlm_probability_one_chooses_every_eligible_token():
     )
     assert labels.tolist() == [[[-100, 7, 8, -100, -100]]]
     assert masked[0, 0, [0, 3, 4]].tolist() == [101, 102, 0]
+
+
+# ----- column roles: graded pairs (a score column) ---------------------------------------------------
+
+
+def _roles(columns: dict, train_columns=None):
+    from simcse.data import column_roles
+
+    return column_roles(datasets.Dataset.from_dict(columns), train_columns, where="f.csv")
+
+
+def test_a_score_column_is_found_by_name_in_any_position():
+    roles = _roles({"score": ["4.5", "1"], "a": ["x", "y"], "b": ["u", "v"]})
+    assert roles.sentences == ("a", "b") and roles.score == "score"
+    plain = _roles({"sent0": ["x"], "sent1": ["y"], "hard_neg": ["z"]})
+    assert plain.sentences == ("sent0", "sent1", "hard_neg") and plain.score is None
+
+
+@pytest.mark.parametrize("third", [["4.5", "3", " -1e-2 ", ".5"], ["1", "", "2", "0"]])
+def test_an_undeclared_numeric_column_is_ambiguous(third):
+    with pytest.raises(SimCSEError, match=r"f.csv: column 3 \('label'\) holds numbers .*name the column 'score' or "
+                                          r"pass --train_columns sent0,sent1,score"):
+        _roles({"a": ["w"] * 4, "b": ["x"] * 4, "label": third})
+    # Sentences that merely contain digits are sentences; numbers under a role name are what they say.
+    assert _roles({"a": ["w"] * 4, "b": ["x"] * 4, "label": ["7 cats", "3", "1", "2"]}).score is None
+    assert _roles({"a": ["w"] * 4, "b": ["x"] * 4, "hard_neg": third}).sentences == ("a", "b", "hard_neg")
+
+
+def test_train_columns_declares_roles_by_position():
+    columns = {"premise": ["x"], "hypothesis": ["y"], "similarity": ["2.5"]}
+    roles = _roles(columns, "sent0,sent1,score")
+    assert roles.sentences == ("premise", "hypothesis") and roles.score == "similarity"
+    assert _roles(columns, ["sent0", "sent1", "hard_neg"]).score is None
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("sent0,score", "names 2 column role"),
+    ("sent0,sent1,label", "unknown role"),
+    ("sent0,sent0,score", "more than once"),
+    ("sent1,sent0,score", "must read sent0, sent1"),
+])
+def test_bad_train_columns(spec, message):
+    with pytest.raises(SimCSEError, match=message):
+        _roles({"a": ["x"], "b": ["y"], "c": ["1"]}, spec)
+
+
+def test_a_score_grades_exactly_one_pair():
+    with pytest.raises(SimCSEError, match=r"'score' column 'score' grades a pair, so it needs exactly 2 sentence"):
+        _roles({"a": ["x"], "score": ["1"]})
+    with pytest.raises(SimCSEError, match="found 3"):
+        _roles({"sent0": ["x"], "sent1": ["y"], "hard_neg": ["z"], "score": ["1"]})
+
+
+def test_scores_are_tokenized_and_collated_as_float32(load):
+    ds = load("g.jsonl", '{"sent0": "a b", "sent1": "a c", "score": 4.25}\n{"sent0": "d", "sent1": "e", "score": "1"}\n')
+    tokenizer = _tokenizer("bert-base-uncased")
+    examples = tokenize_dataset(ds, tokenizer)
+    assert examples.num_sent == 2 and examples[0]["score"] == 4.25
+    batch = SimCSECollator(tokenizer)(examples.__getitems__([1, 0]))
+    assert batch["scores"].dtype == torch.float32 and batch["scores"].tolist() == [1.0, 4.25]
+    assert batch["input_ids"].shape[:2] == (2, 2)
+    from_dicts = SimCSECollator(tokenizer)([examples[1], examples[0]])  # the per-example path agrees
+    assert from_dicts["scores"].tolist() == [1.0, 4.25]
+    assert "scores" not in SimCSECollator(tokenizer)(tokenize_dataset(load("p.txt", "a\nb\n"), tokenizer).__getitems__([0, 1]))
+
+
+@pytest.mark.parametrize("cell", ["high", "nan", " "])
+def test_a_score_that_is_not_a_number_names_its_row(load, cell):
+    ds = load("g.csv", f"sent0,sent1,score\na,b,1\nc,d,{cell}\n")
+    with pytest.raises(SimCSEError, match=rf"row 2: the 'score' column holds {re.escape(repr(cell))}, not a finite"):
+        tokenize_dataset(ds, _tokenizer("bert-base-uncased"))

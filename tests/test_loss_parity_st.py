@@ -84,17 +84,26 @@ def test_several_hard_negatives_equal_infonce_over_the_stacked_candidates():
     torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("temp", [0.05, 0.2])
 @pytest.mark.parametrize("width", [8, 7])
-@pytest.mark.parametrize("angle", [False, True], ids=["cosent", "angle"])
-def test_graded_losses_are_cosent_and_angle_loss(angle, width):
-    from simcse.losses.graded import cosent_loss
-
+@pytest.mark.parametrize("name", ["cosent", "angle"])
+def test_graded_losses_are_cosent_and_angle_loss(name, width, temp):
     g = torch.Generator().manual_seed(width)
     zs = [torch.randn(B, width, generator=g, dtype=torch.float64) for _ in range(2)]
     scores = torch.tensor([0.5, 3.0, 1.2, 3.0, 4.8, 0.0], dtype=torch.float64)  # one tie
-    st = (st_losses.AnglELoss if angle else st_losses.CoSENTLoss)(nn.Identity(), scale=20.0)
-    _assert_equal(_value_and_grads(lambda z: cosent_loss(z[0], z[1], scores, temp=0.05, angle=angle), zs),
+    st = {"cosent": st_losses.CoSENTLoss, "angle": st_losses.AnglELoss}[name](nn.Identity(), scale=1 / temp)
+    ours = build_loss(name, temp=temp)
+    _assert_equal(_value_and_grads(lambda z: ours(z[0], z[1], scores=scores), zs),
                   _value_and_grads(lambda z: st.compute_loss_from_embeddings(z, scores), zs))
+
+
+def test_graded_losses_use_only_the_order_of_the_scores():
+    zs = _embeddings(seed=2, k=0)
+    scores = torch.tensor([0.5, 3.0, 1.2, 3.0, 4.8, 0.0], dtype=torch.float64)
+    for name in ("cosent", "angle"):
+        loss_fn = build_loss(name)
+        torch.testing.assert_close(loss_fn(*zs, scores=scores), loss_fn(*zs, scores=torch.exp(scores) - 7))
+        assert loss_fn(*zs, scores=torch.full_like(scores, 2.0)).item() == 0.0  # all tied: nothing to order
 
 
 class _FixedEmbeddings(nn.Module):
@@ -104,6 +113,9 @@ class _FixedEmbeddings(nn.Module):
         return {**features, "sentence_embedding": features["embedding"]}
 
     def get_embedding_dimension(self):
+        return H
+
+    def _get_untruncated_embedding_dimension(self):  # asked by sentence-transformers >= 6 (MatryoshkaLoss)
         return H
 
 

@@ -198,6 +198,28 @@ def naive_arccon(z1, z2, z3=None, *, temp, margin):
     return _mean(losses)
 
 
+def _naive_ranking(sims, scores, temp):
+    n = len(sims)
+    terms = [(sims[j] - sims[i]) / temp for i in range(n) for j in range(n) if scores[i] > scores[j]]
+    return _lse([torch.zeros((), dtype=sims[0].dtype)] + terms)
+
+
+def naive_cosent(z1, z2, z3=None, *, temp, scores):
+    return _naive_ranking([_cos(z1[i], z2[i]) for i in range(len(z1))], scores, temp)
+
+
+def naive_angle(z1, z2, z3=None, *, temp, scores):
+    sims = []
+    for i in range(len(z1)):
+        x, y = z1[i] / _norm(z1[i]), z2[i] / _norm(z2[i])
+        half = (len(x) + 1) // 2  # odd width: the imaginary half is one shorter (a zero pad)
+        re_x, im_x = x[:half], list(x[half:]) + [0.0] * (2 * half - len(x))
+        re_y, im_y = y[:half], list(y[half:]) + [0.0] * (2 * half - len(y))
+        sine = sum(im_x[k] * re_y[k] - re_x[k] * im_y[k] for k in range(half))
+        sims.append(torch.abs(_dot(x, y) + sine))
+    return _naive_ranking(sims, scores, temp)
+
+
 # (name, hyperparameters, with hard negatives, naive implementation)
 NAIVE_CASES = [
     ("nt_xent", {"temp": 0.05}, False, naive_nt_xent),
@@ -226,7 +248,39 @@ NAIVE_CASES = [
     ("vicreg", {"sim_coeff": 2.0, "std_coeff": 3.0, "cov_coeff": 0.5}, False, naive_vicreg),
     ("arccon", {"temp": 0.05, "margin": 10.0}, False, naive_arccon),
     ("arccon", {"temp": 0.1, "margin": 25.0}, True, naive_arccon),
+    ("cosent", {"temp": 0.05}, False, naive_cosent),
+    ("cosent", {"temp": 0.5}, False, naive_cosent),
+    ("angle", {"temp": 0.05}, False, naive_angle),
+    ("angle", {"temp": 0.3}, False, naive_angle),
 ]
+
+#: Gold scores of the graded losses' pairs (one tie); a batch of b pairs takes the first b.
+SCORES = [0.5, 3.0, 1.2, 3.0, 4.8, 0.0, 2.2, 5.0]
+
+
+def _extra_inputs(loss_fn, z1: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What a loss consumes beyond the embeddings: gold scores for graded losses."""
+    extras = {}
+    if loss_fn.needs_scores:
+        extras["scores"] = torch.tensor(SCORES[: z1.shape[0]], dtype=z1.dtype)
+    return extras
+
+
+class _Fed:
+    """A loss called with the embeddings alone, its other inputs (scores) supplied by _extra_inputs."""
+
+    def __init__(self, loss_fn):
+        self.loss = loss_fn
+
+    def __call__(self, *zs):
+        return self.loss(*zs, **_extra_inputs(self.loss, zs[0]))
+
+    def __getattr__(self, key):
+        return getattr(self.loss, key)
+
+
+def _build(name: str, **hparams) -> _Fed:
+    return _Fed(build_loss(name, **hparams))
 
 
 def _embeddings(seed: int, count: int = 3, batch: int = B, hidden: int = H) -> list[torch.Tensor]:
@@ -252,9 +306,10 @@ def test_naive_cases_cover_every_registered_loss():
 )
 def test_loss_matches_naive_loops_value_and_gradients(name, hparams, with_z3, naive, seed):
     zs = _embeddings(seed=100 * seed + len(hparams))[: 3 if with_z3 else 2]
-    loss_fn = build_loss(name, **hparams)
+    loss_fn = _build(name, **hparams)
     assert loss_fn.hparams() == {**loss_kwargs_of(name), **hparams}
-    hand, hand_grads = _value_and_grads(lambda *z: naive(*z, **hparams), zs)
+    extras = _extra_inputs(loss_fn, zs[0])
+    hand, hand_grads = _value_and_grads(lambda *z: naive(*z, **hparams, **extras), zs)
     assert any(g.abs().sum() > 0 for g in hand_grads)  # the comparison below can fail
 
     # 1) The registered loss on float64 inputs computes in float64 (only half precision is raised to
@@ -299,7 +354,7 @@ ALL_LOSSES = sorted(LOSSES)
 @pytest.mark.parametrize("kind", ["random", "identical", "orthogonal", "duplicated"])
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_finite_value_and_gradients_on_degenerate_batches(name, kind, autocast):
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     zs = [z.float().requires_grad_(True) for z in _batch(kind)]
     if not loss_fn.supports_hard_negatives:
         zs = zs[:2]
@@ -315,7 +370,7 @@ def test_finite_value_and_gradients_on_degenerate_batches(name, kind, autocast):
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_bf16_autocast_matches_fp32(name):
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     zs = [z.float() for z in _batch("random")][: 3 if loss_fn.supports_hard_negatives else 2]
     expected = loss_fn(*zs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -327,7 +382,7 @@ def test_bf16_autocast_matches_fp32(name):
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_hard_negatives_used_or_rejected(name):
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     z1, z2, z3 = (z.float() for z in _batch("random"))
     if loss_fn.supports_hard_negatives:
         with_z3 = loss_fn(z1, z2, z3)
@@ -344,10 +399,10 @@ def test_hard_negative_support_decisions():
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_build_from_defaults_and_hparams_round_trip(name):
-    loss_fn = build_loss(name)
-    assert loss_fn.name == name and type(loss_fn) is LOSSES[name]
+    loss_fn = _build(name)
+    assert loss_fn.name == name and type(loss_fn.loss) is LOSSES[name]
     assert loss_fn.hparams() == loss_kwargs_of(name)
-    rebuilt = build_loss(name, **loss_fn.hparams())
+    rebuilt = _build(name, **loss_fn.hparams())
     assert rebuilt.hparams() == loss_fn.hparams()
     z1, z2 = (z.float() for z in _batch("random")[:2])
     assert rebuilt(z1, z2).item() == loss_fn(z1, z2).item()
@@ -355,7 +410,7 @@ def test_build_from_defaults_and_hparams_round_trip(name):
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
 def test_batch_of_one_is_finite_or_rejected(name):
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     z1, z2 = (z[:1].float().requires_grad_(True) for z in _batch("random")[:2])
     try:
         value = loss_fn(z1, z2)
@@ -372,7 +427,7 @@ SCALE_DEPENDENT = {"vicreg"}  # works on raw embeddings; every other loss sees c
 
 @pytest.mark.parametrize("name", sorted(set(LOSSES) - SCALE_DEPENDENT))
 def test_losses_of_normalised_embeddings_ignore_scale(name):
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     zs = [z.float() for z in _batch("random")][: 3 if loss_fn.supports_hard_negatives else 2]
     scaled = [z * s for z, s in zip(zs, (3.0, 0.2, 7.0))]
     torch.testing.assert_close(loss_fn(*scaled), loss_fn(*zs), rtol=1e-5, atol=1e-5)
@@ -543,6 +598,8 @@ BAD_HPARAMS = [
     ("vicreg", "cov_coeff", -1),
     ("arccon", "temp", -0.05),
     ("arccon", "margin", -10.0),
+    ("cosent", "temp", 0.0),
+    ("angle", "temp", float("nan")),
 ]
 
 
@@ -616,7 +673,7 @@ def test_positive_probability_matches_naive_softmax():
 def test_float64_gradcheck_on_a_near_saturated_batch(name):
     # Positives almost equal to their anchors (p_ii near 1 at τ = 0.05): float32 rounding would show up
     # as ~1e-5 errors here; a float64 input must be computed in float64 (finite differences agree).
-    loss_fn = build_loss(name)
+    loss_fn = _build(name)
     z1, z2, z3 = _embeddings(seed=11, batch=4, hidden=6)
     z2 = z1 + 0.05 * z2
     zs = [z1, z2, z3][: 3 if loss_fn.supports_hard_negatives else 2]

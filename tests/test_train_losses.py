@@ -6,6 +6,7 @@ import json
 import math
 
 import pytest
+import torch
 from test_train import base_args, write_train_file
 
 import train
@@ -24,10 +25,23 @@ def tiny_bert(tmp_path_factory):
     return save_tiny_model(tmp_path_factory.mktemp("bert"), "bert")
 
 
+def write_scored_file(directory, header: str = "sent0,sent1,score"):
+    """Graded pairs: 12 rows, scores 0.0 .. 5.5 (distinct but one tie)."""
+    from test_train import SENTENCES
+
+    scores = [0.5 * i for i in range(len(SENTENCES))]
+    scores[3] = scores[4]
+    path = directory / "graded.csv"
+    rows = [f"{s},{s.replace('number', 'no.')},{score}" for s, score in zip(SENTENCES, scores)]
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path, scores
+
+
 @pytest.mark.parametrize("loss", sorted(LOSSES))
 def test_every_loss_trains_a_few_steps(loss, tiny_bert, tmp_path):
     out = tmp_path / "out"
-    args = base_args(tiny_bert, write_train_file(tmp_path, 1), out, "--loss_type", loss, "--logging_steps", "1",
+    data = write_scored_file(tmp_path)[0] if LOSSES[loss].needs_scores else write_train_file(tmp_path, 1)
+    args = base_args(tiny_bert, data, out, "--loss_type", loss, "--logging_steps", "1",
                      *EXTRA_FLAGS.get(loss, []))
     args[args.index("--max_steps") + 1] = "2"
     metrics = train.main(args)
@@ -132,3 +146,44 @@ def test_more_than_three_columns_need_hard_negative_names(tmp_path):
     path.write_text("a,b,c,d\nx,y,z,w\n")
     with pytest.raises(SimCSEError, match="hard_neg_1, ..., hard_neg_k"):
         load_training_dataset(path, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "5"]], ids=["plain", "gradcache"])
+@pytest.mark.parametrize("loss", ["cosent", "angle"])
+def test_graded_losses_get_the_files_scores_through_the_collator(loss, extra, tiny_bert, tmp_path, monkeypatch):
+    import simcse.losses.graded as graded
+
+    seen = []
+    original = graded.cosent_loss
+
+    def recording(z1, z2, scores, **kwargs):
+        seen.append(scores.detach().clone())
+        return original(z1, z2, scores, **kwargs)
+
+    monkeypatch.setattr(graded, "cosent_loss", recording)
+    path, scores = write_scored_file(tmp_path)
+    args = base_args(tiny_bert, path, tmp_path / "out", "--loss_type", loss, "--learning_rate", "1e-3", *extra)
+    args[args.index("--per_device_train_batch_size") + 1] = "12"  # the whole file in one batch
+    assert math.isfinite(train.main(args)["train_loss"])
+    assert len(seen) == 1 and seen[0].dtype == torch.float32
+    assert sorted(seen[0].tolist()) == sorted(scores)  # every row's score, shuffled with its pair
+
+
+def test_a_header_with_other_names_is_declared_with_train_columns(tiny_bert, tmp_path):
+    path, _ = write_scored_file(tmp_path, header="premise,hypothesis,similarity")
+    args = base_args(tiny_bert, path, tmp_path / "out", "--loss_type", "cosent")
+    with pytest.raises(SimCSEError, match=r"column 3 \('similarity'\) holds numbers .*--train_columns sent0,sent1,score"):
+        train.main(args)
+    assert math.isfinite(train.main([*args, "--train_columns", "sent0,sent1,score"])["train_loss"])
+
+
+def test_graded_loss_and_data_must_agree(tiny_bert, tmp_path):
+    pairs = write_train_file(tmp_path, 2)
+    with pytest.raises(SimCSEError, match=r"--loss_type cosent is graded.*add a column named 'score'"):
+        train.main(base_args(tiny_bert, pairs, tmp_path / "a", "--loss_type", "cosent"))
+    scored, _ = write_scored_file(tmp_path)
+    with pytest.raises(SimCSEError, match=r"score column \('score'\) that --loss_type infonce would ignore.*cosent"):
+        train.main(base_args(tiny_bert, scored, tmp_path / "b", "--loss_type", "infonce"))
+    # Declared a hard negative on purpose: infonce trains on the numbers as sentences.
+    args = base_args(tiny_bert, scored, tmp_path / "c", "--train_columns", "sent0,sent1,hard_neg")
+    assert math.isfinite(train.main(args)["train_loss"])

@@ -21,3 +21,4 @@ from simcse.losses.align_uniform import AlignUniformLoss as AlignUniformLoss  # 
 from simcse.losses.margin import MATLoss as MATLoss, METLoss as METLoss, MPTLoss as MPTLoss  # isort: skip
 from simcse.losses.vicreg import VICRegLoss as VICRegLoss  # isort: skip
 from simcse.losses.arccon import ArcConLoss as ArcConLoss  # isort: skip
+from simcse.losses.graded import AnglELoss as AnglELoss, CoSENTLoss as CoSENTLoss  # isort: skip

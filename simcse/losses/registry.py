@@ -230,7 +230,7 @@ def _check_scores(label: str, scores: torch.Tensor | None, z1: torch.Tensor) -> 
     if scores is None:
         raise SimCSEError(
             f"loss {label!r} is graded: it needs a similarity score per pair (a 'score' column in the training "
-            "file, e.g. --columns sent0,sent1,score), and got none"
+            "file, or train.py --train_columns sent0,sent1,score), and got none"
         )
     if scores.shape != (z1.shape[0],):
         raise SimCSEError(f"loss {label!r} needs one score per pair, shape ({z1.shape[0]},); got {tuple(scores.shape)}")
