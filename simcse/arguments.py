@@ -213,10 +213,23 @@ class SimCSETrainingArguments(TrainingArguments):
         metadata={"help": "skip a step whose loss is NaN/inf (no update, a warning with the count) instead of "
                   "stopping with an error naming the last good checkpoint"},
     )
+    # Defaults that differ from TrainingArguments' (None = "not given", resolved in __post_init__).
+    save_strategy: str | None = field(
+        default=None,
+        metadata={"help": "no / steps / epoch / best. Default: 'best' when --metric_for_best_model is set and "
+                  "evaluation is on (the original's behaviour: the best model is always on disk), else 'steps'"},
+    )
+    save_steps: float | None = field(default=None, metadata={"help": "save every N steps (default 500)"})
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP's search for parameters without gradient (every parameter of the model is used "
+                  "in training, so off by default; it costs a graph traversal per step)"},
+    )
 
     def __post_init__(self):
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
+        self._resolve_best_model_saving()
         if (self.fp16 or self.bf16) and self.fp16 == self.bf16:
             raise SimCSEError("--fp16 and --bf16 are exclusive; pick one")
         if self.fp16 and not torch.cuda.is_available():
@@ -225,9 +238,41 @@ class SimCSETrainingArguments(TrainingArguments):
             raise SimCSEError(f"--grad_cache_mini_batch must be a positive number of examples, got "
                               f"{self.grad_cache_mini_batch}")
         super().__post_init__()
+        self._check_best_model_reachable()
         if self.n_gpu > 1:
             raise SimCSEError(
                 f"{self.n_gpu} GPUs are visible but train.py runs as a single process, which would use "
                 "DataParallel (unsupported: negatives would not be gathered); launch one process per GPU with "
                 f"`torchrun --nproc_per_node {self.n_gpu} train.py ...`, or pick one GPU with CUDA_VISIBLE_DEVICES=0"
             )
+
+    def _resolve_best_model_saving(self) -> None:
+        """Fill --save_strategy / --save_steps when not given. The original evaluated every --eval_steps
+        and saved only a new best, so ``--eval_steps 125 --metric_for_best_model stsb_spearman
+        --load_best_model_at_end`` without save flags must not fall back to the Trainer's "save every 500
+        steps", under which a best step such as 375 is recorded but never written."""
+        evaluating = str(self.eval_strategy) not in ("no", "IntervalStrategy.NO")
+        if self.save_strategy is None:
+            wants_best = self.metric_for_best_model is not None or self.load_best_model_at_end
+            self.save_strategy = "best" if wants_best and evaluating and self.save_steps is None else "steps"
+        if self.save_steps is None:
+            self.save_steps = 500
+
+    def _check_best_model_reachable(self) -> None:
+        """Refuse save/eval settings under which the best evaluated step can never be on disk."""
+        if not (self.load_best_model_at_end or self.save_strategy == "best"):
+            return
+        if self.eval_strategy == "no":
+            flag = "--load_best_model_at_end" if self.load_best_model_at_end else "--save_strategy best"
+            raise SimCSEError(f"{flag} needs evaluations to find the best model, but --eval_strategy is no; add "
+                              "--eval_strategy steps --eval_steps N (or drop the flag)")
+        if self.load_best_model_at_end and self.metric_for_best_model in (None, "loss", "eval_loss"):
+            raise SimCSEError("--load_best_model_at_end needs --metric_for_best_model: the evaluation reports STS "
+                              "dev scores, no loss; add --metric_for_best_model stsb_spearman")
+        if (self.load_best_model_at_end and self.save_strategy == "steps" and self.eval_strategy == "steps"
+                and self.save_steps != self.eval_steps):
+            raise SimCSEError(
+                f"--save_steps {self.save_steps:g} differs from --eval_steps {self.eval_steps:g}: a best model "
+                "found at an evaluation that is not a save step would never be written, and "
+                "--load_best_model_at_end would load a worse one; drop --save_steps/--save_strategy (the "
+                "default then saves each new best) or set --save_steps equal to --eval_steps")

@@ -3,7 +3,8 @@
 
 Key mapping is by prefix, never by substring (a substring rule corrupts GPT-2, whose blocks contain
 ``.mlp.``): ``<base_model_prefix>.X`` -> ``X``; ``mlp.dense.*`` -> ``pooler.dense.*`` for BERT/RoBERTa,
-so ``BertModel(...).pooler_output`` equals the SimCSE ``cls`` embedding; MLM heads are dropped.
+so ``BertModel(...).pooler_output`` equals the SimCSE ``cls`` embedding (a checkpoint of another pooler
+has no MLP head and becomes a model without a pooling layer); MLM heads are dropped.
 Checkpoints written by the original code (princeton-nlp/SimCSE on transformers 4.2.1) are first brought
 to our key names by :func:`simcse.models.normalize_original_keys` (buffers dropped, the original BERT
 MLM head renamed); any key still unknown is an error. Reads model.safetensors or pytorch_model.bin
@@ -78,9 +79,12 @@ def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
     if wrapper is None:
         raise SimCSEError(f"{path!r} is not a SimCSE training checkpoint (architectures={config.architectures}); "
                           "it can be evaluated or used as it is")
-    base = AutoModel.from_config(config)  # BertModel / RobertaModel with pooler; GPT2Model
-    has_pooler = getattr(base, "pooler", None) is not None
     state, dropped_original = normalize_original_keys(load_state_dict(path), wrapper.base_model_prefix)
+    # BertModel / RobertaModel carry the MLP head as their pooler; a checkpoint without the head (every
+    # pooler but cls) becomes a model without a pooling layer. GPT2Model has none.
+    no_head = config.model_type in ("bert", "roberta") and not any(k.startswith("mlp.dense.") for k in state)
+    base = AutoModel.from_config(config, **({"add_pooling_layer": False} if no_head else {}))
+    has_pooler = getattr(base, "pooler", None) is not None
     converted, dropped = convert_state_dict(state, wrapper.base_model_prefix, has_pooler)
     dropped = dropped_original + dropped
 

@@ -69,7 +69,8 @@ def cached_step(
     loss_of_embeddings: (B_global, N, H) float32 embeddings -> scalar contrastive loss.
     backward: called on each chunk's surrogate scalar (e.g. ``accelerator.backward``, which applies the
     fp16 loss scale). scale: multiplies every surrogate (1 / gradient-accumulation steps).
-    Returns (total loss for logging, detached; local embeddings (B, N, H), detached).
+    Returns (total loss for logging, detached; the embeddings the loss saw (W·B, N, H), detached: the
+    global batch under DDP, as on the path without caching).
     """
     chunks = split_batch(inputs, chunk_size)
     device = next(v for v in inputs.values() if torch.is_tensor(v)).device
@@ -110,4 +111,4 @@ def cached_step(
                 mlm_total = mlm_total + mlm_part.detach()
                 surrogate = surrogate + mlm_weight * mlm_part
             backward(surrogate * scale)
-    return (loss.detach() + mlm_weight * mlm_total) * scale, local.detach()
+    return (loss.detach() + mlm_weight * mlm_total) * scale, z.detach()

@@ -5,7 +5,7 @@ Face keys a checkpoint's parameter names on the class's ``base_model_prefix``. K
 SimCSE key names means checkpoints of the original code load here unchanged::
 
     bert.* / roberta.* / transformer.*     the backbone, built without its own pooling layer
-    mlp.dense.weight, mlp.dense.bias       the MLP head (Linear(H, H) + tanh) of the cls pooler
+    mlp.dense.weight, mlp.dense.bias       the MLP head (Linear(H, H) + tanh), built for the cls pooler only
     cls.predictions.* (BERT), lm_head.* (RoBERTa)   the MLM head, when --do_mlm
 
 Checkpoints written by the original code (transformers 4.2.1) differ in three ways, which
@@ -207,7 +207,12 @@ class ContrastiveEncoderMixin:
 
     def _build_heads(self, config) -> None:
         configure(config)
-        self.mlp = MLPHead(config.hidden_size)
+        # Only the cls pooler uses the MLP head. A head built for the other poolers would get no gradient:
+        # DDP would then need find_unused_parameters (a graph traversal every step) and crash at step 2
+        # under --gradient_checkpointing or with it off. The original built it for every pooler; its
+        # unused weights in such a checkpoint are dropped when it loads.
+        if config.pooler_type == "cls":
+            self.mlp = MLPHead(config.hidden_size)
         if config.do_mlm:
             if self.mlm_attr is None:
                 raise SimCSEError(f"--do_mlm is not supported for {config.model_type}; drop the flag")

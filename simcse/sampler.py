@@ -205,7 +205,9 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
     batches are GLOBAL batches of ``batch_size * num_replicas`` examples, and process ``rank`` receives
     its slice of each, so no two processes hold the same sentence in one step either; global batches
     that could not be filled (at the end of the epoch, when the remaining examples all collide) are
-    dropped, as with ``drop_last``: the gathered embeddings need equal shapes.
+    dropped, as with ``drop_last``: the gathered embeddings need equal shapes. In one process no batch
+    of a single example is yielded (no in-batch loss is defined on it): such an example joins an
+    earlier batch of the epoch that it does not collide with (:meth:`_absorb_lone`).
     """
 
     def __init__(self, keys: np.ndarray | Sequence[Sequence[Hashable]], batch_size: int, seed: int = 0,
@@ -223,7 +225,7 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.epoch = 0
         self.examinations = 0  # of the last planned epoch
-        self._plan: tuple[int, np.ndarray, np.ndarray] | None = None
+        self._plan: tuple[int, np.ndarray, np.ndarray, dict[int, list[int]]] | None = None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -231,33 +233,62 @@ class NoDuplicatesBatchSampler(Sampler[list[int]]):
     def _order(self) -> np.ndarray:
         return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.keys))
 
-    def _planned(self) -> tuple[np.ndarray, np.ndarray]:
-        """The epoch's (sequence, bounds) after the tail rule, computed once per epoch."""
+    def _planned(self) -> tuple[np.ndarray, np.ndarray, dict[int, list[int]]]:
+        """The epoch's (sequence, spans, extras) after the tail rule, computed once per epoch: batch b is
+        ``sequence[spans[b, 0]:spans[b, 1]]`` plus ``extras.get(b, [])``."""
         if self._plan is None or self._plan[0] != self.epoch:
             sequence, bounds, self.examinations = plan_epoch(self.keys, self.batch_size, self._order())
             starts, ends = bounds[:-1], bounds[1:]
             keep = self._keep(ends - starts)
-            self._plan = (self.epoch, sequence, np.stack([starts[keep], ends[keep]], axis=1))
-        return self._plan[1], self._plan[2]
+            spans = np.stack([starts, ends], axis=1)
+            extras = self._absorb_lone(sequence, spans, ~keep)
+            self._plan = (self.epoch, sequence, spans[keep], extras)
+        return self._plan[1], self._plan[2], self._plan[3]
 
     def _keep(self, sizes: np.ndarray) -> np.ndarray:
-        """The tail rule: which batches (by size) are yielded."""
+        """The tail rule: which batches (by size) are yielded as they are."""
         if self.drop_last or self.num_replicas > 1:
             return sizes == self.batch_size
-        return np.ones(len(sizes), dtype=bool)
+        return sizes >= min(2, self.batch_size)  # a batch of one has no in-batch negative: no loss uses it
+
+    def _absorb_lone(self, sequence: np.ndarray, spans: np.ndarray, dropped: np.ndarray) -> dict[int, list[int]]:
+        """One process without drop_last: the example of a batch of one (the end of an epoch whose last
+        examples all repeat one sentence) joins the latest kept batch it does not collide with, which
+        then holds one more example, so nothing is lost. Returns {index among kept batches: examples}.
+        Only when no kept batch among the last 64 can take it (data that is nearly one sentence) is it
+        left out of this epoch."""
+        if self.drop_last or self.num_replicas > 1 or not dropped.any():
+            return {}
+        kept = np.flatnonzero(~dropped)
+        extras: dict[int, list[int]] = {}
+        for lone in np.flatnonzero(dropped).tolist():
+            example = int(sequence[spans[lone, 0]])
+            mine = set(self.keys[example].tolist())
+            for position in range(len(kept) - 1, max(-1, len(kept) - 65), -1):
+                a, b = spans[kept[position]]
+                members = sequence[a:b].tolist() + extras.get(position, [])
+                if mine.isdisjoint(self.keys[members].ravel().tolist()):
+                    extras.setdefault(position, []).append(example)
+                    break
+        return extras
 
     def _batches(self) -> list[list[int]]:
         """All (global) batches of the epoch, as lists."""
-        sequence, spans = self._planned()
-        return [sequence[a:b].tolist() for a, b in spans.tolist()]
+        return list(self._iter_global())
+
+    def _iter_global(self) -> Iterator[list[int]]:
+        sequence, spans, extras = self._planned()
+        for position, (start, end) in enumerate(spans.tolist()):
+            yield sequence[start:end].tolist() + extras.get(position, [])
 
     def __iter__(self) -> Iterator[list[int]]:
-        sequence, spans = self._planned()
+        if self.num_replicas == 1:
+            yield from self._iter_global()
+            return
+        sequence, spans, _ = self._planned()
         b = self.local_batch_size
-        for start, end in spans.tolist():
-            if self.num_replicas > 1:
-                start, end = start + self.rank * b, start + (self.rank + 1) * b
-            yield sequence[start:end].tolist()
+        for start, _end in spans.tolist():
+            yield sequence[start + self.rank * b:start + (self.rank + 1) * b].tolist()
 
     def __len__(self) -> int:
         return len(self._planned()[1])

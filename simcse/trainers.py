@@ -154,22 +154,28 @@ class SimCSETrainer(Trainer):
         self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)
         self.skip_nonfinite = getattr(self.args, "skip_nonfinite", False)
         self.skipped_nonfinite = 0
-        self._diagnostics: dict[str, list[float]] = {}
+        self._diagnostics: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps)
 
     @torch.no_grad()
     def _record_diagnostics(self, z1: torch.Tensor, z2: torch.Tensor) -> None:
         """Alignment, uniformity and (losses with a temperature) InfoNCE's mean positive probability
-        p_ii of this batch; averaged over the steps between two logging steps."""
-        values = {"align": alignment(z1, z2).item(), "uniform": uniformity(z1).item()}
+        p_ii of the batch the loss saw (the global batch under DDP, with or without gradient caching),
+        averaged over the steps between two logging steps. Kept on the device: nothing here waits for
+        the GPU; :meth:`log` reads the sums once per logging step. A batch of one row has no pairs:
+        it is left out (a diagnostic never stops training)."""
+        if z1.shape[0] < 2:
+            return
+        values = {"align": alignment(z1, z2), "uniform": uniformity(z1)}
         temp = getattr(self.loss_fn, "temp", None)
         if temp is not None:
-            values["p_pos"] = positive_probability(z1, z2, temp=temp).item()
+            values["p_pos"] = positive_probability(z1, z2, temp=temp)
         for key, value in values.items():
-            self._diagnostics.setdefault(key, []).append(value)
+            total, count = self._diagnostics.get(key, (0.0, 0))
+            self._diagnostics[key] = (total + value.detach().float(), count + 1)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._diagnostics:  # a training log line: add the diagnostics
-            logs.update({key: sum(v) / len(v) for key, v in self._diagnostics.items()})
+            logs.update({key: (total / count).item() for key, (total, count) in self._diagnostics.items()})
             self._diagnostics = {}
         if "train_runtime" in logs and self.skipped_nonfinite:  # the end-of-training summary
             logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
@@ -189,18 +195,45 @@ class SimCSETrainer(Trainer):
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:
             return self._training_step(model, inputs, num_items_in_batch)
-        except NonFiniteLoss as err:  # raised before any backward: no gradient from this batch
+        except NonFiniteLoss as err:  # every process raises it at the same step (see _check_finite)
             step = self.state.global_step + 1
             if not self.skip_nonfinite:
                 raise nonfinite_error(err.value, step, self.args.output_dir) from None
             self.skipped_nonfinite += 1
             logger.warning("step %d: the loss is %s; skipped it without an update (--skip_nonfinite), "
                            "%d step(s) skipped so far", step, err.value, self.skipped_nonfinite)
+            self._skip_update(model)
             # NaN: the Trainer's logging_nan_inf_filter logs the running mean in its place.
             return torch.tensor(float("nan"), device=self.args.device)
 
+    def _skip_update(self, model) -> None:
+        """Make the coming optimizer step a no-op, the same on every process.
+
+        Without a gradient scaler, parameters without a gradient are left alone by torch's optimizers
+        (their state too). With fp16's ``GradScaler`` a step with no gradient at all fails ("No inf checks
+        were recorded"): there the gradients are set to NaN, so the scaler skips the step and lowers its
+        scale, as it does for an overflow (which is what a non-finite fp16 loss usually is).
+        """
+        model.zero_grad(set_to_none=True)
+        if getattr(self.accelerator, "scaler", None) is not None:
+            for param in model.parameters():
+                if param.requires_grad:
+                    param.grad = torch.full_like(param, float("nan"))
+
     def _check_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        if not torch.isfinite(loss.detach()).all():
+        """Raise :class:`NonFiniteLoss` before any backward when the loss is NaN/inf on ANY process.
+
+        Under DDP the MLM term is per-process, so one process can see NaN while the others do not; a
+        process that skipped its backward would leave the others waiting in the gradient all-reduce. The
+        decision is therefore all-reduced (one tiny collective per step, only with --skip_nonfinite;
+        without it the error stops the launcher's whole group anyway).
+        """
+        bad = ~torch.isfinite(loss.detach()).all()
+        if self.skip_nonfinite and world_size() > 1:
+            flag = bad.to(torch.int32).reshape(1)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            bad = flag[0] > 0
+        if bad:
             raise NonFiniteLoss(loss.item())
         return loss
 
@@ -210,7 +243,7 @@ class SimCSETrainer(Trainer):
         model.train()
         inputs = self._prepare_inputs(inputs)
         scores = self._global_scores(inputs)
-        loss, local = cached_step(
+        loss, seen = cached_step(
             model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z, scores)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
@@ -218,15 +251,15 @@ class SimCSETrainer(Trainer):
             mlm_weight=self.mlm_weight if getattr(self.model.config, "do_mlm", False) else 0.0,
             scale=1.0 / self.current_gradient_accumulation_steps,
         )
-        if not torch.isfinite(loss):  # only the MLM term can get here, after its backward: drop the gradient
-            model.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(loss.item())
-        self._record_diagnostics(local[:, 0], local[:, 1])
+        # Only the MLM term can be non-finite here, after its backward (the contrastive loss was checked
+        # before): every process takes the same decision, and training_step drops the gradient.
+        self._check_finite(loss)
+        self._record_diagnostics(seen[:, 0], seen[:, 1])
         return loss
 
     def get_train_dataloader(self):
         if not self.no_duplicates:
-            return super().get_train_dataloader()
+            return self._standard_train_dataloader()
         sampler = NoDuplicatesBatchSampler(
             sentence_keys(self.train_dataset), self.args.per_device_train_batch_size, seed=self.args.seed,
             drop_last=self.args.dataloader_drop_last, num_replicas=world_size(), rank=rank(),
@@ -235,6 +268,23 @@ class SimCSETrainer(Trainer):
         # of every duplicate-free global batch; _prepare_inputs moves the tensors to the device.
         return EpochDataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                           num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+
+    def _standard_train_dataloader(self):
+        """The Trainer's shuffled loader, except that a last batch of ONE example (dataset size mod the
+        global batch size = 1) is dropped: no in-batch loss is defined on one pair, and without this the
+        run would crash at the end of every epoch (and again on resuming). A smaller tail is kept."""
+        batch = self._train_batch_size * max(1, self.args.world_size)
+        lone_tail = (batch > 1 and not self.args.dataloader_drop_last and self.train_dataset is not None
+                     and len(self.train_dataset) % batch == 1)
+        if not lone_tail:
+            return super().get_train_dataloader()
+        logger.info("%d examples = k x %d + 1: the last batch of each epoch would hold one example and is "
+                    "dropped (a contrastive loss needs two)", len(self.train_dataset), batch)
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)

@@ -47,9 +47,10 @@ def make_checkpoint(directory: Path, model_type: str, pooler: str, mlp_only_trai
     config = configure(AutoConfig.from_pretrained(base), pooler_type=pooler, mlp_only_train=mlp_only_train)
     torch.manual_seed(1)
     model = model_class_for(model_type).from_pretrained(base, config=config)
-    with torch.no_grad():
-        model.mlp.dense.weight.normal_(0, 0.5)
-        model.mlp.dense.bias.normal_(0, 0.5)
+    if pooler == "cls":  # the MLP head exists for the cls pooler only
+        with torch.no_grad():
+            model.mlp.dense.weight.normal_(0, 0.5)
+            model.mlp.dense.bias.normal_(0, 0.5)
     model.save_pretrained(directory)
     AutoTokenizer.from_pretrained(base).save_pretrained(directory)
     return directory
