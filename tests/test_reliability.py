@@ -174,8 +174,8 @@ def test_failed_final_save_keeps_the_previous_model(tiny_bert, tmp_path, monkeyp
 def nan_at_step_2(monkeypatch):
     loss_of_embeddings = SimCSETrainer._loss_of_embeddings
 
-    def poisoned(self, z):
-        loss = loss_of_embeddings(self, z)
+    def poisoned(self, z, scores=None):
+        loss = loss_of_embeddings(self, z, scores)
         return loss * float("nan") if self.state.global_step == 1 else loss  # computing step 2
 
     monkeypatch.setattr(SimCSETrainer, "_loss_of_embeddings", poisoned)
