@@ -25,7 +25,7 @@ from senteval.registry import TRANSFER_TASKS
 from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.cli import run_cli
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
-from simcse.encoder import load_pretrained, prepare_tokenizer
+from simcse.encoder import load_pretrained, position_limit, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss
 from simcse.losses.matryoshka import MatryoshkaLoss
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                         trust_remote_code=model_args.trust_remote_code),
                                 what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    limit = position_limit(config)
     if limit is not None and data_args.max_seq_length > limit:
         raise SimCSEError(f"--max_seq_length {data_args.max_seq_length} exceeds the model's limit of {limit} positions")
 

@@ -24,6 +24,27 @@ from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool
 EmbedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+# Model types whose position ids start at padding_idx + 1 (fairseq's convention, kept by transformers'
+# create_position_ids_from_input_ids): the first padding_idx + 1 rows of the position table are never
+# used for a token, so RoBERTa's 514 rows hold 512 usable positions.
+OFFSET_POSITION_MODELS = frozenset({"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "roberta-prelayernorm",
+                                    "data2vec-text", "longformer", "mpnet", "ibert", "luke", "xmod"})
+
+
+def position_limit(config) -> int | None:
+    """The most tokens (special tokens included) a model can take: ``max_position_embeddings`` (BERT),
+    ``n_positions`` (GPT-2), or ``max_position_embeddings - padding_idx - 1`` for the RoBERTa family
+    (514 - 1 - 1 = 512). ``config`` is a transformers config or its dict; None when it records no limit."""
+    get = config.get if isinstance(config, dict) else lambda key, default=None: getattr(config, key, default)
+    limit = get("max_position_embeddings") or get("n_positions")
+    if limit is None:
+        return None
+    if get("model_type") in OFFSET_POSITION_MODELS:
+        pad = get("pad_token_id")
+        limit -= (1 if pad is None else pad) + 1
+    return int(limit)
+
+
 def resolve_device(device: str | None) -> torch.device:
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -93,6 +114,12 @@ class SentenceEncoder:
     @torch.inference_mode()
     def _encode_new(self, texts: list[str]) -> torch.Tensor:
         token_ids = self._tokenize(texts)
+        empty = [i for i, ids in enumerate(token_ids) if len(ids) == 0]
+        if empty:  # a tokenizer without special tokens (GPT-2) gives nothing to embed for ""
+            raise SimCSEError(
+                f"{len(empty)} of {len(texts)} sentence(s) give no tokens (the first: {texts[empty[0]]!r}); this "
+                "tokenizer adds no special tokens, so an empty sentence has nothing to embed. Drop or fill empty "
+                "sentences before encoding")
         order = sorted(range(len(texts)), key=lambda i: len(token_ids[i]))
         out: torch.Tensor | None = None
         starts = range(0, len(order), self.batch_size)
@@ -245,9 +272,10 @@ def build_encoder(
         check_pooler(pooler_type, config.model_type)
     except ValueError as err:
         raise SimCSEError(str(err)) from None
-    limit = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    limit = position_limit(config)
     if max_length is not None and limit is not None and max_length > limit:
         raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
+    max_length = max_length if max_length is not None else limit  # never past the position table
     tokenizer = load_pretrained(model_name_or_path, lambda p: AutoTokenizer.from_pretrained(p, **remote),
                                 what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)

@@ -31,7 +31,7 @@ unaffected, and ``encode(..., normalize_embeddings=True)`` gives unit vectors wh
 Config files use the long-standing format (``sentence_transformers.models.*`` module types,
 ``pooling_mode_*`` booleans, ``word_embedding_dimension``), which sentence-transformers 6.2 reads
 without warnings (its ``Pooling.load_config`` and import shims translate them) and older releases read
-as well. ``max_seq_length`` (default 128, the tool's default) is written to sentence_bert_config.json.
+as well. ``max_seq_length`` (default 128) is written to sentence_bert_config.json.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ import os
 import torch
 from safetensors.torch import load_file, save_file
 
+from simcse.encoder import position_limit
 from simcse.errors import SimCSEError
 from simcse.tool import pooler_from_config
 
@@ -66,10 +67,6 @@ def _write_json(path: str, payload) -> None:
         handle.write("\n")
 
 
-def _position_limit(config: dict) -> int | None:
-    return config.get("max_position_embeddings") or config.get("n_positions")
-
-
 def export_pooler(config, source: str) -> str:
     """The inference pooler of a checkpoint config (object or dict), or a SimCSEError saying why it
     cannot be exported. Call it before converting, so nothing is written for a model that would fail."""
@@ -87,7 +84,7 @@ def export_pooler(config, source: str) -> str:
 
 
 def check_max_seq_length(max_seq_length: int, config, source: str) -> None:
-    limit = _position_limit(config if isinstance(config, dict) else config.to_dict())
+    limit = position_limit(config)
     if max_seq_length < 2:
         raise SimCSEError(f"--max_seq_length must be at least 2, got {max_seq_length}")
     if limit is not None and max_seq_length > limit:

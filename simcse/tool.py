@@ -4,7 +4,7 @@
     >>> model = SimCSE("result/my-sup-simcse")               # a train.py checkpoint, converted or not
     >>> model.similarity("A man plays a guitar.", ["A person plays music.", "Stocks fell."])
     >>> model.build_index(["A person plays music.", "Stocks fell."])
-    >>> model.search("A man plays a guitar.", threshold=0.5, top_k=3)
+    >>> model.search("A man plays a guitar.", top_k=3)   # [{"corpus_id": 0, "score": .., "sentence": ..}, ..]
 
 Which pooler (the rule; the model's *name* is never looked at, unlike the 2021 tool, which picked
 ``cls_before_pooler`` when the path contained "unsup"):
@@ -24,35 +24,40 @@ Which pooler (the rule; the model's *name* is never looked at, unlike the 2021 t
 ``tool.pooler`` and ``tool.pooler_source`` ("argument", "config", "sentence-transformers", "default")
 say what was chosen.
 
-Search is exact inner product over unit vectors (cosine). With faiss installed (``pip install
-faiss-cpu``) candidates come from a ``faiss.IndexFlatIP``, otherwise from a torch matrix product; in
-both cases the candidates are re-scored by one float64 function and sorted by (score desc, insertion
-order), so the two backends return identical results. The index holds each distinct sentence once.
+Search is exact cosine (:mod:`simcse.search`, the interface of sentence-transformers'
+``semantic_search``): hits are ``{"corpus_id", "score", "sentence"}``, best first, ties by corpus id
+ascending, ``threshold=None`` by default. With faiss installed (``pip install faiss-cpu``) candidates
+come from a ``faiss.IndexFlatIP`` (widened by a range search where the top k cuts through a tie),
+otherwise from a chunked scan that never copies the index; every candidate is re-scored by one
+float64 function, so both backends return identical results. The index holds each distinct sentence
+once; ``save_index`` / ``load_index`` keep it in one ``.npz`` file.
+
+Lengths: sentences are truncated at the model's usable positions (:func:`simcse.encoder.position_limit`:
+512 for BERT and for RoBERTa, whose table has 514 rows) unless ``max_length`` says fewer.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
-from collections.abc import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simcse.encoder import SentenceEncoder, build_encoder, load_pretrained
+from simcse.encoder import SentenceEncoder, build_encoder, load_pretrained, position_limit
 from simcse.errors import SimCSEError
 from simcse.poolers import check_pooler
+from simcse.search import as_matrix, faiss_candidates, scan_candidates, search_candidates
 
 # sentence-transformers pooling mode -> our pooler (same maths: see simcse/export.py)
 ST_POOLING_TO_POOLER = {"cls": "cls_before_pooler", "mean": "avg", "weightedmean": "wavg", "lasttoken": "last"}
 _ST_LEGACY_MODE_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                         "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                         "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
-# Extra candidates fetched beyond top_k before the exact re-scoring, so that float noise between the
-# faiss and torch scores cannot change which sentences make the final top_k.
-_CANDIDATE_SLACK = 16
+INDEX_FORMAT = 1  # version of the save_index file
 
 
 def pooler_from_config(config) -> str | None:
@@ -161,30 +166,43 @@ def resolve_pooler(model_name_or_path: str, config, pooler: str | None) -> tuple
     )
 
 
-def _as_sentence_list(sentences: str | Sequence[str], what: str) -> tuple[list[str], bool]:
-    """(list of sentences, whether a single string was given); rejects empty lists and non-strings."""
+def _is_text_array(value) -> bool:
+    """A numpy array of strings, or a pandas Series / Index (of anything: its items are checked later)."""
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind in "USO"
+    return type(value).__module__.startswith("pandas") and hasattr(value, "tolist") and not hasattr(value, "columns")
+
+
+def _as_sentence_list(sentences, what: str) -> tuple[list[str], bool]:
+    """(list of sentences, whether a single string was given) from a string, a list / tuple, a numpy
+    string array or a pandas Series; rejects empty inputs, numeric arrays and non-strings."""
     if isinstance(sentences, str):
         return [sentences], True
-    if isinstance(sentences, (np.ndarray, torch.Tensor)):
-        raise SimCSEError(f"{what} must be a string or a list of strings, got an array; pass the sentences")
-    items = list(sentences)
+    if hasattr(sentences, "columns"):
+        raise SimCSEError(f"{what} is a table ({type(sentences).__name__}); pass one column, e.g. frame['text']")
+    if isinstance(sentences, (np.ndarray, torch.Tensor)) and not _is_text_array(sentences):
+        raise SimCSEError(f"{what} must be a string or a list of strings, got a numeric array; pass the sentences")
+    if isinstance(sentences, np.ndarray) and sentences.ndim != 1:
+        raise SimCSEError(f"{what} must be one-dimensional, got a string array shaped {sentences.shape}")
+    items = sentences.tolist() if _is_text_array(sentences) else list(sentences)
     if not items:
-        raise SimCSEError(f"{what} is an empty list; pass at least one sentence")
+        raise SimCSEError(f"{what} is empty; pass at least one sentence")
     bad = next((i for i, s in enumerate(items) if not isinstance(s, str)), None)
     if bad is not None:
         raise SimCSEError(f"{what}[{bad}] is {type(items[bad]).__name__} {items[bad]!r}, not a string")
     return items, False
 
 
-def _read_sentences(sentences_or_file: str | Sequence[str]) -> list[str]:
-    """A list of strings as given, or the non-empty lines of a text file (one sentence a line)."""
+def _read_sentences(sentences_or_file) -> list[str]:
+    """The sentences as given (see :func:`_as_sentence_list`), or the non-empty lines of a UTF-8 text file
+    (one sentence a line; a byte-order mark is dropped)."""
     if isinstance(sentences_or_file, (str, os.PathLike)):
         path = os.fspath(sentences_or_file)
         if not os.path.isfile(path):
             raise SimCSEError(
                 f"{path!r} is not a file; pass a list of sentences, or the path of a text file with one per line"
             )
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:
             lines = [line.rstrip("\r\n") for line in handle]
         sentences = [line for line in lines if line.strip()]
         if not sentences:
@@ -228,10 +246,10 @@ class SimCSE:
         self.tokenizer = built.tokenizer
         self.device = built.device
         self._embed = built.embed
-        self._max_positions = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+        self._max_positions = position_limit(config)
         self._index_sentences: list[str] = []
         self._index_rows: dict[str, int] = {}
-        self._index_vectors: torch.Tensor | None = None  # (N, H) unit rows, float32 CPU
+        self._index_vectors: np.ndarray | None = None  # (N, H) unit rows, float32
         self._faiss_module = None  # the faiss module when the index uses it
         self._faiss_index = None
         self._index_built = False
@@ -244,27 +262,33 @@ class SimCSE:
 
     def encode(
         self,
-        sentences: str | Sequence[str],
+        sentences,
         batch_size: int = 64,
-        max_length: int = 128,
+        max_length: int | None = None,
         normalize_to_unit: bool = True,
         return_numpy: bool = False,
+        show_progress_bar: bool = False,
     ) -> torch.Tensor | np.ndarray:
-        """Sentence vectors: (n, H) for a list, (H,) for a single string; float32 on the CPU.
+        """Sentence vectors: (n, H) for a list (or numpy string array, or pandas Series), (H,) for a single
+        string; float32 on the CPU.
 
         No caching (a long-lived tool would grow without bound) and no gradient. Sentences longer than
-        ``max_length`` tokens are truncated.
+        ``max_length`` tokens (default: the model's usable positions) are truncated. An empty string is
+        embedded as a sentence of special tokens only ([CLS] [SEP] for BERT); with a tokenizer that adds
+        none (GPT-2) it is an error, since there is nothing to embed.
         """
         items, single = _as_sentence_list(sentences, "sentences")
         if batch_size < 1:
             raise SimCSEError(f"batch_size must be positive, got {batch_size}")
-        if max_length < 2:
+        if max_length is None:
+            max_length = self._max_positions
+        elif max_length < 2:
             raise SimCSEError(f"max_length must be at least 2 tokens, got {max_length}")
-        if self._max_positions is not None and max_length > self._max_positions:
+        elif self._max_positions is not None and max_length > self._max_positions:
             raise SimCSEError(f"max_length {max_length} exceeds this model's limit of {self._max_positions} "
                               f"positions; pass max_length={self._max_positions} or less")
         encoder = SentenceEncoder(self._embed, self.tokenizer, self.device, batch_size=batch_size,
-                                  max_length=max_length, cache=False)
+                                  max_length=max_length, cache=False, show_progress=show_progress_bar)
         vectors = encoder.encode(items)  # (n, H)
         if normalize_to_unit:
             vectors = F.normalize(vectors, dim=-1)
@@ -272,20 +296,26 @@ class SimCSE:
             vectors = vectors[0]  # (H,)
         return vectors.numpy() if return_numpy else vectors
 
-    def _unit_vectors(self, value, what: str) -> tuple[torch.Tensor, bool]:
+    @staticmethod
+    def _is_vectors(value) -> bool:
+        return isinstance(value, torch.Tensor) or (isinstance(value, np.ndarray) and value.dtype.kind in "fiu")
+
+    def _unit_vectors(self, value, what: str, batch_size: int = 64,
+                      max_length: int | None = None) -> tuple[torch.Tensor, bool]:
         """(m, H) unit rows from sentences or precomputed vectors, and whether a single item was given."""
-        if isinstance(value, (np.ndarray, torch.Tensor)):
+        if self._is_vectors(value):
             tensor = torch.as_tensor(value, dtype=torch.float32).cpu()
             if tensor.dim() not in (1, 2) or tensor.shape[-1] == 0 or tensor.numel() == 0:
                 raise SimCSEError(f"{what} vectors must be shaped (H,) or (m, H), got {tuple(tensor.shape)}")
             single = tensor.dim() == 1
             return F.normalize(tensor.reshape(-1, tensor.shape[-1]), dim=-1), single
         items, single = _as_sentence_list(value, what)
-        return self.encode(items), single
+        return self.encode(items, batch_size=batch_size, max_length=max_length), single
 
     def similarity(self, queries, keys) -> float | np.ndarray:
-        """Cosine similarity. Each side is a string, a list of strings or precomputed vectors ((H,) or
-        (m, H)). str/str -> float; list/list -> (n, m) array; a single string on one side drops that axis."""
+        """Cosine similarity. Each side is a string, a list of strings (numpy / pandas too) or precomputed
+        vectors ((H,) or (m, H)). str/str -> float; list/list -> (n, m) array; a single string on one side
+        drops that axis."""
         q, single_q = self._unit_vectors(queries, "queries")  # (n, H)
         k, single_k = self._unit_vectors(keys, "keys")  # (m, H)
         if q.shape[1] != k.shape[1]:
@@ -309,69 +339,147 @@ class SimCSE:
     def uses_faiss(self) -> bool:
         return self._faiss_index is not None
 
-    def build_index(self, sentences_or_file: str | Sequence[str], use_faiss: bool | None = None,
-                    batch_size: int = 64, max_length: int = 128) -> int:
-        """Replace the index with these sentences (a list, or a text file with one per line).
+    def _index_rows_for(self, sentences: list[str], embeddings, batch_size: int, max_length: int | None,
+                        known: dict[str, int]) -> tuple[list[str], np.ndarray]:
+        """(new distinct sentences, their (k, H) float32 unit rows): encoded, or taken from ``embeddings``
+        (one row per given sentence; the first row of a repeated sentence is kept)."""
+        first = {s: i for i, s in reversed(list(enumerate(sentences)))}  # sentence -> first position
+        new = [s for s in dict.fromkeys(sentences) if s not in known]
+        if embeddings is None:
+            vectors = self.encode(new, batch_size=batch_size, max_length=max_length).numpy() if new else None
+        else:
+            given = as_matrix(embeddings, "embeddings")
+            if given.shape[0] != len(sentences):
+                raise SimCSEError(f"embeddings has {given.shape[0]} rows for {len(sentences)} sentences; "
+                                  "give one row per sentence")
+            vectors = given[[first[s] for s in new]]  # a fresh copy, normalised in place
+            vectors /= np.maximum(np.sqrt(np.einsum("ij,ij->i", vectors, vectors)), 1e-12)[:, None]
+        width = None if self._index_vectors is None or not known else self._index_vectors.shape[1]
+        if vectors is not None and width is not None and vectors.shape[1] != width:
+            raise SimCSEError(f"the new vectors have {vectors.shape[1]} dimensions but the index has {width}")
+        return new, (np.ascontiguousarray(vectors, dtype=np.float32) if vectors is not None else None)
 
-        use_faiss: None = faiss when importable, True = faiss or an error, False = torch only.
+    def _install(self, sentences: list[str], vectors: np.ndarray, faiss) -> None:
+        """Make these the index, all at once (nothing is changed if building the faiss index fails)."""
+        faiss_index = None
+        if faiss is not None:
+            faiss_index = faiss.IndexFlatIP(vectors.shape[1])
+            faiss_index.add(vectors)
+        self._index_sentences = list(sentences)
+        self._index_rows = {s: i for i, s in enumerate(sentences)}
+        self._index_vectors = vectors
+        self._faiss_module, self._faiss_index = faiss, faiss_index
+        self._index_built = True
+
+    def build_index(self, sentences_or_file, use_faiss: bool | None = None, batch_size: int = 64,
+                    max_length: int | None = None, embeddings=None) -> int:
+        """Replace the index with these sentences (a list, numpy string array, pandas Series, or a text file
+        with one per line). ``embeddings``: their precomputed vectors, one row per sentence, instead of
+        encoding them. The current index is replaced only once the new one is complete: bad input or a
+        failed encoding leaves it as it was.
+
+        use_faiss: None = faiss when importable, True = faiss or an error, False = the exact scan only.
         Returns the number of distinct sentences indexed.
         """
-        sentences = _read_sentences(sentences_or_file)  # bad input leaves the current index as it is
+        sentences = _read_sentences(sentences_or_file)
         faiss = _import_faiss(use_faiss)
-        self._index_sentences, self._index_rows, self._index_vectors = [], {}, None
-        self._faiss_module, self._faiss_index = faiss, None
-        self._index_built = True
-        return self._add(sentences, batch_size, max_length)
+        new, vectors = self._index_rows_for(sentences, embeddings, batch_size, max_length, known={})
+        self._install(new, vectors, faiss)
+        return self.index_size
 
-    def add_to_index(self, sentences_or_file: str | Sequence[str], batch_size: int = 64,
-                     max_length: int = 128) -> int:
-        """Add sentences (a list or a file) to the index; sentences already indexed are skipped.
+    def add_to_index(self, sentences_or_file, batch_size: int = 64, max_length: int | None = None,
+                     embeddings=None) -> int:
+        """Add sentences (as for :meth:`build_index`) to the index; sentences already indexed are skipped.
         Builds the index (faiss when importable) if there is none. Returns the new index size."""
         sentences = _read_sentences(sentences_or_file)
         if not self._index_built:
-            return self.build_index(sentences, batch_size=batch_size, max_length=max_length)
-        return self._add(sentences, batch_size, max_length)
-
-    def _add(self, sentences: list[str], batch_size: int, max_length: int) -> int:
-        new = [s for s in dict.fromkeys(sentences) if s not in self._index_rows]
-        if not new:
-            return self.index_size
-        vectors = self.encode(new, batch_size=batch_size, max_length=max_length, normalize_to_unit=True)  # (k, H)
-        if self._faiss_module is not None:
-            if self._faiss_index is None:
-                self._faiss_index = self._faiss_module.IndexFlatIP(vectors.shape[1])
-            self._faiss_index.add(np.ascontiguousarray(vectors.numpy(), dtype=np.float32))
-        old = self._index_vectors
-        self._index_vectors = vectors if old is None else torch.cat([old, vectors])
-        for sentence in new:
-            self._index_rows[sentence] = len(self._index_sentences)
-            self._index_sentences.append(sentence)
+            return self.build_index(sentences, batch_size=batch_size, max_length=max_length, embeddings=embeddings)
+        new, vectors = self._index_rows_for(sentences, embeddings, batch_size, max_length, known=self._index_rows)
+        if new:
+            if self._faiss_index is not None:
+                self._faiss_index.add(vectors)
+            self._index_vectors = np.concatenate([self._index_vectors, vectors])
+            for sentence in new:
+                self._index_rows[sentence] = len(self._index_sentences)
+                self._index_sentences.append(sentence)
         return self.index_size
 
-    def _candidates(self, q: torch.Tensor, k: int) -> list[list[int]]:
-        """Row ids of the k best inner products per query row (faiss or torch)."""
-        if self._faiss_index is not None:
-            _, ids = self._faiss_index.search(np.ascontiguousarray(q.numpy(), dtype=np.float32), k)  # (n, k)
-            return [[int(i) for i in row if i >= 0] for row in ids]
-        return (q @ self._index_vectors.T).topk(k, dim=1).indices.tolist()  # (n, k)
-
-    def search(self, queries: str | Sequence[str], threshold: float = 0.6, top_k: int = 5,
-               batch_size: int = 64, max_length: int = 128) -> list:
-        """The indexed sentences most similar to each query: ``[(sentence, cosine), ...]`` with cosine >=
-        threshold, at most top_k, best first (ties: the earlier indexed sentence first). A list of such
-        lists for a list of queries."""
+    def search(self, queries, threshold: float | None = None, top_k: int = 5, batch_size: int = 64,
+               max_length: int | None = None) -> list:
+        """The indexed sentences most similar to each query, as sentence-transformers' ``semantic_search``
+        answers: ``[{"corpus_id": int, "score": float, "sentence": str}, ...]``, best first (ties: the
+        smaller corpus id, i.e. the earlier indexed sentence, first), at most ``top_k``, and only scores >=
+        ``threshold`` when one is given. One such list for a single query (a string or an (H,) vector), a
+        list of them for several (a list / numpy / pandas of strings, or (n, H) precomputed embeddings)."""
         if self._index_vectors is None or self.index_size == 0:
             raise SimCSEError("the index is empty; call build_index(sentences_or_file) before search()")
-        if top_k < 1:
-            raise SimCSEError(f"top_k must be at least 1, got {top_k}")
-        items, single = _as_sentence_list(queries, "queries")
-        q = self.encode(items, batch_size=batch_size, max_length=max_length, normalize_to_unit=True)  # (n, H)
-        k = min(self.index_size, top_k + _CANDIDATE_SLACK)
-        index64 = self._index_vectors.double()
-        results = []
-        for row, candidates in zip(q.double(), self._candidates(q, k)):
-            ids = sorted(set(candidates))  # same set -> same float64 arithmetic, whichever backend
-            scores = (index64[ids] @ row).tolist()  # the same float64 re-scoring for both backends
-            ranked = sorted(zip(ids, scores), key=lambda pair: (-pair[1], pair[0]))[:top_k]
-            results.append([(self._index_sentences[i], s) for i, s in ranked if s >= threshold])
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise SimCSEError(f"top_k must be at least 1, got {top_k!r}")
+        q, single = self._unit_vectors(queries, "queries", batch_size, max_length)  # (n, H)
+        q = as_matrix(q, "queries")
+        if q.shape[1] != self._index_vectors.shape[1]:
+            raise SimCSEError(f"queries have {q.shape[1]} dimensions but the index has {self._index_vectors.shape[1]}")
+        if self._faiss_index is not None:
+            candidates = faiss_candidates(self._faiss_index, q, top_k, self.index_size)
+        else:
+            candidates = scan_candidates(q, self._index_vectors, top_k)
+        results = search_candidates(q, self._index_vectors, candidates, top_k, threshold)
+        for hits in results:
+            for hit in hits:
+                hit["sentence"] = self._index_sentences[hit["corpus_id"]]
         return results[0] if single else results
+
+    # ---------------------------------------------------------------- saving the index
+
+    def save_index(self, path: str | os.PathLike) -> str:
+        """Write the index (sentences, unit vectors, model and pooler) to one ``.npz`` file, atomically:
+        a reader sees the old file or the new one, never a part. Returns the path written."""
+        if not self._index_built or self.index_size == 0:
+            raise SimCSEError("the index is empty; build_index(...) before save_index()")
+        path = os.fspath(path)
+        if not path.endswith(".npz"):
+            raise SimCSEError(f"save_index({path!r}): give a file name ending in .npz")
+        meta = {"format": INDEX_FORMAT, "model": self.model_name_or_path, "pooler": self.pooler,
+                "size": self.index_size, "dim": int(self._index_vectors.shape[1])}
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".index-", suffix=".npz")
+        try:
+            with os.fdopen(handle, "wb") as out:
+                np.savez(out, vectors=self._index_vectors, sentences=np.array(self._index_sentences, dtype=str),
+                         meta=np.array(json.dumps(meta)))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return path
+
+    def load_index(self, path: str | os.PathLike, use_faiss: bool | None = None) -> int:
+        """Replace the index with one written by :meth:`save_index` (checked against this tool's pooler
+        and width first; the current index stays on any error). Returns the index size."""
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise SimCSEError(f"{path!r} is not a file; give a .npz written by save_index()")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                meta = json.loads(str(data["meta"]))
+                vectors = np.ascontiguousarray(data["vectors"], dtype=np.float32)
+                sentences = [str(s) for s in data["sentences"]]
+        except (OSError, ValueError, KeyError) as err:
+            raise SimCSEError(f"{path!r} is not an index written by save_index() ({err})") from None
+        if meta.get("format") != INDEX_FORMAT:
+            raise SimCSEError(f"{path!r} has index format {meta.get('format')!r}; this version reads {INDEX_FORMAT}")
+        if meta.get("pooler") != self.pooler:
+            raise SimCSEError(f"{path!r} was built with pooler {meta.get('pooler')!r} (model {meta.get('model')!r}), "
+                              f"this tool uses {self.pooler!r}; its vectors would not match the queries")
+        if len(sentences) != len(vectors) or len(set(sentences)) != len(sentences):
+            raise SimCSEError(f"{path!r}: {len(sentences)} sentences for {len(vectors)} vectors; the file is damaged")
+        probe = self.encode("x")
+        if vectors.ndim != 2 or vectors.shape[1] != probe.shape[0]:
+            raise SimCSEError(f"{path!r} holds {vectors.shape[-1]}-dimensional vectors, this model gives "
+                              f"{probe.shape[0]}; it was built with another model ({meta.get('model')!r})")
+        self._install(sentences, vectors, _import_faiss(use_faiss))
+        return self.index_size

@@ -3,6 +3,7 @@ rule (config, sentence-transformers layout, default; never the model's name)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -88,11 +89,11 @@ def test_search_ranks_the_paraphrase_first(minilm):
     results = minilm.search(list(PARAPHRASES), threshold=0.0, top_k=3)
     assert len(results) == len(PARAPHRASES)
     for (query, expected), hits in zip(PARAPHRASES.items(), results):
-        assert hits[0][0] == CORPUS[expected], (query, hits)
-        assert hits[0][1] > 0.4 and len(hits) <= 3
-        scores = [score for _, score in hits]
+        assert hits[0]["sentence"] == CORPUS[hits[0]["corpus_id"]] == CORPUS[expected], (query, hits)
+        assert hits[0]["score"] > 0.4 and len(hits) <= 3
+        scores = [hit["score"] for hit in hits]
         assert scores == sorted(scores, reverse=True)
-        assert len({sentence for sentence, _ in hits}) == len(hits)  # no sentence twice
+        assert len({hit["sentence"] for hit in hits}) == len(hits)  # no sentence twice
 
 
 def test_faiss_and_torch_return_identical_results(minilm):
@@ -105,8 +106,8 @@ def test_faiss_and_torch_return_identical_results(minilm):
     assert minilm.uses_faiss
     assert [minilm.search(queries, threshold=threshold, top_k=top_k) for top_k, threshold in settings] == exact
     assert all(len(hits) == len(CORPUS) for hits in exact[2])  # k > index size: every sentence once, no -1 ids
-    assert all(sorted(s for s, _ in hits) == sorted(CORPUS) for hits in exact[2])
-    assert all(len(hits) <= 2 and all(score >= 0.3 for _, score in hits) for hits in exact[3])
+    assert all(sorted(h["sentence"] for h in hits) == sorted(CORPUS) for hits in exact[2])
+    assert all(len(hits) <= 2 and all(h["score"] >= 0.3 for h in hits) for hits in exact[3])
 
 
 def test_threshold_filters(minilm):
@@ -114,11 +115,12 @@ def test_threshold_filters(minilm):
     query = "Someone is playing an acoustic guitar."
     everything = minilm.search(query, threshold=-1.0, top_k=len(CORPUS))
     assert len(everything) == len(CORPUS)
-    cut = (everything[0][1] + everything[1][1]) / 2
+    cut = (everything[0]["score"] + everything[1]["score"]) / 2
     assert minilm.search(query, threshold=cut, top_k=5) == everything[:1]
     assert minilm.search(query, threshold=0.99, top_k=5) == []
     # the scores are the cosines the similarity() method reports
-    assert everything[0][1] == pytest.approx(minilm.similarity(query, everything[0][0]), abs=1e-5)
+    assert everything[0]["score"] == pytest.approx(minilm.similarity(query, everything[0]["sentence"]), abs=1e-5)
+    assert minilm.search(query) == everything[:5]  # threshold=None by default: nothing dropped
 
 
 def test_add_to_index_grows_it_and_skips_duplicates(minilm, tmp_path):
@@ -126,19 +128,19 @@ def test_add_to_index_grows_it_and_skips_duplicates(minilm, tmp_path):
     assert minilm.search("An airplane departs from the runway.", threshold=0.6) == []
     size = minilm.add_to_index(CORPUS[4:] + CORPUS[:2])  # two already indexed
     assert size == minilm.index_size == len(CORPUS)
-    assert minilm.search("An airplane departs from the runway.", threshold=0.6)[0][0] == CORPUS[7]
+    assert minilm.search("An airplane departs from the runway.", threshold=0.6)[0]["sentence"] == CORPUS[7]
     text = tmp_path / "more.txt"
     text.write_text("A kid reads a novel at the library.\n\n  \nA new sentence about trains.\n", encoding="utf-8")
     assert minilm.add_to_index(str(text)) == len(CORPUS) + 2  # blank lines skipped
     hits = minilm.search("A kid reads a novel at the library.", threshold=-1.0, top_k=20)
-    assert len({s for s, _ in hits}) == len(hits) == len(CORPUS) + 2
+    assert len({h["sentence"] for h in hits}) == len(hits) == len(CORPUS) + 2
 
 
 def test_build_index_from_a_file(minilm, tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
     assert minilm.build_index(str(text), use_faiss=False) == len(CORPUS)
-    assert minilm.search("Puppies run across the grass.", top_k=1)[0][0] == CORPUS[3]
+    assert minilm.search("Puppies run across the grass.", top_k=1)[0]["sentence"] == CORPUS[3]
 
 
 def test_single_string_and_list_shapes(minilm):
@@ -169,9 +171,9 @@ def test_errors_name_the_value_and_the_fix(minilm, tmp_path):
     with pytest.raises(SimCSEError, match=r"the index is empty; call build_index"):
         fresh.search("anything")
     minilm.build_index(CORPUS[:2], use_faiss=False)
-    with pytest.raises(SimCSEError, match=r"queries is an empty list"):
+    with pytest.raises(SimCSEError, match=r"queries is empty"):
         minilm.search([])
-    with pytest.raises(SimCSEError, match=r"sentences is an empty list"):
+    with pytest.raises(SimCSEError, match=r"sentences is empty"):
         minilm.encode([])
     with pytest.raises(SimCSEError, match=r"sentences\[1\] is int 3, not a string"):
         minilm.encode(["ok", 3])
@@ -285,3 +287,128 @@ def test_package_reexports_the_tool():
     from simcse.tool import SimCSE as direct
 
     assert simcse.SimCSE is direct and "SimCSE" in simcse.__all__
+
+
+# ---------------------------------------------------------------- search like sentence-transformers
+
+
+def test_search_takes_precomputed_vectors_numpy_and_pandas(minilm):
+    pd = pytest.importorskip("pandas")
+    minilm.build_index(CORPUS, use_faiss=False)
+    queries = list(PARAPHRASES)
+    by_list = minilm.search(queries, top_k=3)
+    assert minilm.search(np.array(queries), top_k=3) == by_list == minilm.search(pd.Series(queries), top_k=3)
+    by_vectors = minilm.search(minilm.encode(queries, return_numpy=True), top_k=3)  # (n, H) embeddings
+    assert [[h["corpus_id"] for h in hits] for hits in by_vectors] == [[h["corpus_id"] for h in hits] for hits in by_list]
+    np.testing.assert_allclose([h["score"] for hits in by_vectors for h in hits],
+                               [h["score"] for hits in by_list for h in hits], atol=1e-6)
+    single = minilm.search(minilm.encode(queries[0]), top_k=2)  # (H,) -> one list of hits
+    assert [h["corpus_id"] for h in single] == [h["corpus_id"] for h in by_list[0][:2]]
+    assert minilm.build_index(pd.Series(CORPUS[:3]), use_faiss=False) == 3
+    with pytest.raises(SimCSEError, match=r"queries is a table \(DataFrame\); pass one column"):
+        minilm.search(pd.DataFrame({"text": queries}))
+
+
+def test_ties_give_the_same_hits_on_both_backends(minilm):
+    """40 sentences share one vector (more ties than any fixed candidate slack): both backends return the
+    smallest corpus ids among them, in order."""
+    rng = np.random.default_rng(3)
+    shared = rng.standard_normal(384).astype(np.float32)
+    vectors = rng.standard_normal((100, 384)).astype(np.float32)
+    tied_rows = np.sort(rng.choice(100, size=40, replace=False))
+    vectors[tied_rows] = shared
+    sentences = [f"sentence number {i}" for i in range(100)]
+    answers = {}
+    for use_faiss in ([False, True] if importlib.util.find_spec("faiss") else [False]):
+        minilm.build_index(sentences, use_faiss=use_faiss, embeddings=vectors)
+        assert minilm.uses_faiss == use_faiss
+        answers[use_faiss] = minilm.search(shared, top_k=20)
+    for hits in answers.values():
+        assert [h["corpus_id"] for h in hits] == tied_rows[:20].tolist()
+        assert [h["sentence"] for h in hits] == [sentences[i] for i in tied_rows[:20]]
+    assert len({json.dumps(a) for a in answers.values()}) == 1
+
+
+def test_build_index_validates_before_replacing_the_index(minilm, monkeypatch):
+    minilm.build_index(CORPUS, use_faiss=False)
+    before = minilm.search(CORPUS[0], top_k=3)
+    with pytest.raises(SimCSEError, match=r"sentences\[1\] is int 3"):
+        minilm.build_index(["fine", 3])
+    with pytest.raises(SimCSEError, match=r"embeddings has 2 rows for 3 sentences"):
+        minilm.build_index(["a", "b", "c"], embeddings=np.ones((2, 384)))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory halfway")
+
+    monkeypatch.setattr(minilm, "encode", broken)
+    with pytest.raises(RuntimeError, match="halfway"):
+        minilm.build_index(["x", "y"])
+    monkeypatch.undo()
+    assert minilm.index_size == len(CORPUS) and minilm.search(CORPUS[0], top_k=3) == before
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_sentence(minilm, tmp_path):
+    text = tmp_path / "bom.txt"
+    text.write_bytes("\ufeff".encode() + "\n".join(CORPUS).encode() + b"\n")
+    minilm.build_index(str(text), use_faiss=False)
+    hit = minilm.search(CORPUS[0], top_k=1)[0]
+    assert hit["sentence"] == CORPUS[0] and hit["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_save_and_load_index_round_trip(minilm, tmp_path):
+    minilm.build_index(CORPUS, use_faiss=False)
+    minilm.add_to_index(["One more line about trains.", "Зелёный чай с лимоном."])
+    queries = list(PARAPHRASES)
+    expected = minilm.search(queries, top_k=4)
+    path = minilm.save_index(tmp_path / "index.npz")
+    other = SimCSE(str(MINILM), device="cpu", pooler="avg")
+    for use_faiss in ([False, True] if importlib.util.find_spec("faiss") else [False]):
+        assert other.load_index(path, use_faiss=use_faiss) == len(CORPUS) + 2
+        assert other.uses_faiss == use_faiss and other.search(queries, top_k=4) == expected
+    assert other._index_sentences == minilm._index_sentences
+    np.testing.assert_array_equal(other._index_vectors, minilm._index_vectors)
+    cls_tool = SimCSE(str(MINILM), device="cpu", pooler="cls_before_pooler")
+    with pytest.raises(SimCSEError, match=r"was built with pooler 'avg'.*this tool uses 'cls_before_pooler'"):
+        cls_tool.load_index(path)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(SimCSEError, match=r"is not an index written by save_index"):
+        other.load_index(junk)
+    assert other.search(queries, top_k=4) == expected  # the failed loads left the index alone
+
+
+# ---------------------------------------------------------------- lengths and empty sentences
+
+
+def test_position_limit_counts_only_usable_positions(tmp_path):
+    from transformers import BertConfig, GPT2Config, RobertaConfig
+
+    from simcse.encoder import position_limit
+    from simcse.export import check_max_seq_length
+
+    roberta = RobertaConfig(max_position_embeddings=514, pad_token_id=1)
+    assert position_limit(roberta) == 512 == position_limit(roberta.to_dict())
+    assert position_limit(BertConfig(max_position_embeddings=512)) == 512
+    assert position_limit(GPT2Config(n_positions=1024)) == 1024
+    check_max_seq_length(512, roberta, "roberta-base")
+    with pytest.raises(SimCSEError, match=r"--max_seq_length 513 exceeds the limit of 512 positions"):
+        check_max_seq_length(513, roberta, "roberta-base")
+    # a tiny RoBERTa with 130 rows: 128 usable; the default length is that limit, so a long text encodes
+    tool = SimCSE(str(save_tiny_model(tmp_path / "roberta", "roberta")), device="cpu", pooler="avg")
+    long_text = " ".join(["word"] * 400)
+    assert tool.encode(long_text).shape == (32,)
+    torch.testing.assert_close(tool.encode(long_text), tool.encode(long_text, max_length=128))
+    with pytest.raises(SimCSEError, match=r"max_length 129 exceeds this model's limit of 128 positions"):
+        tool.encode("x", max_length=129)
+
+
+def test_empty_sentences_are_defined_or_a_clear_error(tmp_path, tiny_gpt2_dir):
+    bert = SimCSE(str(save_tiny_model(tmp_path / "bert", "bert")), device="cpu", pooler="avg")
+    alone = bert.encode("")  # [CLS] [SEP]: a defined vector, the same in any batch
+    assert torch.isfinite(alone).all()
+    torch.testing.assert_close(bert.encode(["a longer sentence here", ""])[1], alone)
+    gpt2 = SimCSE(str(tiny_gpt2_dir), device="cpu", pooler="last")
+    for batch in ([""], ["", ""], ["some text", ""]):  # all-empty and mixed batches
+        with pytest.raises(SimCSEError, match=r"sentence\(s\) give no tokens \(the first: ''\).*Drop or fill"):
+            gpt2.encode(batch)
+    assert gpt2.encode(["some text"]).shape == (1, 32)
