@@ -1,22 +1,40 @@
-"""Train and evaluate one recipe under several seeds; report mean ± std per task (REFERENCE §8-9).
+"""Train and evaluate one recipe under several seeds; report mean ± std and a 95% confidence interval.
 
     python -m simcse.multiseed --seeds 42,43,44 -- \
         --model_name_or_path bert-base-uncased --train_file data/wiki1m_for_simcse.txt \
         --output_dir result/unsup-bert --pooler_type cls --mlp_only_train ...
+    python -m simcse.multiseed --compare result/recipe-a/multiseed.json result/recipe-b/multiseed.json
 
 Everything after ``--`` is a train.py command line (or a single .json file of train.py arguments);
 it must not set ``--seed``. Seed s trains into ``<output_dir>/seed-<s>`` with ``train.main``; the model
 train.py saves there (the best checkpoint with ``--load_best_model_at_end``) is then scored by
 ``evaluation.main`` with the pooler its config records (``cls`` + ``--mlp_only_train`` -> ``cls_before_pooler``;
-see :func:`simcse.tool.pooler_from_config`). The figures averaged are the ones evaluation.py prints
-(×100, two decimals); std is the sample standard deviation (ddof 1) across seeds. The table is printed
-and, with every per-seed result, written to ``<output_dir>/multiseed.json`` (or ``--output_json``).
+see :func:`simcse.tool.pooler_from_config`).
+
+Statistics are computed from the unrounded scores (Spearman ×100 as SentEval returns it, before
+evaluation.py rounds it for printing; the average column is the mean of the unrounded task scores):
+the mean, the sample standard deviation (ddof 1) and the 95% confidence interval of the mean,
+mean ± t(0.975, n-1) · std / √n (Student's t, as the seeds are few). With one seed there is no spread:
+the table says ``n=1`` instead of printing ``± 0.00``.
+
+Resumable: each seed's result is written to ``<output_dir>/seed-<s>/multiseed_seed.json`` as soon as it is
+evaluated, and ``<output_dir>/multiseed.json`` (or ``--output_json``) is rewritten after every seed. A rerun
+of the same command skips finished seeds, evaluates a seed whose final model is complete but was not
+scored, resumes a seed from its newest complete checkpoint (``--resume_from_checkpoint last``), and
+restarts a seed that left nothing usable. A seed folder trained with other arguments is an error,
+never reused or overwritten.
+
+Paired comparison (``--compare_to OTHER.json`` after a run, or ``--compare A.json B.json`` alone): two
+recipes evaluated on the same seeds; per column the mean of the per-seed differences A - B, their 95%
+confidence interval and the two-sided p-value of the paired t-test (scipy's ``ttest_rel``). Pairing by
+seed removes the share of the variance that the seed causes in both recipes alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -24,6 +42,9 @@ import sys
 from prettytable import PrettyTable
 
 from simcse.errors import SimCSEError
+
+SEED_RESULT = "multiseed_seed.json"  # per seed: the scores, written once the seed is evaluated
+SEED_ARGS = "multiseed_args.json"  # per seed: the settings it was started with, written before training
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -47,12 +68,14 @@ def _flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def seed_train_args(train_args: list[str], seed: int, seed_dir: str) -> list[str]:
-    """train.py arguments for one seed: --seed and --output_dir replaced (a .json file is rewritten)."""
+def seed_train_args(train_args: list[str], seed: int, seed_dir: str, extra: dict[str, object] | None = None) -> list[str]:
+    """train.py arguments for one seed: --seed and --output_dir replaced (a .json file is rewritten);
+    ``extra`` adds flags (``{"resume_from_checkpoint": "last"}``; True = a bare boolean flag)."""
+    extra = extra or {}
     if len(train_args) == 1 and train_args[0].endswith(".json"):
         with open(train_args[0], encoding="utf-8") as handle:
             values = json.load(handle)
-        values.update(seed=seed, output_dir=seed_dir)
+        values.update(seed=seed, output_dir=seed_dir, **extra)
         parent = os.path.dirname(os.path.abspath(seed_dir))
         os.makedirs(parent, exist_ok=True)
         path = os.path.join(parent, f"train_args.seed-{seed}.json")  # kept: the exact arguments of the run
@@ -70,7 +93,8 @@ def seed_train_args(train_args: list[str], seed: int, seed_dir: str) -> list[str
         if arg.startswith("--output_dir="):
             continue
         kept.append(arg)
-    return kept + ["--output_dir", seed_dir, "--seed", str(seed)]
+    flags = [item for key, value in extra.items() for item in ([f"--{key}"] if value is True else [f"--{key}", str(value)])]
+    return kept + ["--output_dir", seed_dir, "--seed", str(seed), *flags]
 
 
 def base_output_dir(train_args: list[str]) -> str:
@@ -89,24 +113,132 @@ def base_output_dir(train_args: list[str]) -> str:
     return output_dir
 
 
-def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """{column: {"mean", "std"}} over the seeds (sample std; 0 for a single seed)."""
+# ---------------------------------------------------------------------------------------------------
+# Scores and statistics
+
+
+def unrounded_scores(payload: dict) -> dict[str, float]:
+    """The figures evaluation.py prints (same columns), before rounding: STS Spearman ×100 of the split and
+    aggregation it reports, transfer accuracy, and each table's ``Avg.`` as the mean of these."""
+    results, mode, agg = payload["results"], payload["mode"], payload.get("sts_agg", "all")
+    tables = payload["tables"]
+    columns: dict[str, dict[str, float]] = {}
+    if "sts" in tables:
+        sts = {}
+        for task in (t for t in tables["sts"] if t != "Avg."):
+            result = results[task]
+            if mode == "dev":
+                value = result["dev"]["spearman"]
+            elif "all" in result:  # STS12-16: the aggregation over subsets
+                value = result["all"]["spearman"][agg]
+            else:  # STS-B, SICK-R: their test split
+                value = result["test"]["spearman"]
+            sts[task] = 100 * float(value)
+        columns["sts"] = sts
+    if "transfer" in tables:
+        key = "devacc" if mode == "dev" else "acc"
+        columns["transfer"] = {t: float(results[t][key]) for t in tables["transfer"] if t != "Avg."}
+    for name, values in columns.items():
+        if "Avg." in tables[name]:
+            values["Avg."] = statistics.fmean(values.values())
+    if len(columns) == 2:  # both tables have an Avg.
+        return {f"{k} ({name})" if k == "Avg." else k: v for name, values in
+                (("STS", columns["sts"]), ("transfer", columns["transfer"])) for k, v in values.items()}
+    return next(iter(columns.values()), {})
+
+
+def t_quantile(df: int, level: float = 0.95) -> float:
+    """Two-sided Student t quantile t((1 + level) / 2, df)."""
+    from scipy.stats import t
+
+    return float(t.ppf((1 + level) / 2, df))
+
+
+def summarize(per_seed: dict[int, dict[str, float]]) -> dict[str, dict]:
+    """{column: {"mean", "std", "n", "ci95"}} over the seeds from the unrounded values: sample std (ddof 1)
+    and the t-interval of the mean; std and ci95 are None for a single seed (no spread to estimate)."""
     columns = list(dict.fromkeys(c for row in per_seed.values() for c in row))
     summary = {}
     for column in columns:
         values = [row[column] for row in per_seed.values() if column in row]
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[column] = {"mean": statistics.fmean(values), "std": std, "n": len(values)}
+        mean = statistics.fmean(values)
+        if len(values) > 1:
+            std = statistics.stdev(values)
+            half = t_quantile(len(values) - 1) * std / math.sqrt(len(values))
+            summary[column] = {"mean": mean, "std": std, "n": len(values), "ci95": [mean - half, mean + half]}
+        else:
+            summary[column] = {"mean": mean, "std": None, "n": 1, "ci95": None}
     return summary
 
 
-def render(per_seed: dict[int, dict[str, float]], summary: dict[str, dict[str, float]]) -> str:
+def render(per_seed: dict[int, dict[str, float]], summary: dict[str, dict]) -> str:
     table = PrettyTable()
     table.field_names = ["seed", *summary]
     for seed, row in per_seed.items():
         table.add_row([str(seed), *(f"{row[c]:.2f}" if c in row else "-" for c in summary)])
-    table.add_row(["mean ± std", *(f"{s['mean']:.2f} ± {s['std']:.2f}" for s in summary.values())])
+    table.add_row(["mean ± std", *(f"{s['mean']:.2f} ± {s['std']:.2f}" if s["n"] > 1 else f"{s['mean']:.2f} (n=1)"
+                                   for s in summary.values())])
+    table.add_row(["95% CI", *(f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}]" if s["n"] > 1 else "n/a (n=1)"
+                               for s in summary.values())])
     return table.get_string()
+
+
+def summary_title(mode: str, seeds: int) -> str:
+    if seeds == 1:
+        return f"------ {mode}: 1 seed (n=1: no spread or interval; run more seeds) ------"
+    return (f"------ {mode}: {seeds} seeds, mean ± std (sample std, ddof 1), 95% CI of the mean "
+            f"(t, {seeds - 1} df) ------")
+
+
+def paired_comparison(a: dict[int, dict[str, float]], b: dict[int, dict[str, float]]) -> dict[str, dict]:
+    """A - B per column over the seeds both hold: {"n", "mean_diff", "std_diff", "ci95", "t", "p"}; the
+    paired t-test (p two-sided; equal to scipy.stats.ttest_rel). std/ci95/t/p are None with one pair."""
+    from scipy.stats import t as student_t
+
+    seeds = [s for s in a if s in b]
+    if not seeds:
+        raise SimCSEError(f"no seed in common (A: {sorted(a)}, B: {sorted(b)}); a paired comparison needs the "
+                          "same seeds in both runs")
+    columns = [c for c in dict.fromkeys(c for s in seeds for c in a[s]) if all(c in a[s] and c in b[s] for s in seeds)]
+    comparison = {}
+    for column in columns:
+        diffs = [a[s][column] - b[s][column] for s in seeds]
+        n, mean = len(diffs), statistics.fmean(diffs)
+        entry = {"n": n, "seeds": seeds, "mean_diff": mean, "std_diff": None, "ci95": None, "t": None, "p": None}
+        if n > 1:
+            std = statistics.stdev(diffs)
+            half = t_quantile(n - 1) * std / math.sqrt(n)
+            t_value = mean / (std / math.sqrt(n)) if std > 0 else (math.copysign(math.inf, mean) if mean else math.nan)
+            p = 2 * float(student_t.sf(abs(t_value), n - 1)) if not math.isnan(t_value) else math.nan
+            entry.update(std_diff=std, ci95=[mean - half, mean + half], t=t_value, p=p)
+        comparison[column] = entry
+    return comparison
+
+
+def render_comparison(comparison: dict[str, dict], name_a: str, name_b: str) -> str:
+    table = PrettyTable()
+    table.field_names = ["column", "seeds", f"mean diff ({name_a} - {name_b})", "95% CI", "paired t p-value"]
+    for column, c in comparison.items():
+        if c["n"] > 1:
+            table.add_row([column, c["n"], f"{c['mean_diff']:+.2f}", f"[{c['ci95'][0]:+.2f}, {c['ci95'][1]:+.2f}]",
+                           f"{c['p']:.3g}"])
+        else:
+            table.add_row([column, 1, f"{c['mean_diff']:+.2f}", "n/a (n=1)", "n/a (n=1)"])
+    return table.get_string()
+
+
+def read_per_seed(path: str) -> dict[int, dict[str, float]]:
+    """The unrounded per-seed scores of a multiseed.json."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            runs = json.load(handle)["runs"]
+        return {int(seed): {k: float(v) for k, v in run["scores"].items()} for seed, run in runs.items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise SimCSEError(f"{path!r} is not a multiseed.json written by python -m simcse.multiseed ({err})") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Command line
 
 
 def parse_args(argv: list[str] | None):
@@ -121,7 +253,7 @@ def parse_args(argv: list[str] | None):
     parser = OneLineArgumentParser(prog="python -m simcse.multiseed", description=__doc__.split("\n\n")[0],
                                    usage="python -m simcse.multiseed --seeds 42,43,44 [options] -- TRAIN.PY ARGS",
                                    formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--seeds", required=True, help="comma-separated seeds, e.g. 42,43,44")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds, e.g. 42,43,44")
     parser.add_argument("--mode", default="test", choices=["dev", "test", "fasttest"], help="evaluation.py --mode")
     parser.add_argument("--task_set", default="sts", choices=["sts", "transfer", "full", "na"],
                         help="evaluation.py --task_set (na: use --tasks)")
@@ -130,20 +262,59 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--senteval_data", default=None,
                         help="SentEval data dir (contains downstream/) for the evaluation; also passed to train.py")
     parser.add_argument("--output_json", default=None, help="default: <output_dir>/multiseed.json")
+    parser.add_argument("--compare_to", default=None, metavar="OTHER.json",
+                        help="after the run, compare with another recipe's multiseed.json over the same seeds")
+    parser.add_argument("--compare", nargs=2, default=None, metavar=("A.json", "B.json"),
+                        help="only compare two multiseed.json files (paired by seed), no training")
     args = parser.parse_args(own)
+    if args.compare:
+        if train_args or args.seeds:
+            parser.error("--compare reads two finished runs; give no --seeds and no train.py arguments")
+        return args, train_args
+    if args.seeds is None:
+        parser.error("the following arguments are required: --seeds")
     if not train_args:
         parser.error("give the train.py arguments after --, e.g. -- --model_name_or_path ... --output_dir DIR")
     return args, train_args
 
 
+def _run_arguments(train_args: list[str], seed: int, seed_dir: str) -> list[str] | dict:
+    """What identifies one seed's training: its train.py command line, or its JSON arguments."""
+    if len(train_args) == 1 and train_args[0].endswith(".json"):
+        with open(train_args[0], encoding="utf-8") as handle:
+            return {**json.load(handle), "seed": seed, "output_dir": seed_dir}
+    return seed_train_args(train_args, seed, seed_dir)
+
+
+def _read_json(path: str) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        raise SimCSEError(f"{path!r} is not valid JSON (a write cut off?); delete it to redo that step") from None
+
+
+def compare_main(path_a: str, path_b: str) -> dict:
+    comparison = paired_comparison(read_per_seed(path_a), read_per_seed(path_b))
+    print(f"------ paired by seed: A = {path_a}, B = {path_b} ------")
+    print(render_comparison(comparison, "A", "B"))
+    return {"a": path_a, "b": path_b, "comparison": comparison}
+
+
 def main(argv: list[str] | None = None) -> dict:
+    args, train_args = parse_args(argv)
+    if args.compare:
+        return compare_main(*args.compare)
+
     from transformers import AutoConfig
 
     import evaluation
     import train
+    from simcse.reliability import final_save_incomplete, newest_complete_checkpoint
     from simcse.tool import pooler_from_config
 
-    args, train_args = parse_args(argv)
     seeds = parse_seeds(args.seeds)
     output_dir = base_output_dir(train_args)
     eval_common = ["--mode", args.mode]
@@ -155,33 +326,77 @@ def main(argv: list[str] | None = None) -> dict:
         eval_common += ["--senteval_data", args.senteval_data]
         if len(train_args) != 1 and _flag_value(train_args, "--senteval_data") is None:
             train_args = [*train_args, "--senteval_data", args.senteval_data]  # for the in-training dev scores
+    json_path = args.output_json or os.path.join(output_dir, "multiseed.json")
 
     runs: dict[int, dict] = {}
     per_seed: dict[int, dict[str, float]] = {}
+
+    def write_progress(done: bool) -> dict:
+        summary = summarize(per_seed) if per_seed else {}
+        result = {"seeds": seeds, "finished": list(per_seed), "complete": done, "mode": args.mode, "std_ddof": 1,
+                  "ci": "95% t-interval of the mean", "train_args": train_args, "runs": runs, "summary": summary}
+        evaluation.write_json_atomic(json_path, result)
+        return result
+
     for seed in seeds:
         seed_dir = os.path.join(output_dir, f"seed-{seed}")
-        print(f"====== seed {seed}: training into {seed_dir}", flush=True)
-        train_metrics = train.main(seed_train_args(train_args, seed, seed_dir))
+        settings = {"train_args": _run_arguments(train_args, seed, seed_dir), "evaluation": eval_common,
+                    "pooler": args.pooler}
+        recorded = _read_json(os.path.join(seed_dir, SEED_ARGS))
+        if recorded is not None and recorded != settings:
+            raise SimCSEError(f"{seed_dir!r} was started with other settings (see its {SEED_ARGS}); use another "
+                              "--output_dir, or move that folder away to rerun this seed")
+        done = _read_json(os.path.join(seed_dir, SEED_RESULT))
+        if done is not None:
+            print(f"====== seed {seed}: already done, read {os.path.join(seed_dir, SEED_RESULT)}", flush=True)
+            runs[seed], per_seed[seed] = done, done["scores"]
+            write_progress(False)
+            continue
+        if os.path.isdir(seed_dir) and recorded is None and os.listdir(seed_dir):
+            raise SimCSEError(f"{seed_dir!r} holds files this command did not start (no {SEED_ARGS}); use another "
+                              "--output_dir, or move that folder away")
+        train_metrics: dict = {}
+        if os.path.isdir(seed_dir) and final_save_incomplete(seed_dir) is None:
+            print(f"====== seed {seed}: trained earlier ({seed_dir} holds a complete model), evaluating", flush=True)
+        else:
+            # the folder holds at least SEED_ARGS, so a fresh start writes into a non-empty folder
+            extra: dict[str, object] = {"overwrite_output_dir": True}
+            if os.path.isdir(seed_dir) and newest_complete_checkpoint(seed_dir) is not None:
+                extra = {"resume_from_checkpoint": "last"}
+                print(f"====== seed {seed}: resuming in {seed_dir} from {newest_complete_checkpoint(seed_dir)}",
+                      flush=True)
+            elif os.path.isdir(seed_dir) and set(os.listdir(seed_dir)) - {SEED_ARGS}:
+                print(f"====== seed {seed}: no complete checkpoint in {seed_dir}, training it again", flush=True)
+            else:
+                print(f"====== seed {seed}: training into {seed_dir}", flush=True)
+            os.makedirs(seed_dir, exist_ok=True)
+            evaluation.write_json_atomic(os.path.join(seed_dir, SEED_ARGS), settings)
+            train_metrics = train.main(seed_train_args(train_args, seed, seed_dir, extra)) or {}
         pooler = args.pooler or pooler_from_config(AutoConfig.from_pretrained(seed_dir))
         print(f"====== seed {seed}: evaluating {seed_dir} with --pooler {pooler}", flush=True)
         payload = evaluation.main(["--model_name_or_path", seed_dir, "--pooler", pooler, *eval_common,
                                    "--output_json", os.path.join(seed_dir, "eval_results.json")])
-        scores = {name: value for table in payload["tables"].values() for name, value in table.items()}
+        printed = {name: value for table in payload["tables"].values() for name, value in table.items()}
         if "sts" in payload["tables"] and "transfer" in payload["tables"]:  # both tables have an Avg.
-            scores = {**{f"{k} (STS)" if k == "Avg." else k: v for k, v in payload["tables"]["sts"].items()},
-                      **{f"{k} (transfer)" if k == "Avg." else k: v for k, v in payload["tables"]["transfer"].items()}}
-        per_seed[seed] = scores
-        runs[seed] = {"output_dir": seed_dir, "pooler": pooler, "scores": scores,
+            printed = {**{f"{k} (STS)" if k == "Avg." else k: v for k, v in payload["tables"]["sts"].items()},
+                       **{f"{k} (transfer)" if k == "Avg." else k: v for k, v in payload["tables"]["transfer"].items()}}
+        scores = unrounded_scores(payload)
+        runs[seed] = {"output_dir": seed_dir, "pooler": pooler, "scores": scores, "printed": printed,
                       "best_model_checkpoint": train_metrics.get("best_model_checkpoint"),
                       "best_metric": train_metrics.get("best_metric")}
+        per_seed[seed] = scores
+        evaluation.write_json_atomic(os.path.join(seed_dir, SEED_RESULT), runs[seed])
+        write_progress(False)
 
-    summary = summarize(per_seed)
-    print(f"------ {args.mode}: {len(seeds)} seeds, mean ± std (sample std, ddof 1) ------")
-    print(render(per_seed, summary))
-    result = {"seeds": seeds, "mode": args.mode, "std_ddof": 1, "train_args": train_args, "runs": runs,
-              "summary": summary}
-    json_path = args.output_json or os.path.join(output_dir, "multiseed.json")
-    evaluation.write_json_atomic(json_path, result)
+    result = write_progress(True)
+    print(summary_title(args.mode, len(seeds)))
+    print(render(per_seed, result["summary"]))
+    if args.compare_to:
+        other = read_per_seed(args.compare_to)
+        result["comparison"] = paired_comparison(per_seed, other)
+        print(f"------ paired by seed: this run - {args.compare_to} ------")
+        print(render_comparison(result["comparison"], "this", "other"))
+        evaluation.write_json_atomic(json_path, result)
     print(f"wrote {json_path}")
     return result
 
