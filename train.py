@@ -27,6 +27,7 @@ from simcse.cli import run_cli
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
 from simcse.encoder import load_pretrained, position_limit, prepare_tokenizer
 from simcse.errors import SimCSEError
+from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
 from simcse.losses.matryoshka import MatryoshkaLoss
 from simcse.models import configure, model_class_for
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> dict:
     if roles.score is not None and not loss_fn.needs_scores:
         raise SimCSEError(f"{data_args.train_file!r} has a score column ({roles.score!r}) that --loss_type "
                           f"{model_args.loss_type} would ignore; use a graded loss ({graded}) or drop the column")
+    guide = None
+    if model_args.guide_model:  # GISTEmbed: frozen, run without gradient once per batch by the trainer
+        guide = GuideEncoder(model_args.guide_model, tokenizer, device=training_args.device,
+                             pooler_type=model_args.guide_pooler)
     evaluator = None
     if evaluating:
         evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
@@ -155,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         loss_fn=loss_fn,
         evaluator=evaluator,
         mlm_weight=model_args.mlm_weight,
+        guide=guide,
         callbacks=StepDelayCallback.from_env(),  # a test hook; empty unless $SIMCSE_TEST_STEP_SLEEP is set
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)

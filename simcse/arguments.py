@@ -73,6 +73,13 @@ class ModelArguments:
     loss_kwargs: str | None = field(
         default=None, metadata={"help": 'any loss hyperparameters as JSON, e.g. \'{"symmetric": true}\''}
     )
+    guide_model: str | None = field(
+        default=None,
+        metadata={"help": "frozen guide encoder of --loss_type gist (GISTEmbed, arXiv:2402.16829): a "
+                  "sentence-transformers or Hugging Face/SimCSE model directory"},
+    )
+    guide_pooler: str = field(default="avg", metadata={"help": "pooling of a --guide_model that is not a "
+                                                       "sentence-transformers model (cls, avg, ...)"})
 
     def __post_init__(self):
         if self.temp is not None and self.temp <= 0:
@@ -88,6 +95,14 @@ class ModelArguments:
         if self.margin is not None and self.margin < 0:
             raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
         self.resolved_loss_kwargs()  # fail now, not after the model has loaded
+        needs_guide = LOSSES[self.loss_type].needs_guide
+        if needs_guide and not self.guide_model:
+            raise SimCSEError(f"--loss_type {self.loss_type} needs a frozen guide encoder: add --guide_model PATH "
+                              "(e.g. a sentence-transformers model directory)")
+        if self.guide_model and not needs_guide:
+            guided = ", ".join(name for name, cls in LOSSES.items() if cls.needs_guide)
+            raise SimCSEError(f"--guide_model is used by guided losses only ({guided}), not --loss_type "
+                              f"{self.loss_type}; drop it or pick a guided loss")
         self.resolved_matryoshka()
 
     def resolved_loss_kwargs(self) -> dict:

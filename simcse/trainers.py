@@ -142,12 +142,15 @@ class SimCSETrainer(Trainer):
     evaluator: ``evaluator(model) -> {metric: value}`` (e.g. :class:`SentEvalDevEvaluator`); the metrics
     are logged with the ``eval_`` prefix and drive ``metric_for_best_model``.
     mlm_weight: weight of the auxiliary MLM loss when the batch carries MLM inputs.
+    guide: for guided losses, ``guide(inputs) -> (B, N, G)`` embeddings of the batch's sentences by a frozen
+    encoder (:class:`simcse.guide.GuideEncoder`), computed once per batch without gradient.
     """
 
     def __init__(self, *args, loss_fn: ContrastiveLoss, evaluator: Callable | None = None, mlm_weight: float = 0.1,
-                 **kwargs):
+                 guide: Callable | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.loss_fn = loss_fn
+        self.guide = guide
         self.evaluator = evaluator
         self.mlm_weight = mlm_weight
         self.grad_cache_chunk = getattr(self.args, "grad_cache_mini_batch", None)
@@ -181,16 +184,20 @@ class SimCSETrainer(Trainer):
             logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
         super().log(logs, start_time)
 
-    def _loss_of_embeddings(self, z: torch.Tensor, scores: torch.Tensor | None = None) -> torch.Tensor:
+    def _loss_of_embeddings(self, z: torch.Tensor, extras: dict | None = None) -> torch.Tensor:
         """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
-        ``scores``: (B,) graded similarities of the pairs (graded losses), gathered like ``z``."""
-        extras = {} if scores is None else {"scores": scores}
-        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **extras)
+        ``extras``: ``scores`` (B,) of graded pairs and/or ``guide`` (B, N, G) embeddings, gathered like ``z``."""
+        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
 
-    @staticmethod
-    def _global_scores(inputs: dict) -> torch.Tensor | None:
-        scores = inputs.get("scores")  # from SimCSECollator for data with a score column; the model ignores it
-        return None if scores is None else gather_no_grad(scores.float())
+    def _loss_extras(self, inputs: dict) -> dict:
+        """What the loss takes beyond the embeddings, for the global batch: the pairs' scores (from
+        SimCSECollator for data with a score column; the model ignores them) and the guide's embeddings."""
+        extras = {}
+        if inputs.get("scores") is not None:
+            extras["scores"] = gather_no_grad(inputs["scores"].float())
+        if self.guide is not None:
+            extras["guide"] = gather_no_grad(self.guide(inputs))
+        return extras
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         try:
@@ -242,9 +249,9 @@ class SimCSETrainer(Trainer):
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         inputs = self._prepare_inputs(inputs)
-        scores = self._global_scores(inputs)
+        extras = self._loss_extras(inputs)
         loss, seen = cached_step(
-            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z, scores)),
+            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z, extras)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
             no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
@@ -289,7 +296,7 @@ class SimCSETrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
         z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
-        loss = self._loss_of_embeddings(z, self._global_scores(inputs))
+        loss = self._loss_of_embeddings(z, self._loss_extras(inputs))
         if model.training:
             self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
         if outputs.mlm_loss is not None:

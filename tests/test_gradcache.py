@@ -37,6 +37,8 @@ def loss_of(loss_fn):
     def loss(z):
         # Graded losses: a fixed score per row of the (global) batch, so a DDP rank sees the global scores.
         extras = {"scores": (torch.arange(z.shape[0]) * 7 % 5).float()} if loss_fn.needs_scores else {}
+        if loss_fn.needs_guide:  # the model guiding itself: a detached copy, the same on every DDP rank
+            extras["guide"] = z.detach()[:, : 2 + (z.shape[1] == 3)]
         return loss_fn(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None, **extras)
 
     return loss

@@ -150,3 +150,53 @@ def test_matryoshka_validates_and_reports():
         MatryoshkaLoss(build_loss("infonce"), [16])(z1, z2)
     with pytest.raises(SimCSEError, match="one per dim"):
         MatryoshkaLoss(build_loss("infonce"), [8, 4], [1.0])
+
+
+class _FixedGuide(nn.Module):
+    """The guide's stand-in: each feature dict also carries the guide's embedding of that column."""
+
+    def __init__(self, tokenizer):
+        super().__init__()
+        self.tokenizer, self.max_seq_length = tokenizer, 32
+
+    def forward(self, features):
+        return {**features, "sentence_embedding": features["guide"]}
+
+
+@pytest.mark.parametrize("hparams", [
+    {},
+    {"margin": 0.1},
+    {"margin": 0.3, "margin_strategy": "relative"},
+    {"contrast_anchors": False, "contrast_positives": False, "temp": 0.05},
+])
+@pytest.mark.parametrize("k", [0, 1])
+def test_gist_is_gist_embed_loss(k, hparams):
+    from transformers import AutoTokenizer
+
+    from conftest import tokenizer_path
+
+    zs = _embeddings(seed=40 + k, k=k)
+    g = torch.Generator().manual_seed(41 + k)
+    # A guide of another width that agrees with the model only roughly, so some candidates are dropped
+    # and others kept: the guide's views are noisy copies of the anchors (paraphrases as it sees them).
+    base = torch.randn(B, 5, generator=g, dtype=torch.float64)
+    guide = torch.stack([base, base + 0.6 * torch.randn(B, 5, generator=g, dtype=torch.float64)]
+                        + [torch.randn(B, 5, generator=g, dtype=torch.float64) for _ in range(k)], dim=1)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path("bert-base-uncased"))
+    model, guide_model = _FixedEmbeddings(), _FixedGuide(tokenizer)
+    model.tokenizer, model.max_seq_length = tokenizer, 32
+    st_kwargs = {("temperature" if key == "temp" else key): value for key, value in hparams.items()}
+    st = st_losses.GISTEmbedLoss(model, guide_model, **st_kwargs)
+    ours_fn = build_loss("gist", **hparams)
+
+    def ours(z):
+        return ours_fn(z[0], z[1], z[2] if k else None, guide=guide)
+
+    def theirs(z):
+        return st([{"embedding": column, "guide": guide[:, c]} for c, column in enumerate(z)], None)
+
+    _assert_equal(_value_and_grads(ours, zs), _value_and_grads(theirs, zs))
+    # The guide really filters here: some in-batch candidates are dropped, so plain InfoNCE differs.
+    guided_positive = torch.nn.functional.cosine_similarity(guide[:, 0], guide[:, 1])
+    guided = torch.nn.functional.cosine_similarity(guide[:, 0].unsqueeze(1), guide[:, 1].unsqueeze(0), dim=-1)
+    assert (guided > guided_positive.unsqueeze(1)).any()

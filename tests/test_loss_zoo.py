@@ -220,6 +220,28 @@ def naive_angle(z1, z2, z3=None, *, temp, scores):
     return _naive_ranking(sims, scores, temp)
 
 
+def naive_gist(z1, z2, z3=None, *, temp, guide, margin=0.0, margin_strategy="absolute", contrast_anchors=True,
+               contrast_positives=True):
+    n = len(z1)
+    hard = [] if z3 is None else [(z3[j], guide[j, 2]) for j in range(n)]
+    losses = []
+    for i in range(n):
+        g_pos = float(_cos(guide[i, 0], guide[i, 1]))
+        threshold = g_pos - margin if margin_strategy == "absolute" else g_pos - abs(g_pos) * margin
+        row = []  # (logit, kept)
+        for j in range(n):
+            row.append((_cos(z1[i], z2[j]) / temp, j == i or float(_cos(guide[i, 0], guide[j, 1])) <= threshold))
+        if contrast_anchors:
+            row += [(_cos(z1[i], z1[j]) / temp, float(_cos(guide[i, 0], guide[j, 0])) <= threshold)
+                    for j in range(n) if j != i]
+        if contrast_positives:
+            row += [(_cos(z2[i], z2[j]) / temp, float(_cos(guide[i, 1], guide[j, 1])) <= threshold)
+                    for j in range(n) if j != i]
+        row += [(_cos(z1[i], neg) / temp, float(_cos(guide[i, 0], g_neg)) <= threshold) for neg, g_neg in hard]
+        losses.append(-row[i][0] + _lse([logit for logit, kept in row if kept]))
+    return _mean(losses)
+
+
 # (name, hyperparameters, with hard negatives, naive implementation)
 NAIVE_CASES = [
     ("nt_xent", {"temp": 0.05}, False, naive_nt_xent),
@@ -252,17 +274,30 @@ NAIVE_CASES = [
     ("cosent", {"temp": 0.5}, False, naive_cosent),
     ("angle", {"temp": 0.05}, False, naive_angle),
     ("angle", {"temp": 0.3}, False, naive_angle),
+    ("gist", {"temp": 0.01}, False, naive_gist),
+    ("gist", {"temp": 0.05, "margin": 0.2, "margin_strategy": "relative"}, True, naive_gist),
+    ("gist", {"temp": 0.1, "margin": 0.1, "contrast_anchors": False}, True, naive_gist),
+    ("gist", {"temp": 0.1, "contrast_positives": False}, False, naive_gist),
 ]
 
 #: Gold scores of the graded losses' pairs (one tie); a batch of b pairs takes the first b.
 SCORES = [0.5, 3.0, 1.2, 3.0, 4.8, 0.0, 2.2, 5.0]
 
 
-def _extra_inputs(loss_fn, z1: torch.Tensor) -> dict[str, torch.Tensor]:
-    """What a loss consumes beyond the embeddings: gold scores for graded losses."""
+def _extra_inputs(loss_fn, z1: torch.Tensor, z2: torch.Tensor | None = None,
+                  z3: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """What a loss consumes beyond the embeddings: gold scores for graded losses, a guide's embeddings
+    (B, 2 + K, 6) for guided ones (fixed noisy copies: the guide agrees with itself, not with z)."""
     extras = {}
     if loss_fn.needs_scores:
         extras["scores"] = torch.tensor(SCORES[: z1.shape[0]], dtype=z1.dtype)
+    if loss_fn.needs_guide:
+        g = torch.Generator().manual_seed(99)
+        batch, negatives = z1.shape[0], 0 if z3 is None else (1 if z3.dim() == 2 else z3.shape[1])
+        base = torch.randn(batch, 6, generator=g, dtype=torch.float64)
+        views = [base, base + 0.7 * torch.randn(batch, 6, generator=g, dtype=torch.float64)]
+        views += [torch.randn(batch, 6, generator=g, dtype=torch.float64) for _ in range(negatives)]
+        extras["guide"] = torch.stack(views, dim=1).to(z1.dtype if z1.dtype == torch.float64 else torch.float32)
     return extras
 
 
@@ -273,7 +308,7 @@ class _Fed:
         self.loss = loss_fn
 
     def __call__(self, *zs):
-        return self.loss(*zs, **_extra_inputs(self.loss, zs[0]))
+        return self.loss(*zs, **_extra_inputs(self.loss, *zs))
 
     def __getattr__(self, key):
         return getattr(self.loss, key)
@@ -308,7 +343,7 @@ def test_loss_matches_naive_loops_value_and_gradients(name, hparams, with_z3, na
     zs = _embeddings(seed=100 * seed + len(hparams))[: 3 if with_z3 else 2]
     loss_fn = _build(name, **hparams)
     assert loss_fn.hparams() == {**loss_kwargs_of(name), **hparams}
-    extras = _extra_inputs(loss_fn, zs[0])
+    extras = _extra_inputs(loss_fn, *zs)
     hand, hand_grads = _value_and_grads(lambda *z: naive(*z, **hparams, **extras), zs)
     assert any(g.abs().sum() > 0 for g in hand_grads)  # the comparison below can fail
 
@@ -394,7 +429,7 @@ def test_hard_negatives_used_or_rejected(name):
 
 def test_hard_negative_support_decisions():
     supported = {name for name, cls in LOSSES.items() if cls.supports_hard_negatives}
-    assert supported == {"infonce", "dcl", "dcl_pos", "arccon"}
+    assert supported == {"infonce", "dcl", "dcl_pos", "arccon", "gist"}
 
 
 @pytest.mark.parametrize("name", ALL_LOSSES)
@@ -600,6 +635,10 @@ BAD_HPARAMS = [
     ("arccon", "margin", -10.0),
     ("cosent", "temp", 0.0),
     ("angle", "temp", float("nan")),
+    ("gist", "temp", -0.01),
+    ("gist", "margin", -0.1),
+    ("gist", "margin_strategy", "sideways"),
+    ("gist", "contrast_anchors", "yes"),
 ]
 
 

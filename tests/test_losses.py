@@ -197,6 +197,8 @@ def test_every_registered_loss_builds_from_defaults_and_reports_them(name):
     assert loss.hparams() == loss_kwargs_of(name)
     z1, z2, z3 = (z.float() for z in _embeddings(seed=11, with_z3=True))
     extras = {"scores": torch.arange(len(z1), dtype=torch.float32) % 3} if loss.needs_scores else {}
+    if loss.needs_guide:
+        extras["guide"] = torch.stack([z1, z2, z3] if loss.supports_hard_negatives else [z1, z2], dim=1)
     value = loss(z1, z2, z3, **extras) if loss.supports_hard_negatives else loss(z1, z2, **extras)
     assert value.dim() == 0 and value.dtype == torch.float32 and torch.isfinite(value)
 

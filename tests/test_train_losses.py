@@ -41,8 +41,9 @@ def write_scored_file(directory, header: str = "sent0,sent1,score"):
 def test_every_loss_trains_a_few_steps(loss, tiny_bert, tmp_path):
     out = tmp_path / "out"
     data = write_scored_file(tmp_path)[0] if LOSSES[loss].needs_scores else write_train_file(tmp_path, 1)
+    guide = ["--guide_model", str(tiny_bert)] if LOSSES[loss].needs_guide else []  # the start guiding itself
     args = base_args(tiny_bert, data, out, "--loss_type", loss, "--logging_steps", "1",
-                     *EXTRA_FLAGS.get(loss, []))
+                     *EXTRA_FLAGS.get(loss, []), *guide)
     args[args.index("--max_steps") + 1] = "2"
     metrics = train.main(args)
     assert math.isfinite(metrics["train_loss"])

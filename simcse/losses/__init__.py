@@ -22,3 +22,4 @@ from simcse.losses.margin import MATLoss as MATLoss, METLoss as METLoss, MPTLoss
 from simcse.losses.vicreg import VICRegLoss as VICRegLoss  # isort: skip
 from simcse.losses.arccon import ArcConLoss as ArcConLoss  # isort: skip
 from simcse.losses.graded import AnglELoss as AnglELoss, CoSENTLoss as CoSENTLoss  # isort: skip
+from simcse.losses.gist import GISTLoss as GISTLoss  # isort: skip
