@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,48 @@ def test_report_to_tensorboard_writes_an_events_file(tmp_path):
                              "--eval_strategy", "no", "--save_strategy", "no"))
     events = list(out.rglob("events.out.tfevents.*"))
     assert events and all(e.stat().st_size > 0 for e in events)
+
+
+def test_a_trainer_state_path_and_15_custom_dev_sets_in_15_colours(tmp_path, monkeypatch, capsys):
+    """A trainer_state.json path (it used to crash: the plots went to 'trainer_state.json/plots'), 15
+    --eval_custom_sts curves in one panel, each with its own colour (the default cycle repeats after 10)."""
+    matplotlib = pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    names = [f"eval_set_{i:02d}_spearman" for i in range(15)]
+    history = [{"step": s, "loss": 1.0 / s, "learning_rate": 1e-5} for s in range(1, 6)]
+    history += [{"step": s, "eval_stsb_spearman": 0.5 + s / 100, **{n: i / 20 + s / 100 for i, n in enumerate(names)}}
+                for s in range(1, 6)]
+    state = tmp_path / "run" / "checkpoint-5" / "trainer_state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps({"log_history": history, "best_model_checkpoint": "run/checkpoint-4"}))
+
+    figures = {}
+    real_savefig = Figure.savefig
+
+    def keep(self, path, *args, **kwargs):
+        figures[Path(path).name] = self
+        return real_savefig(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    paths = plot.main([str(state)])
+    assert {p.name for p in paths} == {"loss.png", "learning_rate.png", "sts_dev.png", "custom_dev.png"}
+    assert all(p.parent == state.parent / "plots" for p in paths)
+    for path in paths:
+        check_png(path)
+    custom = figures["custom_dev.png"]
+    [ax] = custom.axes
+    curves = [line for line in ax.get_lines() if line.get_label() in names]
+    assert [line.get_label() for line in curves] == names
+    assert len({matplotlib.colors.to_hex(line.get_color()) for line in curves}) == 15
+    legend = ax.get_legend()
+    assert legend is not None and legend.get_bbox_to_anchor().x0 > ax.get_window_extent().x1 - 1  # beside the axes
+    assert "eval_stsb_spearman" not in [line.get_label() for line in ax.get_lines()]  # it has its own plot
+    capsys.readouterr()
+
+
+def test_series_styles_never_repeat():
+    pytest.importorskip("matplotlib")
+    assert len({str(s["color"]) for s in plot.series_styles(15)}) == 15
+    assert len({str(s["color"]) for s in plot.series_styles(20)}) == 20
+    assert len({(str(s["color"]), s["linestyle"]) for s in plot.series_styles(45)}) == 45
