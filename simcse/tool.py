@@ -229,10 +229,13 @@ class SimCSE:
 
     model_name_or_path: a train.py checkpoint, its conversion, or any BERT/RoBERTa/GPT-2 model (local
     directory or hub id). device: "cpu", "cuda", "cuda:N" (default: cuda when available). pooler: see
-    the module docstring for the rule used when it is None.
+    the module docstring for the rule used when it is None. truncate_dim: use only the first D coordinates
+    of every embedding (for a Matryoshka-trained model, ``train.py --matryoshka_dims``; the same as
+    ``evaluation.py --truncate_dim D``): encode, similarity and the index then work on D-wide vectors.
     """
 
-    def __init__(self, model_name_or_path: str, device: str | None = None, pooler: str | None = None):
+    def __init__(self, model_name_or_path: str, device: str | None = None, pooler: str | None = None,
+                 truncate_dim: int | None = None):
         from transformers import AutoConfig
 
         config = load_pretrained(model_name_or_path, AutoConfig.from_pretrained)
@@ -241,7 +244,10 @@ class SimCSE:
             check_pooler(self.pooler, config.model_type)
         except ValueError as err:
             raise SimCSEError(f"{err} (pooler from {self.pooler_source})") from None
-        built = build_encoder(model_name_or_path, self.pooler, device=device)
+        # truncate_dim: keep the first D coordinates (a Matryoshka-trained model, arXiv:2205.13147); an index
+        # built by this tool then holds D-wide vectors, and cosines are those of the prefixes.
+        built = build_encoder(model_name_or_path, self.pooler, device=device, truncate_dim=truncate_dim)
+        self.truncate_dim = truncate_dim
         self.model_name_or_path = model_name_or_path
         self.tokenizer = built.tokenizer
         self.device = built.device
@@ -255,7 +261,8 @@ class SimCSE:
         self._index_built = False
 
     def __repr__(self) -> str:
-        return (f"SimCSE({self.model_name_or_path!r}, pooler={self.pooler!r} from {self.pooler_source}, "
+        dim = "" if self.truncate_dim is None else f", truncate_dim={self.truncate_dim}"
+        return (f"SimCSE({self.model_name_or_path!r}, pooler={self.pooler!r} from {self.pooler_source}{dim}, "
                 f"device={str(self.device)!r}, indexed={self.index_size})")
 
     # ---------------------------------------------------------------- encoding

@@ -412,3 +412,20 @@ def test_empty_sentences_are_defined_or_a_clear_error(tmp_path, tiny_gpt2_dir):
         with pytest.raises(SimCSEError, match=r"sentence\(s\) give no tokens \(the first: ''\).*Drop or fill"):
             gpt2.encode(batch)
     assert gpt2.encode(["some text"]).shape == (1, 32)
+
+
+def test_truncate_dim_keeps_the_first_coordinates(tmp_path):
+    path = str(save_tiny_model(tmp_path / "tiny", "bert"))
+    full = SimCSE(path, device="cpu", pooler="avg")
+    short = SimCSE(path, device="cpu", pooler="avg", truncate_dim=8)
+    sentences = ["a cat sits", "a dog runs far", "stocks fell"]
+    raw = full.encode(sentences, normalize_to_unit=False)
+    assert short.encode(sentences, normalize_to_unit=False).shape == (3, 8)
+    torch.testing.assert_close(short.encode(sentences), torch.nn.functional.normalize(raw[:, :8], dim=-1))
+    torch.testing.assert_close(torch.as_tensor(short.similarity(sentences[0], sentences[1:])).reshape(-1),
+                               torch.nn.functional.cosine_similarity(raw[:1, :8], raw[1:, :8]), rtol=1e-5, atol=1e-6)
+    short.build_index(sentences[1:])
+    assert short.search(sentences[0], top_k=1)[0]["sentence"] in sentences[1:]
+    assert "truncate_dim=8" in repr(short)
+    with pytest.raises(SimCSEError, match=r"--truncate_dim must be an integer in \[1, 32\], got 64"):
+        SimCSE(path, device="cpu", pooler="avg", truncate_dim=64)
