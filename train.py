@@ -31,7 +31,7 @@ from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
 from simcse.losses.matryoshka import MatryoshkaLoss
 from simcse.models import configure, model_class_for
-from simcse.reliability import StepDelayCallback, check_task_data, resolve_resume_checkpoint
+from simcse.reliability import StepDelayCallback, check_task_data, resolve_resume_checkpoint, run_record
 from simcse.trainers import STS_DEV_METRICS, SentEvalDevEvaluator, SimCSETrainer
 
 logger = logging.getLogger("simcse.train")
@@ -64,9 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
     training_args.do_train = True
     check_output_dir(training_args)
-    # "last" means the newest COMPLETE checkpoint; a checkpoint cut off by a crash is never resumed from.
-    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
-                                                                     training_args.output_dir)
+    run = run_record(model_args, data_args, training_args)  # recorded in each checkpoint's marker
     evaluating = training_args.eval_strategy != "no" or training_args.eval_on_start
     if evaluating:  # missing SentEval files fail now, not after the model has loaded or at the first evaluation
         data_dir = resolve_data_dir(data_args.senteval_data)
@@ -77,6 +75,10 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO if training_args.should_log else logging.WARN, stream=sys.stdout)
     transformers.utils.logging.set_verbosity_warning()
+    # "last" means the newest COMPLETE checkpoint of THIS run (same fingerprint); a checkpoint cut off by a
+    # crash, or left by a run with other arguments, is never resumed from. The choice is logged.
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir, run=run)
     set_seed(training_args.seed)
 
     # 3. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
@@ -162,6 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         mlm_weight=model_args.mlm_weight,
         guide=guide,
         callbacks=StepDelayCallback.from_env(),  # a test hook; empty unless $SIMCSE_TEST_STEP_SLEEP is set
+        run_record=run,
     )
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
 

@@ -11,7 +11,11 @@ it writes leaves a directory that looks like a checkpoint but is not one. So:
   marker follows the Trainer's ``--save_total_limit`` rotation; a crash in that instant leaves the
   newest checkpoint unmarked, so ``last`` picks an older one (never a damaged one).
 * **Resuming.** ``--resume_from_checkpoint last`` resolves to the newest complete checkpoint of
-  ``output_dir`` (:func:`resolve_resume_checkpoint`); an explicit path must be a complete checkpoint.
+  ``output_dir`` *of the same run* (:func:`resolve_resume_checkpoint`): the marker records a run
+  fingerprint (:func:`run_record`: a hash of the arguments that change training), and a checkpoint
+  of other arguments, e.g. left in the folder by an earlier run with ``--overwrite_output_dir``, is
+  skipped with a message naming the arguments that differ; the one picked is logged. An explicit
+  path must be a complete checkpoint (another run's is resumed, with a warning listing the differences).
   The Trainer then restores weights, optimizer, scheduler, RNG states and its state (best metric and
   best checkpoint included) and skips the batches already seen, so the resumed run ends with the
   weights of an uninterrupted one.
@@ -29,7 +33,10 @@ it writes leaves a directory that looks like a checkpoint but is not one. So:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -40,6 +47,8 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from simcse.errors import SimCSEError
+
+logger = logging.getLogger(__name__)
 
 MARKER = "simcse_checkpoint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
@@ -60,12 +69,63 @@ def _atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def mark_complete(checkpoint: str | os.PathLike, global_step: int) -> None:
-    """Record that ``checkpoint`` is complete: its files and sizes, written last and atomically."""
+# Arguments that do not change the trained weights: where files go, logging, evaluation-only settings.
+_NOT_TRAINING = frozenset({"cache_dir", "trust_remote_code", "overwrite_cache", "preprocessing_num_workers",
+                           "senteval_data", "eval_custom_sts"})
+# TrainingArguments that do change them (the rest of its ~150 fields are I/O, logging, hub, hardware).
+_TRAINING_FIELDS = ("seed", "data_seed", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+                    "max_grad_norm", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
+                    "warmup_ratio", "warmup_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
+                    "optim", "optim_args", "fp16", "bf16", "label_smoothing_factor", "group_by_length",
+                    "grad_cache_mini_batch", "no_duplicates_in_batch", "skip_nonfinite")
+
+
+def run_record(*argument_groups) -> dict:
+    """``{"fingerprint": hash, "args": {name: value}}`` of the arguments that change training: every
+    field of the model and data argument dataclasses except I/O and evaluation-only ones, and the
+    optimisation fields of TrainingArguments (:data:`_TRAINING_FIELDS`). Two runs with the same
+    fingerprint continue each other's checkpoints; any other difference (logging, saving, evaluation
+    data, output paths) does not count."""
+    args: dict = {}
+    for group in argument_groups:
+        if isinstance(group, dict):
+            values = group
+        elif hasattr(group, "to_dict") and hasattr(group, "per_device_train_batch_size"):  # TrainingArguments
+            values = {name: getattr(group, name) for name in _TRAINING_FIELDS if hasattr(group, name)}
+        else:
+            values = {f.name: getattr(group, f.name) for f in dataclasses.fields(group)}
+        args.update({k: v for k, v in values.items() if k not in _NOT_TRAINING})
+    args = json.loads(json.dumps(args, sort_keys=True, default=str))  # plain JSON values, as stored
+    fingerprint = hashlib.sha256(json.dumps(args, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+    return {"fingerprint": fingerprint, "args": args}
+
+
+def mark_complete(checkpoint: str | os.PathLike, global_step: int, run: dict | None = None) -> None:
+    """Record that ``checkpoint`` is complete: its files and sizes (and the :func:`run_record` of the run
+    that wrote it), written last and atomically."""
     root = Path(checkpoint)
     files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
              if p.is_file() and p.name != MARKER and not p.name.startswith(f".{MARKER}")}
-    _atomic_write_text(root / MARKER, json.dumps({"global_step": global_step, "files": files}, indent=1) + "\n")
+    record = {"global_step": global_step, "files": files, **({"run": run} if run is not None else {})}
+    _atomic_write_text(root / MARKER, json.dumps(record, indent=1) + "\n")
+
+
+def other_run_reason(checkpoint: str | os.PathLike, run: dict) -> str | None:
+    """None when the complete ``checkpoint`` was written by a run with ``run``'s fingerprint, else why not
+    (the differing arguments, at most three named)."""
+    try:
+        recorded = json.loads((Path(checkpoint) / MARKER).read_text(encoding="utf-8")).get("run")
+    except (OSError, ValueError):
+        return f"its {MARKER} is unreadable"
+    if not isinstance(recorded, dict) or "fingerprint" not in recorded:
+        return "its marker records no run fingerprint (written by an older train.py)"
+    if recorded["fingerprint"] == run["fingerprint"]:
+        return None
+    theirs, ours = recorded.get("args", {}), run["args"]
+    changed = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k, "(unset)") != ours.get(k, "(unset)")]
+    shown = ", ".join(f"{k} {theirs.get(k, '(unset)')!r} there, {ours.get(k, '(unset)')!r} now" for k in changed[:3])
+    more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+    return f"another run ({shown or 'different arguments'}{more})"
 
 
 def unmark(checkpoint: str | os.PathLike) -> None:
@@ -112,27 +172,39 @@ def newest_complete_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     return next((path for _, path in checkpoints(output_dir) if is_complete(path)), None)
 
 
-def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) -> str | None:
+def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike, run: dict | None = None) -> str | None:
     """The checkpoint directory ``--resume_from_checkpoint VALUE`` means, or a one-line SimCSEError.
 
-    ``last`` (any case): the newest complete checkpoint of ``output_dir``. A path: it must be a complete
-    checkpoint (see :func:`is_complete`); the error names the newest complete one as the fix.
+    ``last`` (any case): the newest complete checkpoint of ``output_dir`` whose marker holds ``run``'s
+    fingerprint (any complete one when ``run`` is None); newer checkpoints of other runs are skipped
+    with a warning naming them and the choice is logged. A path: it must be a complete checkpoint (see
+    :func:`is_complete`); the error names the newest complete one as the fix. A path from another run is
+    resumed as asked, with a warning.
     """
     if value is None or value == "":
         return None
     if value.lower() == RESUME_LAST:
-        newest = newest_complete_checkpoint(output_dir)
-        if newest is None:
-            if not Path(output_dir).is_dir():
-                raise SimCSEError(f"--resume_from_checkpoint last: --output_dir {str(output_dir)!r} does not exist, "
-                                  "so there is nothing to resume; drop --resume_from_checkpoint to start a fresh run")
-            skipped = [f"{p.name} ({incomplete_reason(p)})" for _, p in checkpoints(output_dir)]
-            found = f" (incomplete: {', '.join(skipped)})" if skipped else ""
-            raise SimCSEError(
-                f"--resume_from_checkpoint last: no complete checkpoint in {str(output_dir)!r}{found}; drop "
-                "--resume_from_checkpoint and add --overwrite_output_dir to start afresh, or pass a checkpoint directory"
-            )
-        return str(newest)
+        if not Path(output_dir).is_dir():
+            raise SimCSEError(f"--resume_from_checkpoint last: --output_dir {str(output_dir)!r} does not exist, "
+                              "so there is nothing to resume; drop --resume_from_checkpoint to start a fresh run")
+        skipped = []
+        for _, path in checkpoints(output_dir):
+            reason = incomplete_reason(path)
+            if reason is None and run is not None:
+                reason = other_run_reason(path, run)
+            if reason is None:
+                for name in skipped:
+                    logger.warning("--resume_from_checkpoint last: skipped %s", name)
+                logger.info("--resume_from_checkpoint last: resuming from %s (this run%s)", path,
+                            f", fingerprint {run['fingerprint']}" if run is not None else "")
+                return str(path)
+            skipped.append(f"{path.name} ({reason})")
+        found = f" (skipped: {'; '.join(skipped)})" if skipped else ""
+        raise SimCSEError(
+            f"--resume_from_checkpoint last: no complete checkpoint in {str(output_dir)!r}"
+            f"{' from this run' if run is not None else ''}{found}; drop "
+            "--resume_from_checkpoint and add --overwrite_output_dir to start afresh, or pass a checkpoint directory"
+        )
     path = Path(value).expanduser()
     if not path.is_dir():
         raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a directory; pass a checkpoint-N directory "
@@ -143,6 +215,9 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike) 
         fix = (f"resume from {str(newest)!r} (the newest complete one there) instead" if newest is not None
                else "no complete checkpoint is beside it; start a fresh run")
         raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a complete checkpoint: {reason}; {fix}")
+    other = other_run_reason(path, run) if run is not None else None
+    if other is not None:
+        logger.warning("--resume_from_checkpoint %s: %s; resuming it as asked", value, other)
     return str(path)
 
 

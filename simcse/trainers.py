@@ -144,11 +144,14 @@ class SimCSETrainer(Trainer):
     mlm_weight: weight of the auxiliary MLM loss when the batch carries MLM inputs.
     guide: for guided losses, ``guide(inputs) -> (B, N, G)`` embeddings of the batch's sentences by a frozen
     encoder (:class:`simcse.guide.GuideEncoder`), computed once per batch without gradient.
+    run_record: :func:`simcse.reliability.run_record` of this run, stored in every checkpoint's marker so
+    that ``--resume_from_checkpoint last`` resumes only checkpoints of the same run.
     """
 
     def __init__(self, *args, loss_fn: ContrastiveLoss, evaluator: Callable | None = None, mlm_weight: float = 0.1,
-                 guide: Callable | None = None, **kwargs):
+                 guide: Callable | None = None, run_record: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.run_record = run_record
         self.loss_fn = loss_fn
         self.guide = guide
         self.evaluator = evaluator
@@ -323,7 +326,7 @@ class SimCSETrainer(Trainer):
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
         if self.args.should_save:
-            mark_complete(folder, self.state.global_step)
+            mark_complete(folder, self.state.global_step, run=self.run_record)
             rotate_checkpoints(output_dir=self._get_output_dir(trial=trial), save_total_limit=limit,
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 

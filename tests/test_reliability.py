@@ -33,6 +33,7 @@ from simcse.reliability import (
     mark_complete,
     newest_complete_checkpoint,
     resolve_resume_checkpoint,
+    run_record,
     staged_directory,
     unmark,
 )
@@ -100,7 +101,7 @@ def test_resume_errors_name_the_fix(tmp_path):
     with pytest.raises(SimCSEError, match=r"'.*nowhere' does not exist, so there is nothing to resume; drop"):
         resolve_resume_checkpoint("last", tmp_path / "nowhere")
     fake_checkpoint(tmp_path, 3, complete=False)
-    with pytest.raises(SimCSEError, match=r"no complete checkpoint in .* \(incomplete: checkpoint-3 \(no simcse_"):
+    with pytest.raises(SimCSEError, match=r"no complete checkpoint in .* \(skipped: checkpoint-3 \(no simcse_"):
         resolve_resume_checkpoint("last", tmp_path)
     fake_checkpoint(tmp_path, 1)
     with pytest.raises(SimCSEError, match=r"checkpoint-3' is not a complete checkpoint: no simcse_checkpoint.json "
@@ -421,3 +422,75 @@ def test_rotation_runs_only_after_the_new_checkpoint_is_marked(tiny_bert, tmp_pa
     code, err = run(args + ["--save_steps", "1", "--save_total_limit", "1"], capsys)
     assert code == 0, err
     assert seen == [("checkpoint-1", True, 1), ("checkpoint-2", True, 1)]
+
+
+# ----- `last` resumes only the same run ------------------------------------------------------------------
+
+
+def test_run_record_counts_only_arguments_that_change_training(tiny_bert, tmp_path):
+    def record(*extra):
+        model_args, data_args, training_args = train.parse_args(base_args(tiny_bert, write_train_file(tmp_path, 1),
+                                                                          tmp_path / "o", *extra))
+        return run_record(model_args, data_args, training_args)
+
+    same = record()
+    assert same == record() and len(same["fingerprint"]) == 16
+    assert same["args"]["learning_rate"] == 5e-05 and same["args"]["train_file"].endswith("train.txt")
+    # logging, saving, reporting and evaluation-only data do not change the weights
+    assert record("--logging_steps", "3", "--save_total_limit", "2", "--report_to", "none",
+                  "--senteval_data", str(tmp_path))["fingerprint"] == same["fingerprint"]
+    for flag, value in (("--learning_rate", "1e-3"), ("--seed", "7"), ("--temp", "0.1"),
+                        ("--per_device_train_batch_size", "8"), ("--max_seq_length", "20")):
+        assert record(flag, value)["fingerprint"] != same["fingerprint"], flag
+
+
+def test_last_skips_checkpoints_of_another_run_and_says_which_it_picked(tmp_path, caplog):
+    this = {"fingerprint": "a" * 16, "args": {"learning_rate": 5e-5, "seed": 42}}
+    other = {"fingerprint": "b" * 16, "args": {"learning_rate": 3e-5, "seed": 42}}
+    for step, run in ((4, this), (6, this), (9, other)):
+        folder = fake_checkpoint(tmp_path, step, complete=False)
+        mark_complete(folder, step, run=run)
+    fake_checkpoint(tmp_path, 8, complete=False)  # killed while writing
+    fake_checkpoint(tmp_path, 7)  # a marker without a fingerprint (an older train.py)
+    with caplog.at_level(logging.INFO, logger="simcse.reliability"):
+        assert resolve_resume_checkpoint("last", tmp_path, run=this) == str(tmp_path / "checkpoint-6")
+    assert "skipped checkpoint-9 (another run (learning_rate 3e-05 there, 5e-05 now))" in caplog.text
+    assert "skipped checkpoint-8 (no simcse_checkpoint.json" in caplog.text
+    assert "skipped checkpoint-7 (its marker records no run fingerprint" in caplog.text
+    assert f"resuming from {tmp_path / 'checkpoint-6'} (this run, fingerprint {'a' * 16})" in caplog.text
+    assert resolve_resume_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-9")  # no run given: any
+    third = {"fingerprint": "c" * 16, "args": {"learning_rate": 1e-4, "seed": 1}}
+    with pytest.raises(SimCSEError, match=r"no complete checkpoint in .* from this run \(skipped: checkpoint-9 "
+                                          r"\(another run \(learning_rate 3e-05 there, 0.0001 now, seed 42 there, 1 now\)\)"):
+        resolve_resume_checkpoint("last", tmp_path, run=third)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="simcse.reliability"):  # an explicit path: as asked, warned
+        assert resolve_resume_checkpoint(str(tmp_path / "checkpoint-9"), tmp_path, run=this).endswith("checkpoint-9")
+    assert "another run (learning_rate 3e-05 there, 5e-05 now); resuming it as asked" in caplog.text
+
+
+def test_train_resumes_its_own_checkpoint_not_a_newer_one_left_by_another_run(tiny_bert, tmp_path, caplog):
+    """Run A (lr 1e-2) leaves checkpoint-1 and checkpoint-2; run B (lr 2e-2, --overwrite_output_dir) is
+    killed after writing its checkpoint-1. `last` for B must take B's checkpoint-1, not A's newer step 2."""
+    train_file = write_train_file(tmp_path, 1)
+    out = tmp_path / "out"
+
+    def args(lr, steps, *extra):
+        argv = base_args(tiny_bert, train_file, out, "--learning_rate", lr, "--save_steps", "1", *extra)
+        argv[argv.index("--max_steps") + 1] = steps
+        argv[argv.index("--save_strategy") + 1] = "steps"
+        return argv
+
+    train.main(args("1e-2", "2"))
+    train.main(args("2e-2", "1", "--overwrite_output_dir"))  # B stops after step 1, as if killed
+    b_step1 = load_file(out / "checkpoint-1" / "model.safetensors")
+    marker = json.loads((out / "checkpoint-2" / MARKER).read_text())
+    assert marker["run"]["args"]["learning_rate"] == 0.01  # checkpoint-2 is still A's
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        train.main(args("2e-2", "1", "--resume_from_checkpoint", "last"))
+    assert "skipped checkpoint-2 (another run (learning_rate 0.01 there, 0.02 now, max_steps 2 there, 1 now))" \
+        in caplog.text
+    assert f"resuming from {out / 'checkpoint-1'} (this run" in caplog.text
+    final = load_file(out / "model.safetensors")  # B's step-1 weights: nothing of A's step 2 came in
+    assert all(torch.equal(final[k], b_step1[k]) for k in b_step1 if k in final)
