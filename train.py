@@ -29,7 +29,6 @@ from simcse.encoder import load_pretrained, position_limit, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
-from simcse.losses.matryoshka import MatryoshkaLoss
 from simcse.models import configure, model_class_for
 from simcse.reliability import StepDelayCallback, check_task_data, resolve_resume_checkpoint, run_record
 from simcse.trainers import STS_DEV_METRICS, SentEvalDevEvaluator, SimCSETrainer
@@ -118,10 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
                               pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None)
 
     # 6. Loss and evaluation.
-    loss_fn = build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs())
-    matryoshka = model_args.resolved_matryoshka()
-    if matryoshka is not None:
-        loss_fn = MatryoshkaLoss(loss_fn, *matryoshka)
+    loss_fn = model_args.wrap_loss(build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs()))
+    if getattr(loss_fn, "needs_layers", False) and training_args.grad_cache_mini_batch:
+        raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
+                          "embeds without the earlier layers); drop one of them")
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
     if num_columns >= 3 and not loss_fn.supports_hard_negatives:
         able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)

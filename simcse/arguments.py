@@ -70,6 +70,14 @@ class ModelArguments:
     matryoshka_weights: str | None = field(
         default=None, metadata={"help": "weights of the --matryoshka_dims terms, e.g. 1,1,1 (default: 1 each)"}
     )
+    matryoshka_layers: int | None = field(
+        default=None,
+        metadata={"help": "2D Matryoshka (arXiv:2402.14776): also train this many randomly chosen earlier layers "
+                  "per step (-1: all) as embeddings, with a KL pull towards the last layer"},
+    )
+    matryoshka_2d_kwargs: str | None = field(
+        default=None, metadata={"help": 'other 2D Matryoshka weights as JSON, e.g. \'{"kl_div_weight": 1.0, '
+                                '"kl_temperature": 0.3, "last_layer_weight": 1.0, "prior_layers_weight": 1.0}\''})
     loss_kwargs: str | None = field(
         default=None, metadata={"help": 'any loss hyperparameters as JSON, e.g. \'{"symmetric": true}\''}
     )
@@ -88,13 +96,14 @@ class ModelArguments:
             raise SimCSEError(f"unknown --pooler_type {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
         if self.mlm_weight < 0:
             raise SimCSEError(f"--mlm_weight must be >= 0, got {self.mlm_weight}")
-        from simcse.losses import LOSSES
+        from simcse.losses import LOSSES, build_loss
 
         if self.loss_type not in LOSSES:
             raise SimCSEError(f"unknown --loss_type {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
         if self.margin is not None and self.margin < 0:
             raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
         self.resolved_loss_kwargs()  # fail now, not after the model has loaded
+        self.wrap_loss(build_loss(self.loss_type, **self.resolved_loss_kwargs()))
         needs_guide = LOSSES[self.loss_type].needs_guide
         if needs_guide and not self.guide_model:
             raise SimCSEError(f"--loss_type {self.loss_type} needs a frozen guide encoder: add --guide_model PATH "
@@ -158,6 +167,29 @@ class ModelArguments:
 
         MatryoshkaLoss(build_loss(self.loss_type, **self.resolved_loss_kwargs()), dims, weights)  # validates
         return dims, weights
+
+    def wrap_loss(self, loss):
+        """``loss`` inside the Matryoshka wrappers the flags ask for: widths (--matryoshka_dims), then layers
+        (--matryoshka_layers, with --matryoshka_2d_kwargs)."""
+        from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+
+        matryoshka = self.resolved_matryoshka()
+        if matryoshka is not None:
+            loss = MatryoshkaLoss(loss, *matryoshka)
+        if self.matryoshka_layers is None:
+            if self.matryoshka_2d_kwargs is not None:
+                raise SimCSEError("--matryoshka_2d_kwargs needs --matryoshka_layers (2D Matryoshka over layers)")
+            return loss
+        try:
+            extra = json.loads(self.matryoshka_2d_kwargs) if self.matryoshka_2d_kwargs else {}
+        except json.JSONDecodeError as err:
+            raise SimCSEError(f"--matryoshka_2d_kwargs {self.matryoshka_2d_kwargs!r} is not valid JSON "
+                              f"({err.msg})") from None
+        valid = ("last_layer_weight", "prior_layers_weight", "kl_div_weight", "kl_temperature")
+        if not isinstance(extra, dict) or set(extra) - set(valid):
+            raise SimCSEError(f"--matryoshka_2d_kwargs must be a JSON object with keys among {', '.join(valid)}; "
+                              f"got {self.matryoshka_2d_kwargs!r}")
+        return Matryoshka2dLoss(loss, n_layers_per_step=self.matryoshka_layers, **extra)
 
     def model_temp(self) -> float:
         """The temperature saved in the model config: the loss's τ when it has one, else SimCSE's 0.05."""

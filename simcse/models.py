@@ -51,6 +51,9 @@ SIMCSE_CONFIG_DEFAULTS = {"pooler_type": "cls", "mlp_only_train": False, "temp":
 class ContrastiveOutput(ModelOutput):
     embeddings: torch.Tensor | None = None  # (B, N, H) pooled (and MLP-projected) sentence vectors
     mlm_loss: torch.Tensor | None = None
+    # (B, N, L, H): the same pooling of the L earlier layers' states (embedding output, layers 1..L-1), with
+    # ``all_layers=True`` (2D Matryoshka, simcse.losses.matryoshka.Matryoshka2dLoss)
+    layer_embeddings: torch.Tensor | None = None
 
 
 class MLPHead(nn.Module):
@@ -260,6 +263,7 @@ class ContrastiveEncoderMixin:
         token_type_ids: torch.Tensor | None = None,
         mlm_input_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
+        all_layers: bool = False,
         **unused,
     ) -> ContrastiveOutput:
         if input_ids.dim() == 2:  # (B, L): plain sentence embeddings, as at inference
@@ -267,12 +271,23 @@ class ContrastiveEncoderMixin:
         batch, num_sent, length = input_ids.shape
         flat = lambda t: None if t is None else t.reshape(batch * num_sent, -1)  # noqa: E731  (B*N, L)
         want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
+        if all_layers and want_hidden:
+            raise SimCSEError(f"2D Matryoshka pools every layer alone, which pooler {self.config.pooler_type!r} "
+                              "(built from several layers) cannot; use cls, cls_before_pooler or avg")
         flat_mask = flat(attention_mask)
-        outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids), output_hidden_states=want_hidden)
+        outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids),
+                                     output_hidden_states=want_hidden or all_layers)
         pooled = self._pool(outputs, flat_mask)  # (B*N, H)
         if self.config.pooler_type == "cls":  # the MLP head is always used in training
             pooled = self.mlp(pooled)
         embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
+        layer_embeddings = None
+        if all_layers:
+            earlier = [pool(self.config.pooler_type, flat_mask, h) for h in outputs.hidden_states[:-1]]
+            stacked = torch.stack(earlier, dim=1)  # (B*N, L, H)
+            if self.config.pooler_type == "cls":
+                stacked = self.mlp(stacked)
+            layer_embeddings = stacked.view(batch, num_sent, len(earlier), -1)  # (B, N, L, H)
 
         mlm_loss = None
         if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm and (mlm_labels != -100).any():
@@ -285,7 +300,7 @@ class ContrastiveEncoderMixin:
             head = getattr(self, self.mlm_attr)
             logits = head(hidden, self.backbone.get_input_embeddings().weight)  # (M, V)
             mlm_loss = F.cross_entropy(logits.float(), labels[chosen])
-        return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss)
+        return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss, layer_embeddings=layer_embeddings)
 
 
 class BertForCL(ContrastiveEncoderMixin, BertPreTrainedModel):

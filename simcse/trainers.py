@@ -297,9 +297,13 @@ class SimCSETrainer(Trainer):
             self.args.dataloader_drop_last = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        outputs = model(**inputs)
+        layered = getattr(self.loss_fn, "needs_layers", False)  # 2D Matryoshka: every layer's pooled output
+        outputs = model(**inputs, all_layers=True) if layered else model(**inputs)
         z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
-        loss = self._loss_of_embeddings(z, self._loss_extras(inputs))
+        extras = self._loss_extras(inputs)
+        if layered:
+            extras["layers"] = gather_with_grad(outputs.layer_embeddings.float())  # (B, N, L, H)
+        loss = self._loss_of_embeddings(z, extras)
         if model.training:
             self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
         if outputs.mlm_loss is not None:

@@ -200,3 +200,56 @@ def test_gist_is_gist_embed_loss(k, hparams):
     guided_positive = torch.nn.functional.cosine_similarity(guide[:, 0], guide[:, 1])
     guided = torch.nn.functional.cosine_similarity(guide[:, 0].unsqueeze(1), guide[:, 1].unsqueeze(0), dim=-1)
     assert (guided > guided_positive.unsqueeze(1)).any()
+
+
+@pytest.mark.parametrize("with_dims", [True, False], ids=["2d", "layers-only"])
+@pytest.mark.parametrize("k", [0, 1])
+def test_matryoshka_2d_is_matryoshka2d_loss(tmp_path, k, with_dims):
+    """On a real (tiny, random, float64, dropout-free) sentence-transformers model: the same layers pooled
+    by us feed our wrapper; values and parameter gradients equal sentence-transformers' loss, with every
+    layer and every width in each step (its defaults sample one of each per step)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling, Transformer
+
+    from conftest import save_tiny_model
+    from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+    from simcse.poolers import pool
+
+    body = Transformer(str(save_tiny_model(tmp_path / "bert", "bert")))
+    model = SentenceTransformer(modules=[body, Pooling(body.get_word_embedding_dimension(), "mean")]).double().eval()
+    columns = [[f"a man plays {i} songs" for i in range(B)], [f"someone plays music {i}" for i in range(B)],
+               [f"the stock {i} fell sharply today" for i in range(B)]][: 2 + k]
+    features = [model.tokenize(column) for column in columns]
+    dims, weights = [32, 16, 8], [1.0, 0.5, 2.0]
+    inner = st_losses.MultipleNegativesRankingLoss(model, scale=20.0)
+    hparams = {"last_layer_weight": 1.5, "prior_layers_weight": 0.7, "kl_div_weight": 2.0, "kl_temperature": 0.3}
+    if with_dims:
+        st = st_losses.Matryoshka2dLoss(model, inner, dims, weights, n_layers_per_step=-1, n_dims_per_step=-1,
+                                        **hparams)
+        ours_fn = Matryoshka2dLoss(MatryoshkaLoss(build_loss("infonce"), dims, weights), n_layers_per_step=-1,
+                                   **hparams)
+    else:
+        st = st_losses.AdaptiveLayerLoss(model, inner, n_layers_per_step=-1, **hparams)
+        ours_fn = Matryoshka2dLoss(build_loss("infonce"), n_layers_per_step=-1, **hparams)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def grads_of(loss):
+        return loss.detach(), torch.autograd.grad(loss, params, allow_unused=True)
+
+    theirs = grads_of(st([dict(f) for f in features], None))
+    per_column = []
+    for f in features:
+        out = model[0].auto_model(input_ids=f["input_ids"], attention_mask=f["attention_mask"],
+                                  token_type_ids=f.get("token_type_ids"), output_hidden_states=True)
+        per_column.append(torch.stack([pool("avg", f["attention_mask"], h) for h in out.hidden_states], dim=1))
+    z = torch.stack(per_column, dim=1)  # (B, N, L + 1, H)
+    ours = grads_of(ours_fn(z[:, 0, -1], z[:, 1, -1], z[:, 2, -1] if k else None, layers=z[:, :, :-1]))
+    torch.testing.assert_close(ours[0], theirs[0], rtol=1e-6, atol=1e-6)
+    final_only = 1.5 * ours_fn.loss(z[:, 0, -1], z[:, 1, -1], z[:, 2, -1] if k else None)
+    assert abs(ours[0].item() - final_only.item()) > 1e-3  # the earlier layers' and KL terms count
+    assert sum(g.abs().sum() for g in theirs[1] if g is not None) > 0
+    for g, st_g in zip(ours[1], theirs[1]):
+        if st_g is None:
+            assert g is None or g.abs().sum() == 0
+        else:
+            torch.testing.assert_close(g, st_g, rtol=1e-6, atol=1e-6)

@@ -188,3 +188,37 @@ def test_graded_loss_and_data_must_agree(tiny_bert, tmp_path):
     # Declared a hard negative on purpose: infonce trains on the numbers as sentences.
     args = base_args(tiny_bert, scored, tmp_path / "c", "--train_columns", "sent0,sent1,hard_neg")
     assert math.isfinite(train.main(args)["train_loss"])
+
+
+def test_matryoshka_2d_trains_over_layers_and_widths(tiny_bert, tmp_path, monkeypatch):
+    from simcse.losses.matryoshka import Matryoshka2dLoss
+
+    seen = []
+    original = Matryoshka2dLoss.forward
+
+    def recording(self, *args, layers=None, **kwargs):
+        seen.append(tuple(layers.shape))
+        return original(self, *args, layers=layers, **kwargs)
+
+    monkeypatch.setattr(Matryoshka2dLoss, "forward", recording)
+    out = tmp_path / "2d"
+    args = base_args(tiny_bert, write_train_file(tmp_path, 3), out, "--matryoshka_dims", "32,8",
+                     "--matryoshka_layers", "1", "--matryoshka_2d_kwargs", '{"kl_div_weight": 0.5}')
+    args[args.index("--max_steps") + 1] = "2"
+    assert math.isfinite(train.main(args)["train_loss"])
+    assert seen == [(4, 3, 2, 32)] * 2  # batch 4, 3 columns, the 2 earlier layers (embeddings, layer 1), width 32
+    saved = json.loads((out / "config.json").read_text())["simcse_loss"]
+    assert saved["matryoshka_dims"] == [32, 8] and saved["matryoshka_2d"]["n_layers_per_step"] == 1
+    assert saved["matryoshka_2d"]["kl_div_weight"] == 0.5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--matryoshka_2d_kwargs", '{"kl_div_weight": 1}'], "--matryoshka_2d_kwargs needs --matryoshka_layers"),
+    (["--matryoshka_layers", "0"], "n_layers_per_step must be a positive number"),
+    (["--matryoshka_layers", "1", "--matryoshka_2d_kwargs", '{"kl": 1}'], "keys among last_layer_weight"),
+    (["--matryoshka_layers", "1", "--grad_cache_mini_batch", "2"], "cannot be combined with --grad_cache_mini_batch"),
+    (["--matryoshka_layers", "1", "--pooler_type", "avg_first_last"], "pools every layer alone"),
+])
+def test_bad_matryoshka_2d_flags(tiny_bert, tmp_path, flags, message):
+    with pytest.raises(SimCSEError, match=message):
+        train.main(base_args(tiny_bert, write_train_file(tmp_path, 2), tmp_path / "o", *flags))
