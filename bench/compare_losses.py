@@ -128,7 +128,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--model", default=None, help="default: ../shared/models/paraphrase-MiniLM-L3-v2")
     parser.add_argument("--train_file", default=None, help="default: the wiki1m sample")
     parser.add_argument("--senteval_data", default=None)
-    parser.add_argument("--losses", default=",".join(sorted(LOSSES)), help="comma-separated registry names")
+    unsupervised = sorted(name for name, cls in LOSSES.items() if not (cls.needs_scores or cls.needs_guide))
+    parser.add_argument("--losses", default=",".join(unsupervised),
+                        help="comma-separated registry names (default: those that train on plain sentences)")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--eval_steps", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=64)
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     unknown = [name for name in losses if name not in LOSSES]
     if unknown:
         parser.error(f"unknown loss(es) {unknown}; registered: {', '.join(sorted(LOSSES))}")
+    special = [name for name in losses if LOSSES[name].needs_scores or LOSSES[name].needs_guide]
+    if special:
+        parser.error(f"{special} need scored pairs or a guide model, which this comparison on plain sentences "
+                     "does not provide; leave them out of --losses")
     data = str(resolve_data_dir(args.senteval_data))
     out = Path(args.output_dir)
     os.makedirs(out, exist_ok=True)
