@@ -236,6 +236,11 @@ class DataTrainingArguments:
         self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in split_specs(item)]
 
 
+def _value(choice) -> str:
+    """An interval/save strategy as its string, whether still the flag's text or already an enum."""
+    return str(getattr(choice, "value", choice))
+
+
 @dataclass
 class SimCSETrainingArguments(TrainingArguments):
     """Standard ``TrainingArguments`` plus SimCSE's flags and two aliases transformers 5 removed."""
@@ -277,6 +282,7 @@ class SimCSETrainingArguments(TrainingArguments):
         if self.evaluation_strategy is not None:
             self.eval_strategy = self.evaluation_strategy
         self._resolve_best_model_saving()
+        self._check_best_model_reachable()
         if (self.fp16 or self.bf16) and self.fp16 == self.bf16:
             raise SimCSEError("--fp16 and --bf16 are exclusive; pick one")
         if self.fp16 and not torch.cuda.is_available():
@@ -284,8 +290,8 @@ class SimCSETrainingArguments(TrainingArguments):
         if self.grad_cache_mini_batch is not None and self.grad_cache_mini_batch < 1:
             raise SimCSEError(f"--grad_cache_mini_batch must be a positive number of examples, got "
                               f"{self.grad_cache_mini_batch}")
+        self._check_engines()
         super().__post_init__()
-        self._check_best_model_reachable()
         if self.n_gpu > 1:
             raise SimCSEError(
                 f"{self.n_gpu} GPUs are visible but train.py runs as a single process, which would use "
@@ -298,28 +304,48 @@ class SimCSETrainingArguments(TrainingArguments):
         and saved only a new best, so ``--eval_steps 125 --metric_for_best_model stsb_spearman
         --load_best_model_at_end`` without save flags must not fall back to the Trainer's "save every 500
         steps", under which a best step such as 375 is recorded but never written."""
-        evaluating = str(self.eval_strategy) not in ("no", "IntervalStrategy.NO")
         if self.save_strategy is None:
             wants_best = self.metric_for_best_model is not None or self.load_best_model_at_end
+            evaluating = _value(self.eval_strategy) != "no"
             self.save_strategy = "best" if wants_best and evaluating and self.save_steps is None else "steps"
         if self.save_steps is None:
             self.save_steps = 500
 
     def _check_best_model_reachable(self) -> None:
         """Refuse save/eval settings under which the best evaluated step can never be on disk."""
-        if not (self.load_best_model_at_end or self.save_strategy == "best"):
+        save, evaluation = _value(self.save_strategy), _value(self.eval_strategy)
+        if not (self.load_best_model_at_end or save == "best"):
             return
-        if self.eval_strategy == "no":
+        if evaluation == "no":
             flag = "--load_best_model_at_end" if self.load_best_model_at_end else "--save_strategy best"
             raise SimCSEError(f"{flag} needs evaluations to find the best model, but --eval_strategy is no; add "
                               "--eval_strategy steps --eval_steps N (or drop the flag)")
-        if self.load_best_model_at_end and self.metric_for_best_model in (None, "loss", "eval_loss"):
-            raise SimCSEError("--load_best_model_at_end needs --metric_for_best_model: the evaluation reports STS "
-                              "dev scores, no loss; add --metric_for_best_model stsb_spearman")
-        if (self.load_best_model_at_end and self.save_strategy == "steps" and self.eval_strategy == "steps"
-                and self.save_steps != self.eval_steps):
+        if self.metric_for_best_model in (None, "loss", "eval_loss"):
+            raise SimCSEError("--load_best_model_at_end / --save_strategy best need --metric_for_best_model: the "
+                              "evaluation reports STS dev scores, no loss; add --metric_for_best_model stsb_spearman")
+        if (self.load_best_model_at_end and save == "steps" and evaluation == "steps"
+                and float(self.save_steps) != float(self.eval_steps or 0)):
             raise SimCSEError(
-                f"--save_steps {self.save_steps:g} differs from --eval_steps {self.eval_steps:g}: a best model "
-                "found at an evaluation that is not a save step would never be written, and "
+                f"--save_steps {float(self.save_steps):g} differs from --eval_steps {float(self.eval_steps or 0):g}: "
+                "a best model found at an evaluation that is not a save step would never be written, and "
                 "--load_best_model_at_end would load a worse one; drop --save_steps/--save_strategy (the "
                 "default then saves each new best) or set --save_steps equal to --eval_steps")
+
+    def _check_engines(self) -> None:
+        """Engines other than DDP, refused at parse time with the fix, not after the model has loaded.
+
+        FSDP / DeepSpeed ZeRO-3 shard the parameters: the dev evaluation (``encode`` on the unwrapped
+        model, on one process) and gradient caching (which steps the engine once per chunk under
+        DeepSpeed) would bypass or break the sharding. Neither is supported yet.
+        """
+        if self.fsdp:
+            raise SimCSEError(f"--fsdp {self.fsdp!r} is not supported (evaluation and gradient caching would "
+                              "bypass the sharding); train with DDP: `torchrun --nproc_per_node N train.py ...`, "
+                              "and --grad_cache_mini_batch K for large batches in small memory")
+        if self.deepspeed:
+            if not torch.cuda.is_available():
+                raise SimCSEError(f"--deepspeed {self.deepspeed!r} needs a CUDA GPU and none is visible; drop "
+                                  "the flag (use torchrun for several processes)")
+            if self.grad_cache_mini_batch is not None:
+                raise SimCSEError("--grad_cache_mini_batch cannot be combined with --deepspeed (DeepSpeed steps "
+                                  "the optimizer at every backward, i.e. once per chunk); drop one of the two")

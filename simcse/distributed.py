@@ -25,9 +25,32 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """
     if world_size() == 1:
         return tensor
-    from torch.distributed.nn.functional import all_gather
+    return _GatherWithGrad.apply(tensor.contiguous())
 
-    return torch.cat(all_gather(tensor.contiguous()), dim=0)
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward: the sum over processes of the gradient of this process's rows.
+
+    Every process computes the loss of the whole gathered batch, so the gradient of rows r·B..(r+1)·B
+    is the sum of what all processes back-propagate into them: an all-reduce of the full gradient, then
+    this process's slice (gloo has no reduce-scatter; the tensor is the batch's embeddings, small).
+    Built on the public ``dist.all_gather`` / ``dist.all_reduce``, which replace the deprecated
+    ``torch.distributed.nn.functional.all_gather``.
+    """
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor)
+        ctx.rows = tensor.shape[0]
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()  # reduced in place
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        start = rank() * ctx.rows
+        return grad[start:start + ctx.rows]
 
 
 def rank() -> int:

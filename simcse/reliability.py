@@ -318,7 +318,7 @@ def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[
 class NonFiniteLoss(Exception):
     """Internal signal: the training loss of this step is NaN or infinite (raised before backward)."""
 
-    def __init__(self, value: float):
+    def __init__(self, value: float | str):
         super().__init__(f"non-finite loss {value}")
         self.value = value
 

@@ -242,7 +242,8 @@ class SimCSETrainer(Trainer):
         if self.skip_nonfinite and world_size() > 1:
             flag = bad.to(torch.int32).reshape(1)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            bad = flag[0] > 0
+            if flag[0] > 0 and not bad:
+                raise NonFiniteLoss("non-finite on another process")
         if bad:
             raise NonFiniteLoss(loss.item())
         return loss
@@ -348,8 +349,14 @@ class SimCSETrainer(Trainer):
             return {}
         model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
         started = time.perf_counter()
-        with torch.no_grad():
-            raw = self.evaluator(model)
+        raw = None
+        if rank() == 0:  # one process evaluates (the unwrapped model needs no collective) ...
+            with torch.no_grad():
+                raw = self.evaluator(model)
+        if world_size() > 1:  # ... and the others receive its metrics, so every rank decides the same
+            shared = [raw]
+            torch.distributed.broadcast_object_list(shared, src=0)
+            raw = shared[0]
         metrics = {f"{metric_key_prefix}_{key}": float(value) for key, value in raw.items()}
         metrics[f"{metric_key_prefix}_runtime"] = round(time.perf_counter() - started, 3)
         metrics["epoch"] = self.state.epoch if self.state.epoch is not None else 0.0

@@ -218,6 +218,29 @@ def test_skip_nonfinite_skips_the_update_and_warns(extra, tiny_bert, tmp_path, c
     assert torch.isfinite(torch.tensor(metrics["train_loss"]))
 
 
+@pytest.mark.parametrize("extra", GRAD_CACHE, ids=["plain", "grad_cache"])
+def test_skip_nonfinite_under_a_grad_scaler(extra, tiny_bert, tmp_path, monkeypatch, nan_at_step_2):
+    """fp16's GradScaler (here its CPU form, which accelerate does not create on CPU, so it is installed
+    by hand): a skipped step used to leave no gradient and GradScaler.step raised "No inf checks were
+    recorded". Now the scaler sees the skip as an overflow: no update, its scale halves once."""
+    make = SimCSETrainer.create_accelerator_and_postprocess
+    scalers = []
+
+    def with_scaler(self):
+        make(self)
+        self.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=1000)
+        scalers.append(self.accelerator.scaler)
+
+    monkeypatch.setattr(SimCSETrainer, "create_accelerator_and_postprocess", with_scaler)
+    metrics = train.main(nan_args(tiny_bert, tmp_path, "--skip_nonfinite", *extra))
+    out = tmp_path / "out"
+    w1, w2, w3 = (load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1), "the skipped step changed the weights"
+    assert not all(torch.equal(w2[k], w3[k]) for k in w2), "training did not go on after the skipped step"
+    assert metrics["skipped_nonfinite_steps"] == 1
+    assert scalers[0].get_scale() == 2.0 ** 9  # one backoff, for the skipped step only
+
+
 def test_loss_is_fp32_under_autocast(tiny_bert, tmp_path):
     """The encoder may run in bf16/fp16; the trainer's loss (similarities, logsumexp) is fp32 maths."""
     trainer = make_trainer(tiny_bert, tmp_path / "out")

@@ -1,0 +1,165 @@
+"""train.py itself under ``torchrun --nproc_per_node 2`` (gloo, CPU): 2 processes x batch b end with the
+weights of 1 process x batch 2b, for every pooler of BERT and GPT-2, with gradient checkpointing and
+DDP's find_unused_parameters off (the default), with gradient caching, and with an auxiliary MLM loss.
+
+Dropout is off (the only randomness that differs between the two runs) and the optimizer is SGD, whose
+update is linear in the gradient, so equal gradients give equal weights to float32 rounding. Each case
+is one real launch of the command users type.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoConfig
+
+from conftest import REPO, save_tiny_model
+
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+SENTENCES = [f"sentence number {i} says something about topic {i % 3} ." for i in range(8)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for model_type in ("bert", "gpt2"):
+        path = save_tiny_model(tmp_path_factory.mktemp(f"torchrun-{model_type}"), model_type)
+        config = AutoConfig.from_pretrained(path)
+        for key in DROPOUT_KEYS:
+            if hasattr(config, key):
+                setattr(config, key, 0.0)
+        config.save_pretrained(path)
+        out[model_type] = path
+    return out
+
+
+@pytest.fixture(scope="module")
+def train_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("torchrun-data") / "wiki.txt"
+    path.write_text("\n".join(SENTENCES) + "\n", encoding="utf-8")
+    return path
+
+
+def launch(nproc: int, model: Path, data: Path, out: Path, batch: int, *extra: str,
+           inject: Path | None = None) -> subprocess.CompletedProcess:
+    args = ["--model_name_or_path", str(model), "--train_file", str(data), "--output_dir", str(out),
+            "--per_device_train_batch_size", str(batch), "--max_steps", "3", "--optim", "sgd",
+            "--learning_rate", "0.5", "--lr_scheduler_type", "constant", "--max_seq_length", "16",
+            "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none", "--use_cpu",
+            "--logging_steps", "1", "--seed", "3", "--disable_tqdm", "true", *extra]
+    if nproc == 1:
+        command = [sys.executable, str(REPO / "train.py"), *args]
+    else:
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+                   f"--master_port={free_port()}", str(REPO / "train.py"), *args, "--ddp_backend", "gloo"]
+    path = ([str(inject)] if inject else []) + [str(REPO), str(REPO / "SentEval")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(path)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result
+
+
+CASES = [  # (model type, pooler, extra flags)
+    *[("bert", pooler, ["--gradient_checkpointing"]) for pooler in
+      ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")],
+    *[("gpt2", pooler, ["--gradient_checkpointing"]) for pooler in ("avg", "wavg", "last")],
+    ("bert", "cls", ["--mlp_only_train", "--grad_cache_mini_batch", "1"]),
+    ("gpt2", "last", ["--grad_cache_mini_batch", "1"]),
+]
+
+
+@pytest.mark.parametrize("model_type, pooler, extra", CASES,
+                         ids=[f"{c[0]}-{c[1]}-{'-'.join(f.strip('-') for f in c[2])}" for c in CASES])
+def test_two_processes_equal_one_process_with_the_double_batch(models, train_file, tmp_path, model_type, pooler,
+                                                               extra):
+    flags = ["--pooler_type", pooler, *extra]
+    launch(2, models[model_type], train_file, tmp_path / "two", 2, *flags)
+    launch(1, models[model_type], train_file, tmp_path / "one", 4, *flags)
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    start = load_file(models[model_type] / "model.safetensors")
+    assert two.keys() == one.keys()
+    assert ("mlp.dense.weight" in two) == (pooler == "cls")  # the head exists only where it is trained
+    for key in two:
+        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
+    prefix = {"bert": "bert.", "gpt2": "transformer."}[model_type]
+    moved = [k for k in start if prefix + k in two and not torch.equal(start[k], two[prefix + k])]
+    assert len(moved) > len(start) // 2  # training did change the weights: the comparison is not vacuous
+
+
+def test_mlm_under_torchrun_with_checkpointing_and_no_unused_parameter_search(models, train_file, tmp_path):
+    """--do_mlm through torchrun with --gradient_checkpointing and find_unused_parameters off (the
+    combination that crashed at step 2 while an unused head existed). The MLM masks are drawn per process,
+    so the weights are not compared with a 1-process run; the loss is logged on every step."""
+    result = launch(2, models["bert"], train_file, tmp_path / "mlm", 2, "--pooler_type", "avg", "--do_mlm",
+                    "--gradient_checkpointing")
+    state = json.loads((tmp_path / "mlm" / "trainer_state.json").read_text())
+    losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+    assert len(losses) == 3 and all(loss == loss for loss in losses), result.stdout[-2000:]
+
+
+# Loaded by every launched process through PYTHONPATH (Python imports ``sitecustomize`` at start-up), so
+# the production code carries no test hook: on rank 1 only, the loss of step 2 becomes NaN (the way a
+# per-process MLM term can), and each rank saves its final weights.
+NAN_ON_RANK_1 = """
+import os, torch
+import simcse.trainers as trainers
+
+RANK = int(os.environ.get("RANK", "0"))
+Trainer = trainers.SimCSETrainer
+compute_loss, cached_step, train = Trainer.compute_loss, trainers.cached_step, Trainer.train
+
+def poisoned(loss, trainer):
+    return loss * float("nan") if RANK == 1 and trainer.state.global_step == 1 else loss
+
+def compute_loss_nan(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    loss = compute_loss(self, model, inputs, False, num_items_in_batch)
+    return self._check_finite(poisoned(loss, self))
+
+def cached_step_nan(*args, **kwargs):
+    loss, seen = cached_step(*args, **kwargs)
+    return poisoned(loss, TRAINER[0]), seen
+
+def train_and_dump(self, *args, **kwargs):
+    TRAINER[0] = self
+    result = train(self, *args, **kwargs)
+    model = self.accelerator.unwrap_model(self.model)
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
+               os.path.join(self.args.output_dir, f"weights-rank{RANK}.pt"))
+    return result
+
+TRAINER = [None]
+Trainer.compute_loss = compute_loss_nan
+trainers.cached_step = cached_step_nan
+Trainer.train = train_and_dump
+"""
+
+
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
+def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, extra):
+    """Without a common decision, the rank that skipped its backward would leave the other waiting in the
+    gradient all-reduce (a hang), or, with gradient caching, the ranks' weights would drift apart."""
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(NAN_ON_RANK_1, encoding="utf-8")
+    out = tmp_path / "nan"
+    result = launch(2, models["bert"], train_file, out, 2, "--pooler_type", "cls", "--skip_nonfinite", *extra,
+                    inject=inject)
+    logs = result.stdout + result.stderr
+    assert logs.count("step 2: the loss is nan; skipped it without an update") == 1, logs[-3000:]  # rank 1
+    assert logs.count("step 2: the loss is non-finite on another process; skipped it") == 1, logs[-3000:]
+    w0, w1 = torch.load(out / "weights-rank0.pt"), torch.load(out / "weights-rank1.pt")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
