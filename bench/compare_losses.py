@@ -1,25 +1,42 @@
-"""Train every registered loss from the same start, seed, data and step count; compare them.
+"""Train every registered loss from one start, three seeds each, and compare them on the STS test suite.
 
-    python bench/compare_losses.py [--model DIR] [--steps 40] [--eval_steps 10] [--losses infonce,dcl]
+    python bench/compare_losses.py [--losses infonce,dcl,cosent] [--seeds 42,43,44] [--steps 100]
+                                   [--output_dir result/compare_losses]
 
-For each loss: ``train.py`` (unsupervised, ``--pooler_type cls --mlp_only_train``, batch 64, max length
-32, seed 42) with STS-B dev every ``--eval_steps`` steps and the best checkpoint kept, then the STS
-suite on that checkpoint with ``cls_before_pooler``. Every loss uses its registry defaults (τ = 0.05
-for those with a temperature). Writes into ``--output_dir``:
+The start is the [CLS] vector of a model trained with mean pooling (``--model``, default
+paraphrase-MiniLM-L3-v2, ``--pooler_type cls --mlp_only_train``, evaluated with ``cls_before_pooler``),
+where the [CLS] vector is not yet a sentence embedding, so the loss has something to move. Each loss trains
+with its registry defaults (the recommended hyperparameters of its paper) on the data it is made for:
 
-* ``compare_losses.md``: loss, hyperparameters, best STS-B dev, STS avg (test), alignment and
-  uniformity on STS-B dev at the best step (SimCSE paper's protocol), training sentences/s;
-* ``compare_losses.json``: the same plus every curve;
-* ``stsb_dev_vs_step.png`` and ``align_uniform.png`` (each loss's trajectory in the
-  alignment-uniformity plane, from the starting model to the last evaluation).
+* plain-sentence losses (SimCSE-style, two dropout views): the wiki1m sample (``--train_file``);
+* graded losses (cosent, angle): STS-B train as scored pairs (written by :mod:`simcse.prepare`);
+* guided losses (gist): the wiki1m sample, guided by the start model with its own mean pooling
+  (``--guide_model``, default the start model, ``--guide_pooler avg``).
+
+Each (loss, seed) run ends with ``evaluation.py --mode test --task_set sts`` on the final model; its result
+is written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes, and a rerun skips every
+(loss, seed) whose result exists (so the table can be built over several sittings; delete a result file
+to redo it). After each run the summary is rewritten:
+
+* ``compare_losses.md``: per loss, mean ± sample standard deviation over the seeds of the 7-task STS
+  average and of STS-B test, the data it trained on, and the verdict against the reference loss
+  (``--reference``, default infonce): ``>`` or ``<`` when the two mean ± std intervals do not overlap,
+  ``≈`` when they do (with 3 seeds this is a coarse rule: it says where the spread cannot explain a
+  difference, not a significance level);
+* ``compare_losses.json``: every per-seed result;
+* ``compare_losses.png``: mean ± std per loss with the seeds as dots.
+
+It prints the total compute time of the results it holds (those of earlier sittings included).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -29,141 +46,206 @@ from bench_defaults import default_model
 import evaluation
 import train
 from senteval.datapath import resolve_data_dir
-from simcse.losses import LOSSES, loss_kwargs_of
+from simcse.losses import LOSSES
+from simcse.prepare import read_stsb_pairs, write_scored_pairs
 
 
-def run_one(loss: str, args, data: str) -> dict:
-    out = Path(args.output_dir) / "runs" / loss
+def data_kind(loss: str) -> str:
+    cls = LOSSES[loss]
+    return "stsb-train" if cls.needs_scores else ("wiki+guide" if cls.needs_guide else "wiki")
+
+
+def run_one(loss: str, seed: int, args, data: str, files: dict[str, str]) -> dict:
+    """Train one (loss, seed) and evaluate it; the run directory is scratch (removed afterwards)."""
+    out = Path(args.output_dir) / "runs" / f"{loss}-seed{seed}"
+    kind = data_kind(loss)
+    extra = ["--guide_model", args.guide_model, "--guide_pooler", "avg"] if kind == "wiki+guide" else []
     started = time.perf_counter()
     train.main([
-        "--model_name_or_path", args.model, "--train_file", args.train_file, "--output_dir", str(out),
-        "--overwrite_output_dir", "--loss_type", loss, "--pooler_type", "cls", "--mlp_only_train",
-        "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size", str(args.batch_size),
-        "--max_seq_length", "32", "--max_steps", str(args.steps), "--eval_strategy", "steps",
-        "--eval_steps", str(args.eval_steps), "--save_strategy", "steps", "--save_steps", str(args.eval_steps),
-        "--save_total_limit", "1", "--metric_for_best_model", "stsb_spearman", "--load_best_model_at_end",
-        "--eval_on_start", "--logging_steps", str(args.eval_steps), "--seed", str(args.seed),
-        "--report_to", "none", "--senteval_data", data, "--disable_tqdm", "true", "--dataloader_drop_last",
+        "--model_name_or_path", args.model, "--train_file", files["stsb-train" if kind == "stsb-train" else "wiki"],
+        "--output_dir", str(out), "--overwrite_output_dir", "--loss_type", loss, "--pooler_type", "cls",
+        "--mlp_only_train", "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size",
+        str(args.batch_size), "--max_seq_length", "32", "--max_steps", str(args.steps), "--eval_strategy", "no",
+        "--save_strategy", "no", "--logging_steps", str(max(1, args.steps // 4)), "--seed", str(seed),
+        "--report_to", "none", "--disable_tqdm", "true", "--dataloader_drop_last", *extra,
     ])
-    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
-    end = next(i for i, h in enumerate(history) if "train_runtime" in h)
-    evals = [h for h in history[:end] if "eval_stsb_spearman" in h]
-    eval_seconds = sum(h["eval_runtime"] for h in evals)  # STS-B dev runs inside the training clock
-    best = max(evals, key=lambda h: h["eval_stsb_spearman"])
+    train_seconds = time.perf_counter() - started
     suite = evaluation.main(["--model_name_or_path", str(out), "--pooler", "cls_before_pooler", "--task_set", "sts",
                              "--mode", "test", "--senteval_data", data])["tables"]["sts"]
     hparams = json.loads((out / "config.json").read_text())["simcse_loss"]
     hparams.pop("name")
-    return {
-        "loss": loss, "hparams": hparams, "stsb_dev_best": 100 * best["eval_stsb_spearman"], "best_step": best["step"],
-        "sts_avg": suite["Avg."], "sts": suite, "align": best["eval_stsb_align"], "uniform": best["eval_stsb_uniform"],
-        "sentences_per_s": args.steps * args.batch_size / (history[end]["train_runtime"] - eval_seconds),
-        "curve": [(h["step"], 100 * h["eval_stsb_spearman"]) for h in evals],
-        "trajectory": [(h["eval_stsb_align"], h["eval_stsb_uniform"]) for h in evals],
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    shutil.rmtree(out)  # the scores are the result; the weights of 3 x every loss would fill the disk
+    return {"loss": loss, "seed": seed, "data": kind, "hparams": hparams, "steps": args.steps,
+            "batch_size": args.batch_size, "learning_rate": args.learning_rate, "model": args.model,
+            "sts": suite, "sts_avg": suite["Avg."], "stsb_test": suite["STSBenchmark"],
+            "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}
 
 
-def markdown(rows: list[dict], args) -> str:
+def result_path(out: Path, loss: str, seed: int) -> Path:
+    return out / "results" / f"{loss}-seed{seed}.json"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def verdict(a: tuple[float, float], b: tuple[float, float]) -> str:
+    """'>' / '<' when the mean ± std intervals of a and b do not overlap, '≈' when they do, '?' without a
+    spread (one seed)."""
+    (ma, sa), (mb, sb) = a, b
+    if math.isnan(sa) or math.isnan(sb):
+        return "?"
+    if ma - sa > mb + sb:
+        return ">"
+    if ma + sa < mb - sb:
+        return "<"
+    return "≈"
+
+
+def summarize(results: list[dict], reference: str) -> list[dict]:
+    by_loss: dict[str, list[dict]] = {}
+    for r in results:
+        by_loss.setdefault(r["loss"], []).append(r)
+    rows = []
+    for loss, runs in by_loss.items():
+        rows.append({"loss": loss, "data": runs[0]["data"], "hparams": runs[0]["hparams"],
+                     "seeds": sorted(r["seed"] for r in runs), "sts_avg": mean_std([r["sts_avg"] for r in runs]),
+                     "stsb_test": mean_std([r["stsb_test"] for r in runs]),
+                     "values": [r["sts_avg"] for r in runs]})
+    rows.sort(key=lambda row: -row["sts_avg"][0])
+    ref = next((row for row in rows if row["loss"] == reference), None)
+    for row in rows:
+        row["vs_reference"] = "-" if ref is None or row is ref else verdict(row["sts_avg"], ref["sts_avg"])
+    return rows
+
+
+def markdown(rows: list[dict], args, start: dict | None, total_seconds: float, reference: str) -> str:
+    fmt = lambda ms: f"{ms[0]:.2f} ± {ms[1]:.2f}" if not math.isnan(ms[1]) else f"{ms[0]:.2f}"  # noqa: E731
     lines = [
-        f"Model `{Path(args.model).name}`, {args.steps} steps of batch {args.batch_size} (max length 32, lr "
-        f"{args.learning_rate}, seed {args.seed}) on `{Path(args.train_file).name}`, `--pooler_type cls "
-        f"--mlp_only_train`, evaluated with `cls_before_pooler`; {platform.machine()} CPU x "
-        f"{torch.get_num_threads()} threads. STS-B dev: best of the evaluations every {args.eval_steps} steps "
-        "(start included); STS avg: the 7-task test average of that checkpoint; alignment/uniformity: "
-        "STS-B dev at the best step (lower is better for both); sentences/s: training examples per second with "
-        "the evaluation time taken out.",
+        f"Start: `{Path(args.model).name}` [CLS] (`--pooler_type cls --mlp_only_train`, evaluated with "
+        f"`cls_before_pooler`); {args.steps} steps of batch {args.batch_size}, lr {args.learning_rate}, max length 32; "
+        f"each loss with its registry defaults. STS avg: the 7-task STS test average (STS12-16 'all', STS-B, "
+        f"SICK-R), mean ± sample std over the seeds; vs {reference}: '>'/'<' where the mean ± std intervals do "
+        f"not overlap, '≈' where they do. {platform.machine()} CPU x {torch.get_num_threads()} threads; total "
+        f"compute {total_seconds / 60:.1f} min.",
         "",
-        "| loss | hyperparameters | STS-B dev best | STS avg | alignment | uniformity | sentences/s |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for r in sorted(rows, key=lambda r: -r["stsb_dev_best"]):
-        hp = ", ".join(f"{k}={v}" for k, v in r["hparams"].items())
-        lines.append(f"| {r['loss']} | {hp} | {r['stsb_dev_best']:.2f} | {r['sts_avg']:.2f} | {r['align']:.3f} | "
-                     f"{r['uniform']:.3f} | {r['sentences_per_s']:.1f} |")
+    if start is not None:
+        lines += [f"Start model, no training: STS avg {start['sts_avg']:.2f}, STS-B test {start['stsb_test']:.2f}.", ""]
+    lines += [f"| loss | data | seeds | STS avg | STS-B test | vs {reference} | hyperparameters |",
+              "|---|---|---|---|---|---|---|"]
+    for row in rows:
+        hp = ", ".join(f"{k}={v}" for k, v in row["hparams"].items())
+        lines.append(f"| {row['loss']} | {row['data']} | {len(row['seeds'])} | {fmt(row['sts_avg'])} | "
+                     f"{fmt(row['stsb_test'])} | {row['vs_reference']} | {hp} |")
     return "\n".join(lines) + "\n"
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
+def plot(rows: list[dict], start: dict | None, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        steps, values = zip(*r["curve"])
-        ax.plot(steps, values, marker="o", markersize=3, label=r["loss"])
-    ax.set_xlabel("training step")
-    ax.set_ylabel("STS-B dev Spearman x 100")
-    ax.set_title("STS-B dev during training, every loss from the same start")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    curve_png = out / "stsb_dev_vs_step.png"
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 4))
+    for i, row in enumerate(rows):
+        mean, std = row["sts_avg"]
+        ax.errorbar(i, mean, yerr=0 if math.isnan(std) else std, fmt="o", capsize=4, color="C0")
+        ax.scatter([i] * len(row["values"]), row["values"], color="C1", s=12, zorder=3)
+    if start is not None:
+        ax.axhline(start["sts_avg"], color="gray", linestyle="--", label="start (no training)")
+        ax.legend(fontsize=8)
+    ax.set_xticks(range(len(rows)), [row["loss"] for row in rows], rotation=45, ha="right")
+    ax.set_ylabel("STS avg (7 tasks, test) x 100")
+    ax.set_title("every loss from the same start: mean ± std over seeds (dots: seeds)")
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
-    fig.savefig(curve_png, dpi=130)
+    fig.savefig(path, dpi=130)
     plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for r in rows:
-        align, uniform = zip(*r["trajectory"])
-        line, = ax.plot(uniform, align, marker=".", alpha=0.8, label=r["loss"])
-        ax.scatter(uniform[-1], align[-1], color=line.get_color(), s=30, zorder=3)
-    start_align, start_uniform = rows[0]["trajectory"][0]
-    ax.scatter(start_uniform, start_align, color="black", marker="*", s=120, zorder=4, label="start")
-    ax.set_xlabel("uniformity (lower is better)")
-    ax.set_ylabel("alignment (lower is better)")
-    ax.set_title("STS-B dev alignment vs uniformity, start -> end")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    plane_png = out / "align_uniform.png"
-    fig.tight_layout()
-    fig.savefig(plane_png, dpi=130)
-    plt.close(fig)
-    return [curve_png, plane_png]
+    return path
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="default: ../shared/models/paraphrase-MiniLM-L3-v2")
-    parser.add_argument("--train_file", default=None, help="default: the wiki1m sample")
+    parser.add_argument("--train_file", default=None, help="plain sentences; default: the wiki1m sample")
+    parser.add_argument("--guide_model", default=None, help="guide of gist; default: the start model (mean pooling)")
     parser.add_argument("--senteval_data", default=None)
-    unsupervised = sorted(name for name, cls in LOSSES.items() if not (cls.needs_scores or cls.needs_guide))
-    parser.add_argument("--losses", default=",".join(unsupervised),
-                        help="comma-separated registry names (default: those that train on plain sentences)")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--eval_steps", type=int, default=10)
+    parser.add_argument("--losses", default=",".join(sorted(LOSSES)), help="comma-separated registry names")
+    parser.add_argument("--seeds", default="42,43,44")
+    parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--learning_rate", type=float, default=3e-5)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--reference", default="infonce", help="the loss every other is compared with")
     parser.add_argument("--output_dir", default="result/compare_losses")
     args = parser.parse_args(argv)
     from simcse.demo import default_train_file
 
     args.model = args.model or default_model()
+    args.guide_model = args.guide_model or args.model
     args.train_file = args.train_file or default_train_file()
     losses = [name.strip() for name in args.losses.split(",") if name.strip()]
     unknown = [name for name in losses if name not in LOSSES]
     if unknown:
         parser.error(f"unknown loss(es) {unknown}; registered: {', '.join(sorted(LOSSES))}")
-    special = [name for name in losses if LOSSES[name].needs_scores or LOSSES[name].needs_guide]
-    if special:
-        parser.error(f"{special} need scored pairs or a guide model, which this comparison on plain sentences "
-                     "does not provide; leave them out of --losses")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds {args.seeds!r}: write comma-separated integers, e.g. 42,43,44")
     data = str(resolve_data_dir(args.senteval_data))
     out = Path(args.output_dir)
-    os.makedirs(out, exist_ok=True)
+    files = {"wiki": args.train_file, "stsb-train": str(out / "stsb-train-scored.csv")}
+    if any(data_kind(loss) == "stsb-train" for loss in losses) and not Path(files["stsb-train"]).is_file():
+        source = Path(data) / "downstream" / "STS" / "STSBenchmark" / "sts-train.csv"
+        write_scored_pairs(read_stsb_pairs(source), files["stsb-train"])
 
-    rows = []
+    settings = {"model": args.model, "steps": args.steps, "batch_size": args.batch_size,
+                "learning_rate": args.learning_rate}
+    start_file = out / "results" / "start.json"
+    if not start_file.is_file():  # the start model's own score, once
+        suite = evaluation.main(["--model_name_or_path", args.model, "--pooler", "cls_before_pooler",
+                                 "--task_set", "sts", "--mode", "test", "--senteval_data", data])["tables"]["sts"]
+        write_atomic(start_file, json.dumps({"model": args.model, "sts_avg": suite["Avg."],
+                                             "stsb_test": suite["STSBenchmark"], "sts": suite}, indent=2) + "\n")
+    start = json.loads(start_file.read_text())
+
+    sitting = time.perf_counter()
     for loss in losses:
-        print(f"=== {loss} {loss_kwargs_of(loss)}", flush=True)
-        rows.append(run_one(loss, args, data))
-        (out / "compare_losses.json").write_text(json.dumps(rows, indent=2) + "\n")  # partial results survive
-    table = markdown(rows, args)
-    (out / "compare_losses.md").write_text(table)
-    pngs = plot(rows, out)
+        for seed in seeds:
+            path = result_path(out, loss, seed)
+            if path.is_file():
+                done = json.loads(path.read_text())
+                mismatch = {k: (done.get(k), v) for k, v in settings.items() if done.get(k) != v}
+                if mismatch:
+                    raise SystemExit(f"{path} was computed with other settings {mismatch}; use another "
+                                     "--output_dir or delete it")
+                print(f"=== {loss} seed {seed}: done earlier ({done['sts_avg']:.2f})", flush=True)
+                continue
+            print(f"=== {loss} seed {seed}", flush=True)
+            write_atomic(path, json.dumps(run_one(loss, seed, args, data, files), indent=2) + "\n")
+
+    results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*-seed*.json"))]
+    results = [r for r in results if r["loss"] in losses]
+    total = sum(r["seconds"] for r in results)
+    rows = summarize(results, args.reference)
+    table = markdown(rows, args, start, total, args.reference)
+    write_atomic(out / "compare_losses.md", table)
+    write_atomic(out / "compare_losses.json", json.dumps({"start": start, "results": results}, indent=2) + "\n")
+    png = plot(rows, start, out / "compare_losses.png")
     print(table)
-    print("wrote", out / "compare_losses.md", *pngs)
+    print(f"total compute time of these results: {total / 60:.1f} min (this sitting: "
+          f"{(time.perf_counter() - sitting) / 60:.1f} min)")
+    print("wrote", out / "compare_losses.md", out / "compare_losses.json", png)
     return rows
 
 

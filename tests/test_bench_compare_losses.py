@@ -1,0 +1,91 @@
+"""bench/compare_losses.py: per-(loss, seed) results written as they complete, resumed, summarised as
+mean ± std with the overlap rule; training and evaluation replaced by fakes with known scores."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import pytest
+
+from conftest import REPO, write_sts_tree
+
+# STS avg of each fake run: infonce 70 ± 1, dcl 70.5 ± 1 (overlaps), cosent 80 ± 1 (beyond the spread)
+FAKE = {"infonce": 70.0, "dcl": 70.5, "cosent": 80.0}
+
+
+def load_bench(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location("compare_losses", REPO / "bench" / "compare_losses.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def bench(monkeypatch, tmp_path):
+    module = load_bench(monkeypatch)
+    calls = []
+
+    def fake_train(argv):
+        out = argv[argv.index("--output_dir") + 1]
+        loss, seed = argv[argv.index("--loss_type") + 1], int(argv[argv.index("--seed") + 1])
+        calls.append((loss, seed, argv[argv.index("--train_file") + 1]))
+        import os
+
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "config.json"), "w") as handle:
+            json.dump({"simcse_loss": {"name": loss, "temp": 0.05}, "seed": seed}, handle)
+        return {}
+
+    def fake_evaluation(argv):
+        path = argv[argv.index("--model_name_or_path") + 1]
+        if "seed" not in path:  # the start model
+            return {"tables": {"sts": {"Avg.": 60.0, "STSBenchmark": 61.0}}}
+        config = json.loads(open(f"{path}/config.json").read())
+        value = FAKE[config["simcse_loss"]["name"]] + (config["seed"] - 2)  # seeds 1, 2, 3: mean, std 1
+        return {"tables": {"sts": {"Avg.": value, "STSBenchmark": value + 1}}}
+
+    monkeypatch.setattr(module.train, "main", fake_train)
+    monkeypatch.setattr(module.evaluation, "main", fake_evaluation)
+    module.calls = calls
+    module.data = str(write_sts_tree(tmp_path / "data"))
+    return module
+
+
+def test_results_are_written_summarised_and_resumed(bench, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["--losses", "infonce,dcl,cosent", "--seeds", "1,2,3", "--steps", "5", "--output_dir", str(out),
+            "--senteval_data", bench.data, "--train_file", "wiki.txt", "--model", "start-model"]
+    rows = bench.main(argv)
+    assert len(bench.calls) == 9 and {c[2] for c in bench.calls if c[0] == "cosent"} == {
+        str(out / "stsb-train-scored.csv")}  # graded losses train on STS-B train, written once
+    assert {c[2] for c in bench.calls if c[0] != "cosent"} == {"wiki.txt"}
+    assert sorted(p.name for p in (out / "results").iterdir()) == sorted(
+        [f"{loss}-seed{s}.json" for loss in FAKE for s in (1, 2, 3)] + ["start.json"])
+    summary = {row["loss"]: row for row in rows}
+    assert summary["cosent"]["sts_avg"] == pytest.approx((80.0, 1.0))
+    assert summary["cosent"]["vs_reference"] == ">" and summary["dcl"]["vs_reference"] == "≈"
+    assert summary["infonce"]["vs_reference"] == "-"
+    table = (out / "compare_losses.md").read_text()
+    assert "| cosent | stsb-train | 3 | 80.00 ± 1.00 | 81.00 ± 1.00 | > |" in table
+    assert "Start model, no training: STS avg 60.00" in table and (out / "compare_losses.png").is_file()
+    assert "total compute time of these results" in capsys.readouterr().out
+
+    bench.calls.clear()  # a second sitting: nothing to redo ...
+    bench.main(argv)
+    assert bench.calls == []
+    (out / "results" / "dcl-seed2.json").unlink()  # ... except a result that is missing
+    bench.main(argv)
+    assert [c[:2] for c in bench.calls] == [("dcl", 2)]
+    with pytest.raises(SystemExit, match="computed with other settings"):
+        bench.main([*argv[:-2], "--model", "start-model", "--steps", "7"])
+
+
+def test_the_overlap_rule(bench):
+    assert bench.verdict((72.0, 1.0), (70.0, 0.5)) == ">"
+    assert bench.verdict((70.0, 1.0), (72.0, 0.9)) == "<"
+    assert bench.verdict((71.0, 1.0), (70.0, 0.5)) == "≈"
+    assert bench.verdict((71.0, math.nan), (70.0, 0.5)) == "?"
+    assert bench.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
