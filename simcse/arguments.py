@@ -1,6 +1,6 @@
 """Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
 
-Flag names and defaults follow the original SimCSE ``train.py`` (REFERENCE §1) so users' commands and
+Flag names and defaults follow the original SimCSE ``train.py`` (princeton-nlp/SimCSE ``train.py``) so users' commands and
 scripts keep working; transformers 5 dropped ``--evaluation_strategy`` and ``--overwrite_output_dir``,
 which we accept again. Every choice is validated in ``__post_init__`` with an error naming the value.
 """

@@ -1,6 +1,7 @@
 """Training data: read the training file, tokenize it, and collate batches of sentence pairs or triplets.
 
-The column count of the training file decides the training mode (REFERENCE §1):
+The column count of the training file decides the training mode, as in princeton-nlp/SimCSE ``train.py``
+(Gao et al. 2021, arXiv:2104.08821, §3 and §4):
 
 * 1 column: unsupervised SimCSE. Each sentence is paired with itself; dropout makes the two views differ.
 * 2 columns: (anchor, positive).

@@ -1,4 +1,5 @@
-"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (REFERENCE §2).
+"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/models.py``;
+Gao et al. 2021, arXiv:2104.08821).
 
 One implementation (:class:`ContrastiveEncoderMixin`) with one thin class per backbone, because Hugging
 Face keys a checkpoint's parameter names on the class's ``base_model_prefix``. Keeping the original

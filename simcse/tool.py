@@ -1,4 +1,5 @@
-"""The sentence-embedding tool: encode, compare and search sentences with a trained model (REFERENCE §7).
+"""The sentence-embedding tool: encode, compare and search sentences with a trained model (the interface
+of princeton-nlp/SimCSE ``simcse/tool.py``).
 
     >>> from simcse import SimCSE
     >>> model = SimCSE("result/my-sup-simcse")               # a train.py checkpoint, converted or not

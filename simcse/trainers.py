@@ -42,7 +42,8 @@ STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelat
 class SentEvalDevEvaluator:
     """STS-B and SICK-R dev Spearman (and the transfer tasks' dev accuracy) of a model, values in 0..1.
 
-    Uses the fast SentEval parameters (REFERENCE §5) and the model's inference ``encode`` path (so an
+    Uses the fast SentEval parameters of SimCSE's dev evaluation (princeton-nlp/SimCSE
+    ``evaluation.py`` ``--mode dev``; ``FAST_CLASSIFIER``) and the model's inference ``encode`` path (so an
     ``mlp_only_train`` model is scored without its MLP head, as it will be used).
 
     Once per training run, not once per evaluation: the SentEval files are read at the first evaluation

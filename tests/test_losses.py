@@ -37,7 +37,7 @@ def _neg_log_softmax(row: list[torch.Tensor], target: int) -> torch.Tensor:
 
 
 def hand_infonce(z1, z2, z3=None, temp=0.05, w=0.0, symmetric=False) -> torch.Tensor:
-    """REFERENCE §3 written out element by element."""
+    """Eq. 1 (and eq. 5 with hard negatives) of Gao et al. 2021, arXiv:2104.08821, element by element."""
     n = z1.shape[0]
     rows = []
     for i in range(n):

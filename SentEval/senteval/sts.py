@@ -2,7 +2,8 @@
 
 Tasks STS12-STS16 (test subsets only) and STSBenchmark / SICKRelatedness (train, dev and test splits,
 as in the SimCSE fork). Scores are Pearson and Spearman correlations between the cosine similarities
-and the gold scores, per subset, plus three aggregations over the subsets (REFERENCE §5):
+and the gold scores, per subset, plus three aggregations over the subsets (facebookresearch/SentEval ``senteval/sts.py``
+reports ``mean`` and ``wmean``; the SimCSE fork, princeton-nlp/SimCSE ``SentEval/senteval/sts.py``, adds ``all``):
 
 * ``all``: one correlation over the concatenation of every subset (the SimCSE paper's setting);
 * ``mean``: the plain mean of the per-subset correlations;

@@ -11,7 +11,8 @@ import numpy as np
 from senteval.classifier import CLASSIFIER_DEFAULTS
 from senteval.errors import SentEvalError
 
-# Classifier settings of the original protocol (REFERENCE §5).
+# Classifier settings of the original protocol: facebookresearch/SentEval README ("prototyping" and default
+# configurations) as used by princeton-nlp/SimCSE ``evaluation.py`` (``--mode dev/fasttest`` and ``test``).
 FAST_CLASSIFIER = {"nhid": 0, "optim": "rmsprop", "batch_size": 128, "tenacity": 3, "epoch_size": 2}
 TEST_CLASSIFIER = {"nhid": 0, "optim": "adam", "batch_size": 64, "tenacity": 5, "epoch_size": 4}
 

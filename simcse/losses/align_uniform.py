@@ -61,11 +61,17 @@ class AlignUniformLoss(ContrastiveLoss):
 
     Reference: Wang & Isola (2020), arXiv:2005.10242.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("align_uniform", lam=0.5)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("align_uniform", lam=0.5)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, lam: float = 0.5, alpha: float = 2.0, t: float = 2.0) -> None:

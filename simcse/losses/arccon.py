@@ -71,11 +71,17 @@ class ArcConLoss(ContrastiveLoss):
 
     Reference: Zhang et al. (2022), arXiv:2204.00162.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("arccon", temp=0.05, margin=10.0)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("arccon", temp=0.05, margin=10.0)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     supports_hard_negatives = True

@@ -93,11 +93,17 @@ class DCLLoss(ContrastiveLoss):
 
     Reference: Yeh et al. (2022), arXiv:2110.06848.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("dcl", temp=0.05, same_view_negatives=True, symmetric=True)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("dcl", temp=0.05, same_view_negatives=True, symmetric=True)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     supports_hard_negatives = True
@@ -139,11 +145,17 @@ class DCLPosLoss(ContrastiveLoss):
 
     Reference: Nie et al. (2023), ICLR 2023 (gradient dissipation); Yeh et al. (2022), arXiv:2110.06848.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("dcl_pos", temp=0.05)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("dcl_pos", temp=0.05)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     supports_hard_negatives = True

@@ -79,11 +79,17 @@ class DHELLoss(ContrastiveLoss):
 
     Reference: Koromilas et al. (2024), arXiv:2405.18045.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("dhel", temp=0.05)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("dhel", temp=0.05)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, temp: float = 0.05, include_augs: bool = True) -> None:
@@ -118,11 +124,17 @@ class KCLLoss(ContrastiveLoss):
 
     Reference: Koromilas et al. (2024), arXiv:2405.18045.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("kcl", t=2.0, gamma=16.0)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("kcl", t=2.0, gamma=16.0)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, t: float = 2.0, gamma: float = 16.0) -> None:

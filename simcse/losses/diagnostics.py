@@ -10,10 +10,16 @@ All three are pure functions of embeddings that L2-normalise their inputs themse
 rows), compute in the inputs' dtype and are differentiable; :func:`alignment` and :func:`uniformity`
 are also the building blocks of the ``align_uniform`` and ``kcl`` losses.
 
-Example::
+Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two views of each sentence). Two
+identical views are perfectly aligned (0); orthogonal unit rows are all √2 apart, so their uniformity
+is log e^{−2·2} = −4:
 
-    x, y = model(batch).unbind(1)  # (B, H) two views
-    print(alignment(x, y), uniformity(x), positive_probability(x, y, temp=0.05))
+>>> import torch
+>>> from simcse.losses.diagnostics import alignment, uniformity
+>>> z = torch.eye(4).unsqueeze(1).repeat(1, 2, 1)
+>>> x, y = z.unbind(1)
+>>> float(alignment(x, y)), float(uniformity(x))
+(0.0, -4.0)
 """
 
 from __future__ import annotations

@@ -80,10 +80,17 @@ class CoSENTLoss(ContrastiveLoss):
     References: Su (2022), kexue.fm/archives/8847; restated in Li & Li (2023), arXiv:2309.12871, eq. 2.
     Equal to sentence-transformers' ``CoSENTLoss(scale=1/τ)`` (tests/test_loss_parity_st.py).
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H), and ``scores`` for the batch's gold
+    scores, e.g. STS-B train's 0..5):
 
-        loss_fn = build_loss("cosent")
-        loss = loss_fn(z[:, 0], z[:, 1], scores=batch_scores)  # STS-B train: scores in 0..5
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("cosent")
+    >>> z = torch.randn(4, 2, 16, requires_grad=True)
+    >>> scores = torch.tensor([5.0, 3.2, 0.4, 1.0])
+    >>> loss = loss_fn(z[:, 0], z[:, 1], scores=scores)
+    >>> loss.shape
+    torch.Size([])
     """
 
     needs_scores = True

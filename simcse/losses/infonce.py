@@ -122,11 +122,17 @@ class InfoNCELoss(ContrastiveLoss):
 
     References: Gao, Yao, Chen (2021), arXiv:2104.08821; van den Oord et al. (2018), arXiv:1807.03748.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("infonce", temp=0.05)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("infonce", temp=0.05)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     supports_hard_negatives = True

@@ -101,11 +101,17 @@ class METLoss(ContrastiveLoss):
 
     Reference: Nie et al. (2023), ICLR 2023.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("met", margin=0.45)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("met", margin=0.45)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, margin: float = 0.45) -> None:
@@ -137,11 +143,17 @@ class MPTLoss(ContrastiveLoss):
 
     Reference: Nie et al. (2023), ICLR 2023.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("mpt", margin=0.09)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("mpt", margin=0.09)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, margin: float = 0.09) -> None:
@@ -175,11 +187,17 @@ class MATLoss(ContrastiveLoss):
 
     Reference: Nie et al. (2023), ICLR 2023.
 
-    Example::
+    Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H): two dropout views of each
+    sentence):
 
-        loss_fn = build_loss("mat", margin=0.15)
-        z = model(batch)  # (B, 2, H): two dropout views of each sentence
-        loss = loss_fn(z[:, 0], z[:, 1])
+    >>> import torch
+    >>> from simcse.losses import build_loss
+    >>> loss_fn = build_loss("mat", margin=0.15)
+    >>> z = torch.randn(8, 2, 16, requires_grad=True)
+    >>> loss = loss_fn(z[:, 0], z[:, 1])
+    >>> loss.shape
+    torch.Size([])
+    >>> loss.backward()  # differentiable in the embeddings
     """
 
     def __init__(self, margin: float = 0.15) -> None:
