@@ -20,7 +20,6 @@ torchrun --nproc_per_node "$NUM_GPU" --master_port "$PORT_ID" train.py \
     --metric_for_best_model stsb_spearman \
     --load_best_model_at_end \
     --eval_steps 125 \
-    --save_steps 125 \
     --save_total_limit 1 \
     --pooler_type cls \
     --overwrite_output_dir \

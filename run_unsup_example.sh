@@ -18,7 +18,6 @@ python train.py \
     --metric_for_best_model stsb_spearman \
     --load_best_model_at_end \
     --eval_steps 125 \
-    --save_steps 125 \
     --save_total_limit 1 \
     --pooler_type cls \
     --mlp_only_train \

@@ -18,11 +18,11 @@ import os
 import sys
 
 import transformers
-from transformers import AutoConfig, AutoTokenizer, HfArgumentParser, set_seed
+from transformers import AutoConfig, AutoTokenizer, set_seed
 
 from senteval.datapath import resolve_data_dir
 from senteval.registry import TRANSFER_TASKS
-from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
+from simcse.arguments import SimCSETrainingArguments, parse_train_args
 from simcse.cli import run_cli
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
 from simcse.encoder import load_pretrained, position_limit, prepare_tokenizer
@@ -37,14 +37,12 @@ logger = logging.getLogger("simcse.train")
 
 
 def parse_args(argv: list[str] | None):
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            return parser.parse_json_file(json_file=os.path.abspath(argv[0]))
-        return parser.parse_args_into_dataclasses(args=argv)
-    except ValueError as err:  # TrainingArguments' own checks of flag combinations; one line, no traceback
-        raise SimCSEError(" ".join(str(err).split())) from None
+    """(model, data, training) arguments; flags of the original train.py are translated, each change
+    announced on stderr in one line (see simcse.arguments.LEGACY_FLAGS)."""
+    model_args, data_args, training_args, notices = parse_train_args(sys.argv[1:] if argv is None else argv)
+    for notice in notices:
+        print(f"train.py: notice: {notice}", file=sys.stderr)
+    return model_args, data_args, training_args
 
 
 def check_output_dir(training_args: SimCSETrainingArguments) -> None:
@@ -64,11 +62,13 @@ def main(argv: list[str] | None = None) -> dict:
     training_args.do_train = True
     check_output_dir(training_args)
     run = run_record(model_args, data_args, training_args)  # recorded in each checkpoint's marker
-    evaluating = training_args.eval_strategy != "no" or training_args.eval_on_start
+    # --do_eval (as in the original): after training, the STS and transfer dev evaluation of the saved model.
+    final_transfer = training_args.final_transfer_eval
+    evaluating = training_args.eval_strategy != "no" or training_args.eval_on_start or final_transfer
     if evaluating:  # missing SentEval files fail now, not after the model has loaded or at the first evaluation
         data_dir = resolve_data_dir(data_args.senteval_data)
-        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if training_args.eval_transfer
-                                                                    else []))
+        transfer = training_args.eval_transfer or final_transfer
+        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if transfer else []))
 
     # 2. Logging (configured here, never in the library).
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
     trainer.save_metrics("train", metrics)
     trainer.save_state()
 
-    # 9. Evaluate the saved model on the dev sets.
+    # 9. Evaluate the saved model on the dev sets (with --do_eval, the transfer tasks' too).
     if evaluator is not None:
+        evaluator.eval_transfer = evaluator.eval_transfer or final_transfer
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)

@@ -267,7 +267,7 @@ def test_loss_is_fp32_under_autocast(tiny_bert, tmp_path):
         (["--loss_kwargs", '{"tmp": 1}'], "--loss_kwargs has ['tmp'] that --loss_type infonce does not take; valid:"),
         (["--loss_type", "met", "--margin", "-0.5"], "--margin must be >= 0, got -0.5"),
         (["--save_strategy", "steps", "--load_best_model_at_end", "--metric_for_best_model", "stsb_spearman"],
-         "--load_best_model_at_end requires the save and eval strategy to match"),
+         "--load_best_model_at_end needs evaluations to find the best model, but --eval_strategy is no"),
         (["--resume_from_checkpoint", "/no/such/checkpoint-7"], "'/no/such/checkpoint-7' is not a directory"),
     ],
 )

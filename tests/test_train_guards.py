@@ -122,3 +122,24 @@ def test_bad_save_flags_through_train_py(tiny_bert, tmp_path, capsys):
     args = original_flags(tiny_bert, tmp_path, 2, "--save_strategy", "steps", "--save_steps", "2")
     code, err = run(args, capsys)
     assert code == 2 and "--save_steps 2 differs from --eval_steps 1" in err and len(err.splitlines()) == 1, err
+
+
+def test_do_eval_runs_the_transfer_dev_evaluation_after_training(tiny_bert, tmp_path, monkeypatch):
+    """The original's --do_eval: after training, the saved model's STS and transfer dev evaluation, even
+    with no evaluation during training."""
+    calls = []
+
+    class Recording:
+        def __init__(self, tokenizer, data_dir, eval_transfer=False, **kwargs):
+            self.eval_transfer = eval_transfer
+
+        def __call__(self, model):
+            calls.append(self.eval_transfer)
+            return {"stsb_spearman": 0.5, **({"MR": 70.0, "avg_transfer": 70.0} if self.eval_transfer else {})}
+
+    monkeypatch.setattr(train, "SentEvalDevEvaluator", Recording)
+    metrics = train.main(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out", "--do_eval"))
+    assert calls == [True] and metrics["eval_MR"] == 70.0 and metrics["eval_avg_transfer"] == 70.0
+    calls.clear()
+    train.main(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out2"))
+    assert calls == []  # without --do_eval (and no --eval_strategy) nothing is evaluated
