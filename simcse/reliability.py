@@ -257,12 +257,23 @@ def _finish_switch(target: Path, staging: Path) -> None:
 
 
 def final_save_incomplete(target: str | os.PathLike) -> str | None:
-    """Why ``target`` does not hold one whole final save (None when it does)."""
+    """Why ``target`` does not hold one whole final save (None when it does): the marker must be there
+    and every file it lists present with its recorded size. A marker present during a pending switch
+    is consistent too: the old one (the switch had not removed it yet; the old files are all in place)
+    or the new one (the switch had moved every file; only the scratch folder was left to delete)."""
     target = Path(target)
-    if (target / STAGING / SWITCHING).exists():
-        return f"a save into {str(target)!r} was interrupted while switching files; the next save finishes it"
     if not (target / SAVE_MARKER).exists():
+        if (target / STAGING / SWITCHING).exists():
+            return f"a save into {str(target)!r} was interrupted while switching files; the next save finishes it"
         return f"no {SAVE_MARKER} in {str(target)!r}"
+    try:
+        files = dict(json.loads((target / SAVE_MARKER).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"the {SAVE_MARKER} of {str(target)!r} is unreadable"
+    for name, size in files.items():
+        path = target / name
+        if not path.is_file() or path.stat().st_size != size:
+            return f"{name} in {str(target)!r} is missing or not the size the save recorded"
     return None
 
 
