@@ -161,5 +161,5 @@ def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, 
     logs = result.stdout + result.stderr
     assert logs.count("step 2: the loss is nan; skipped it without an update") == 1, logs[-3000:]  # rank 1
     assert logs.count("step 2: the loss is non-finite on another process; skipped it") == 1, logs[-3000:]
-    w0, w1 = torch.load(out / "weights-rank0.pt"), torch.load(out / "weights-rank1.pt")
+    w0, w1 = (torch.load(out / f"weights-rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
