@@ -15,10 +15,8 @@ the standard ones. ``--task_set custom`` runs only these.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import time
 
 from prettytable import PrettyTable
@@ -35,7 +33,8 @@ from senteval.utils import FAST_CLASSIFIER, TEST_CLASSIFIER
 from simcse.cli import OneLineArgumentParser, run_cli
 from simcse.encoder import build_encoder
 from simcse.errors import SimCSEError
-from simcse.poolers import ALL_POOLERS
+from simcse.files import atomic_write_json as write_json_atomic
+from simcse.poolers import ALL_POOLERS, POOLER_HELP
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS, "custom": []}
 DEV_STS_TASKS = ["STSBenchmark", "SICKRelatedness"]  # the only STS tasks with a dev split
@@ -51,7 +50,7 @@ SENTEVAL_CHUNK = 4096
 def parse_args(argv: list[str] | None):
     parser = OneLineArgumentParser(prog="evaluation.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", required=True, help="local model directory or hub id")
-    parser.add_argument("--pooler", default="cls", choices=ALL_POOLERS, help="pooling method (default: cls)")
+    parser.add_argument("--pooler", default="cls", choices=ALL_POOLERS, help=f"{POOLER_HELP} (default: cls)")
     parser.add_argument(
         "--mode",
         default="test",
@@ -218,22 +217,6 @@ def custom_classification_table(results: dict, kfold: int) -> tuple[str, dict]:
         table.add_row([name, r["ntrain"], r["ndev"] or "-", r["ntest"], len(r["classes"]), chosen_on,
                        fmt(r["devacc"]), fmt(r["acc"]), fmt(r["macro_f1"])])
     return table.get_string(), figures
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    """Write to a temporary file beside ``path`` and rename, so a crash never leaves half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2, sort_keys=False)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def evaluate(args, out=None) -> dict:

@@ -25,7 +25,7 @@ from senteval.registry import TRANSFER_TASKS
 from simcse.arguments import SimCSETrainingArguments, parse_train_args
 from simcse.cli import run_cli
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
-from simcse.encoder import load_pretrained, position_limit, prepare_tokenizer
+from simcse.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
@@ -94,9 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                                         trust_remote_code=model_args.trust_remote_code),
                                 what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
-    limit = position_limit(config)
-    if limit is not None and data_args.max_seq_length > limit:
-        raise SimCSEError(f"--max_seq_length {data_args.max_seq_length} exceeds the model's limit of {limit} positions")
+    check_max_length(data_args.max_seq_length, config)
 
     # 4. Data: the sentence columns decide unsupervised (1), pairs (2) or pairs + hard negatives (3+);
     # a 'score' column (or --train_columns) makes graded pairs.

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import shutil
 import time
@@ -46,6 +45,7 @@ from bench_defaults import default_model
 import evaluation
 import train
 from senteval.datapath import resolve_data_dir
+from simcse.files import atomic_write_text
 from simcse.losses import LOSSES
 from simcse.prepare import read_stsb_pairs, write_scored_pairs
 
@@ -83,13 +83,6 @@ def run_one(loss: str, seed: int, args, data: str, files: dict[str, str]) -> dic
 
 def result_path(out: Path, loss: str, seed: int) -> Path:
     return out / "results" / f"{loss}-seed{seed}.json"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -215,7 +208,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if not start_file.is_file():  # the start model's own score, once
         suite = evaluation.main(["--model_name_or_path", args.model, "--pooler", "cls_before_pooler",
                                  "--task_set", "sts", "--mode", "test", "--senteval_data", data])["tables"]["sts"]
-        write_atomic(start_file, json.dumps({"model": args.model, "sts_avg": suite["Avg."],
+        atomic_write_text(start_file, json.dumps({"model": args.model, "sts_avg": suite["Avg."],
                                              "stsb_test": suite["STSBenchmark"], "sts": suite}, indent=2) + "\n")
     start = json.loads(start_file.read_text())
 
@@ -232,15 +225,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 print(f"=== {loss} seed {seed}: done earlier ({done['sts_avg']:.2f})", flush=True)
                 continue
             print(f"=== {loss} seed {seed}", flush=True)
-            write_atomic(path, json.dumps(run_one(loss, seed, args, data, files), indent=2) + "\n")
+            atomic_write_text(path, json.dumps(run_one(loss, seed, args, data, files), indent=2) + "\n")
 
     results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*-seed*.json"))]
     results = [r for r in results if r["loss"] in losses]
     total = sum(r["seconds"] for r in results)
     rows = summarize(results, args.reference)
     table = markdown(rows, args, start, total, args.reference)
-    write_atomic(out / "compare_losses.md", table)
-    write_atomic(out / "compare_losses.json", json.dumps({"start": start, "results": results}, indent=2) + "\n")
+    atomic_write_text(out / "compare_losses.md", table)
+    atomic_write_text(out / "compare_losses.json", json.dumps({"start": start, "results": results}, indent=2) + "\n")
     png = plot(rows, start, out / "compare_losses.png")
     print(table)
     print(f"total compute time of these results: {total / 60:.1f} min (this sitting: "

@@ -46,6 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "SentEval")]
 
+from simcse.files import atomic_write_text  # noqa: E402
+
 MAX_LENGTH = 32
 TOKENIZE_BATCH = 4096  # texts per tokenizer call, the floor's and tokenize_dataset's
 WIKI_SAMPLE = "wiki1m_for_simcse.head11913.txt"
@@ -85,7 +87,7 @@ def build_inputs(work: Path, shared: Path, lines: int, nli_rows: int) -> dict[st
     if not wiki.is_file():
         with open(shared / WIKI_SAMPLE, encoding="utf-8") as handle:
             sample = list(dict.fromkeys(line.rstrip("\n") for line in handle if line.strip()))
-        _write_atomic(wiki, "".join(f"{k // len(sample)} {sample[k % len(sample)]}\n" for k in range(lines)))
+        atomic_write_text(wiki, "".join(f"{k // len(sample)} {sample[k % len(sample)]}\n" for k in range(lines)))
     nli = work / f"nli_{nli_rows}.csv"
     if not nli.is_file():
         with open(shared / NLI_SAMPLE, encoding="utf-8", newline="") as handle:
@@ -101,12 +103,6 @@ def build_inputs(work: Path, shared: Path, lines: int, nli_rows: int) -> dict[st
                 writer.writerow([f"{copy} {cell}" for cell in row])
         os.replace(temporary, nli)
     return {"unsupervised (wiki .txt)": wiki, "supervised (NLI .csv)": nli}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
 
 
 # ----- stages (each run in its own process unless --in_process) ----------------------------------------
@@ -315,7 +311,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"[{name}] {stage} ...", flush=True)
             stages[stage] = run_stage(stage, spec, args.in_process)
             record[train_file.name] = {"stages": stages}
-            _write_atomic(record_path, json.dumps(record, indent=1))
+            atomic_write_text(record_path, json.dumps(record, indent=1))
         lines, summaries[name] = summarize(name, stages, {"mb": train_file.stat().st_size / 2**20})
         report += lines + [""]
         payload["datasets"][name] = {"file": str(train_file), "stages": stages, "summary": summaries[name]}

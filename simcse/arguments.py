@@ -15,10 +15,11 @@ import torch
 from transformers import TrainingArguments
 
 from senteval.custom import split_specs
+from simcse.data import SUPPORTED_EXTENSIONS as TRAIN_EXTENSIONS
+from simcse.data import check_mlm_probability
+from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
-from simcse.poolers import ALL_POOLERS
-
-TRAIN_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
+from simcse.poolers import ALL_POOLERS, POOLER_HELP
 
 #: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
 #: defaults to None ("not given"), so a flag the chosen loss does not take is an error only when given.
@@ -49,7 +50,7 @@ class ModelArguments:
     )
     pooler_type: str = field(
         default="cls",
-        metadata={"help": "cls, cls_before_pooler, avg, avg_top2, avg_first_last; decoders: avg, wavg, last"},
+        metadata={"help": POOLER_HELP},
     )
     hard_negative_weight: float | None = field(
         default=None, metadata={"help": "LOGIT added to each anchor's own hard negative(s) (default 0 = weight 1)"}
@@ -227,10 +228,8 @@ class DataTrainingArguments:
             raise SimCSEError(f"--train_file {self.train_file!r} does not exist")
         if not self.train_file.endswith(TRAIN_EXTENSIONS):
             raise SimCSEError(f"--train_file {self.train_file!r}: use one of {', '.join(TRAIN_EXTENSIONS)}")
-        if self.max_seq_length < 2:
-            raise SimCSEError(f"--max_seq_length must be >= 2, got {self.max_seq_length}")
-        if not 0 < self.mlm_probability < 1:
-            raise SimCSEError(f"--mlm_probability must be in (0, 1), got {self.mlm_probability}")
+        check_max_length(self.max_seq_length, None)
+        check_mlm_probability(self.mlm_probability)
         if isinstance(self.eval_custom_sts, str):  # a JSON config may give one string
             self.eval_custom_sts = [self.eval_custom_sts]
         self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in split_specs(item)]

@@ -85,7 +85,14 @@ __all__ = [
     "tokenize_dataset",
 ]
 
-SUPPORTED_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")
+SUPPORTED_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")  # the keys of _READERS
+
+
+def check_mlm_probability(probability: float) -> float:
+    """The masking rate of the MLM objective, in (0, 1) (1 would mask every token: nothing left to read)."""
+    if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability < 1:
+        raise SimCSEError(f"--mlm_probability must be in (0, 1), got {probability!r}; the SimCSE recipe uses 0.15")
+    return float(probability)
 EMPTY_CELL = " "
 IGNORE_INDEX = -100  # label of positions the masked-LM loss ignores (torch cross_entropy's default)
 
@@ -769,8 +776,7 @@ class SimCSECollator:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise SimCSEError(f"{name} must be a positive integer or None, got {value!r}")
         if self.do_mlm:
-            if not 0 < self.mlm_probability <= 1:
-                raise SimCSEError(f"mlm_probability must be in (0, 1], got {self.mlm_probability!r}")
+            check_mlm_probability(self.mlm_probability)
             if self.tokenizer.mask_token_id is None:
                 raise SimCSEError(
                     f"--do_mlm needs a tokenizer with a mask token, and {self.tokenizer.name_or_path!r} has "

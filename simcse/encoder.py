@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from senteval.classifier import resolve_device as resolve_device  # the one device rule
 from simcse.errors import SimCSEError
 from simcse.models import is_simcse_checkpoint, model_class_for
-from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool
+from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool, uses_mlp_head
 
 # embed(input_ids, attention_mask) -> (B, H) sentence vectors
 EmbedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -45,16 +46,19 @@ def position_limit(config) -> int | None:
     return int(limit)
 
 
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise SimCSEError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SimCSEError(f"--device {device!r} asks for CUDA but no GPU is visible; use --device cpu")
-    return resolved
+def check_max_length(max_length: int | None, config, name: str = "--max_seq_length") -> int | None:
+    """The truncation length to use: ``max_length`` when it is at least 2 and within the model's
+    :func:`position_limit`, the limit itself when ``max_length`` is None; otherwise a SimCSEError naming
+    ``name`` (the flag or argument the user set) and the limit. ``config``: a config, its dict, or the limit."""
+    limit = config if config is None or isinstance(config, int) else position_limit(config)
+    if max_length is None:
+        return limit
+    if max_length < 2:
+        raise SimCSEError(f"{name} must be at least 2 tokens, got {max_length}")
+    if limit is not None and max_length > limit:
+        raise SimCSEError(f"{name} {max_length} exceeds this model's limit of {limit} positions; "
+                          f"use {limit} or less")
+    return max_length
 
 
 class SentenceEncoder:
@@ -193,11 +197,8 @@ def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
     is where a converted SimCSE checkpoint keeps its MLP head.
     """
     model_type = model.config.model_type
-    try:
-        check_pooler(pooler_type, model_type)
-    except ValueError as err:
-        raise SimCSEError(str(err)) from None
-    if pooler_type == "cls" and getattr(model, "pooler", None) is None:
+    check_pooler(pooler_type, model_type)
+    if uses_mlp_head(pooler_type) and getattr(model, "pooler", None) is None:
         raise SimCSEError(
             f"pooler 'cls' needs the model's pooling layer, but this {model_type} model has none; "
             "use --pooler cls_before_pooler (the [CLS] state without the head)"
@@ -206,7 +207,7 @@ def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
 
     def embed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden, return_dict=True)
-        if pooler_type == "cls":
+        if uses_mlp_head(pooler_type):
             return out.pooler_output
         return pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)
 
@@ -222,7 +223,7 @@ def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
         out = model.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
                              return_dict=True)
         pooled = pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)
-        return model.mlp(pooled) if pooler_type == "cls" else pooled
+        return model.mlp(pooled) if uses_mlp_head(pooler_type) else pooled
 
     return embed
 
@@ -268,14 +269,8 @@ def build_encoder(
 
     remote = {"trust_remote_code": trust_remote_code}
     config = load_pretrained(model_name_or_path, lambda p: AutoConfig.from_pretrained(p, **remote))
-    try:
-        check_pooler(pooler_type, config.model_type)
-    except ValueError as err:
-        raise SimCSEError(str(err)) from None
-    limit = position_limit(config)
-    if max_length is not None and limit is not None and max_length > limit:
-        raise SimCSEError(f"--max_seq_length {max_length} exceeds this model's limit of {limit} positions")
-    max_length = max_length if max_length is not None else limit  # never past the position table
+    check_pooler(pooler_type, config.model_type)
+    max_length = check_max_length(max_length, config)  # never past the position table
     tokenizer = load_pretrained(model_name_or_path, lambda p: AutoTokenizer.from_pretrained(p, **remote),
                                 what="tokenizer")
     tokenizer = prepare_tokenizer(tokenizer, config.model_type)
@@ -284,7 +279,7 @@ def build_encoder(
     model, info = load_pretrained(model_name_or_path,
                                   lambda p: model_cls.from_pretrained(p, output_loading_info=True, **remote))
     head = "mlp." if simcse_checkpoint else "pooler."
-    if pooler_type == "cls" and any(key.startswith(head) for key in info["missing_keys"]):
+    if uses_mlp_head(pooler_type) and any(key.startswith(head) for key in info["missing_keys"]):
         # transformers would fill the missing layer with random weights and the scores would be noise
         raise SimCSEError(
             f"pooler 'cls' needs a trained pooling layer ({head}dense), but {model_name_or_path!r} has none; "

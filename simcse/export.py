@@ -39,32 +39,24 @@ from __future__ import annotations
 import json
 import os
 
-import torch
 from safetensors.torch import load_file, save_file
 
-from simcse.encoder import position_limit
+from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
+from simcse.files import atomic_write_json
+from simcse.poolers import ST_POOLING_MODE, layer_weights, uses_mlp_head
 from simcse.tool import pooler_from_config
 
 DEFAULT_MAX_SEQ_LENGTH = 128
-_POOLING_MODE = {"cls": "cls", "cls_before_pooler": "cls", "avg": "mean", "avg_top2": "mean",
-                 "avg_first_last": "mean", "wavg": "weightedmean", "last": "lasttoken"}
 _LEGACY_MODE_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
                      "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
                      "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
-SUPPORTED_POOLERS = tuple(_POOLING_MODE)
+SUPPORTED_POOLERS = tuple(ST_POOLING_MODE)
 
 
 def _read_json(path: str) -> dict:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
-
-
-def _write_json(path: str, payload) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2)
-        handle.write("\n")
 
 
 def export_pooler(config, source: str) -> str:
@@ -77,18 +69,15 @@ def export_pooler(config, source: str) -> str:
     pooler = pooler_from_config(config)
     if pooler is None:
         raise SimCSEError(f"{source!r} records no pooler_type in config.json; export a checkpoint written by train.py")
-    if pooler not in _POOLING_MODE:
+    if pooler not in ST_POOLING_MODE:
         raise SimCSEError(f"pooler {pooler!r} of {source!r} has no sentence-transformers export; "
                           f"supported: {', '.join(SUPPORTED_POOLERS)}")
     return pooler
 
 
 def check_max_seq_length(max_seq_length: int, config, source: str) -> None:
-    limit = position_limit(config)
-    if max_seq_length < 2:
-        raise SimCSEError(f"--max_seq_length must be at least 2, got {max_seq_length}")
-    if limit is not None and max_seq_length > limit:
-        raise SimCSEError(f"--max_seq_length {max_seq_length} exceeds the limit of {limit} positions of {source!r}")
+    """``--max_seq_length`` of the export, checked against the model's positions (``source``: for callers)."""
+    check_max_length(max_seq_length, config)
 
 
 def _pooling_config(hidden: int, mode: str) -> dict:
@@ -96,16 +85,6 @@ def _pooling_config(hidden: int, mode: str) -> dict:
     config.update({key: name == mode for name, key in _LEGACY_MODE_KEYS.items()})
     config["include_prompt"] = True
     return config
-
-
-def _layer_weights(pooler: str, num_layers: int) -> tuple[int, torch.Tensor]:
-    """(layer_start, weights over hidden_states[layer_start:]) such that the weighted mean is our mix."""
-    if pooler == "avg_top2":
-        return num_layers - 1, torch.ones(2)
-    weights = torch.zeros(num_layers)  # avg_first_last: hidden_states[1:] are the L layer outputs
-    weights[0] += 1.0
-    weights[-1] += 1.0  # with one layer this gives [2]: (h1 + h1) / 2, as ours
-    return 1, weights
 
 
 def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH) -> dict:
@@ -119,13 +98,14 @@ def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MA
     written: list[str] = []
 
     def put(relative: str, payload) -> None:
-        _write_json(os.path.join(model_dir, relative), payload)
+        atomic_write_json(os.path.join(model_dir, relative), payload)
         written.append(relative)
 
     modules = [("Transformer", "")]
-    if pooler in ("avg_top2", "avg_first_last"):
-        num_layers = config.get("num_hidden_layers") or config.get("n_layer")
-        layer_start, weights = _layer_weights(pooler, num_layers)
+    num_layers = config.get("num_hidden_layers") or config.get("n_layer")
+    mixing = layer_weights(pooler, num_layers)
+    if mixing is not None:
+        layer_start, weights = mixing
         folder = f"{len(modules)}_WeightedLayerPooling"
         put(f"{folder}/config.json", {"word_embedding_dimension": hidden, "layer_start": layer_start,
                                       "num_hidden_layers": num_layers})
@@ -135,9 +115,9 @@ def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MA
         config["output_hidden_states"] = True  # ST hands hidden states on only when the config asks
         put("config.json", config)
     folder = f"{len(modules)}_Pooling"
-    put(f"{folder}/config.json", _pooling_config(hidden, _POOLING_MODE[pooler]))
+    put(f"{folder}/config.json", _pooling_config(hidden, ST_POOLING_MODE[pooler]))
     modules.append(("Pooling", folder))
-    if pooler == "cls":
+    if uses_mlp_head(pooler):
         state = load_file(os.path.join(model_dir, "model.safetensors"))
         if "pooler.dense.weight" not in state:
             raise SimCSEError(f"{model_dir!r} has no pooler.dense weights to hold the cls MLP head; "

@@ -42,7 +42,7 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
 
 from simcse.errors import SimCSEError
-from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool
+from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool, uses_mlp_head
 
 # Settings stored in config.json next to the backbone's own.
 SIMCSE_CONFIG_DEFAULTS = {"pooler_type": "cls", "mlp_only_train": False, "temp": 0.05, "do_mlm": False}
@@ -125,10 +125,7 @@ def configure(config: PretrainedConfig, **settings) -> PretrainedConfig:
             setattr(config, key, default)
     if config.temp <= 0:
         raise SimCSEError(f"--temp must be > 0, got {config.temp}")
-    try:
-        check_pooler(config.pooler_type, config.model_type)
-    except ValueError as err:
-        raise SimCSEError(str(err)) from None
+    check_pooler(config.pooler_type, config.model_type)
     return config
 
 
@@ -215,7 +212,7 @@ class ContrastiveEncoderMixin:
         # DDP would then need find_unused_parameters (a graph traversal every step) and crash at step 2
         # under --gradient_checkpointing or with it off. The original built it for every pooler; its
         # unused weights in such a checkpoint are dropped when it loads.
-        if config.pooler_type == "cls":
+        if uses_mlp_head(config.pooler_type):
             self.mlp = MLPHead(config.hidden_size)
         if config.do_mlm:
             if self.mlm_attr is None:
@@ -253,7 +250,7 @@ class ContrastiveEncoderMixin:
         want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
         outputs = self._run_backbone(input_ids, attention_mask, token_type_ids, output_hidden_states=want_hidden)
         pooled = self._pool(outputs, attention_mask)
-        if self.config.pooler_type == "cls" and not self.config.mlp_only_train:
+        if uses_mlp_head(self.config.pooler_type) and not self.config.mlp_only_train:
             pooled = self.mlp(pooled)
         return pooled
 
@@ -279,14 +276,14 @@ class ContrastiveEncoderMixin:
         outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids),
                                      output_hidden_states=want_hidden or all_layers)
         pooled = self._pool(outputs, flat_mask)  # (B*N, H)
-        if self.config.pooler_type == "cls":  # the MLP head is always used in training
+        if uses_mlp_head(self.config.pooler_type):  # the MLP head is always used in training
             pooled = self.mlp(pooled)
         embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
         layer_embeddings = None
         if all_layers:
             earlier = [pool(self.config.pooler_type, flat_mask, h) for h in outputs.hidden_states[:-1]]
             stacked = torch.stack(earlier, dim=1)  # (B*N, L, H)
-            if self.config.pooler_type == "cls":
+            if uses_mlp_head(self.config.pooler_type):
                 stacked = self.mlp(stacked)
             layer_embeddings = stacked.view(batch, num_sent, len(earlier), -1)  # (B, N, L, H)
 

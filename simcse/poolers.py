@@ -14,21 +14,26 @@ Notation: h (B, T, H) token states, m (B, T) attention mask (1 = token, 0 = padd
   zero weight on padding; pooled = Σ_t w_t h_t / Σ_t w_t. (The Jittor GPT-2 code forgot the ``· m_t``
   and gave right padding a weight; not reproduced.)
 * ``last`` (decoders, ours): the state of the last non-padding token (works for left or right padding).
+
+Each pooler is one :class:`Pooler` record in :data:`POOLER_RECORDS`, holding everything the code base
+knows about it; the lists of encoder / decoder poolers, the poolers that need hidden states, the
+sentence-transformers pooling modes of the export and the tool, and the help of ``--pooler_type`` are all
+derived from the records. Adding a pooler is one record here plus its rows in ``tests/test_poolers.py``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
-ENCODER_POOLERS = ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")
-DECODER_POOLERS = ("avg", "wavg", "last")
-ALL_POOLERS = tuple(dict.fromkeys(ENCODER_POOLERS + DECODER_POOLERS))
-# Poolers that read intermediate layers: the encoder must run with output_hidden_states=True.
-NEEDS_HIDDEN_STATES = frozenset({"avg_top2", "avg_first_last"})
+from simcse.errors import SimCSEError
+
 # Causal language models: no [CLS] token, right padding with pad = eos.
 DECODER_MODEL_TYPES = frozenset({"gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "llama", "mistral", "qwen2"})
+
+PoolFn = Callable[[torch.Tensor, torch.Tensor, Sequence[torch.Tensor] | None], torch.Tensor]
 
 
 def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -45,12 +50,14 @@ def _avg(mask, last, hidden_states):
     return masked_mean(last, mask)
 
 
-def _avg_top2(mask, last, hidden_states):
-    return masked_mean((hidden_states[-1] + hidden_states[-2]) / 2.0, mask)
-
-
-def _avg_first_last(mask, last, hidden_states):
-    return masked_mean((hidden_states[1] + hidden_states[-1]) / 2.0, mask)
+def _layer_mean(layers: tuple[int, ...]) -> PoolFn:
+    """Masked mean over the average of ``hidden_states[i]`` for i in ``layers`` (0 = embedding layer)."""
+    def fn(mask, last, hidden_states):
+        mixed = hidden_states[layers[0]]
+        for index in layers[1:]:
+            mixed = mixed + hidden_states[index]
+        return masked_mean(mixed / float(len(layers)), mask)
+    return fn
 
 
 def _wavg(mask, last, hidden_states):
@@ -65,16 +72,81 @@ def _last(mask, last, hidden_states):
     return last[torch.arange(last.shape[0], device=last.device), index]
 
 
-PoolFn = Callable[[torch.Tensor, torch.Tensor, Sequence[torch.Tensor] | None], torch.Tensor]
-POOLERS: dict[str, PoolFn] = {
-    "cls": _cls,
-    "cls_before_pooler": _cls,
-    "avg": _avg,
-    "avg_top2": _avg_top2,
-    "avg_first_last": _avg_first_last,
-    "wavg": _wavg,
-    "last": _last,
-}
+@dataclass(frozen=True)
+class Pooler:
+    """Everything known about one pooler.
+
+    name: the ``--pooler_type`` / ``pooler=`` value. help: one line for ``--pooler_type``'s help.
+    encoders / decoders: fits encoders with a [CLS] token (BERT, RoBERTa) / causal LMs (GPT-2, ...).
+    layers: ``hidden_states`` indices averaged before the token mean (needs ``output_hidden_states``);
+    empty = the last layer. mlp_head: the SimCSE MLP head goes on top (``cls`` only).
+    st_mode: the sentence-transformers ``Pooling`` mode computing the same token pooling (after a
+    ``WeightedLayerPooling`` when ``layers`` is set, and a Dense when ``mlp_head``); "" = no export.
+    """
+
+    name: str
+    help: str
+    fn: PoolFn | None = None  # (mask, last layer, hidden_states) -> (B, H); None: the mean over ``layers``
+    encoders: bool = True
+    decoders: bool = False
+    layers: tuple[int, ...] = ()
+    mlp_head: bool = False
+    st_mode: str = ""
+
+    @property
+    def needs_hidden_states(self) -> bool:
+        return bool(self.layers)
+
+    @property
+    def pool_fn(self) -> PoolFn:
+        return _layer_mean(self.layers) if self.layers else self.fn
+
+
+POOLER_RECORDS: dict[str, Pooler] = {record.name: record for record in (
+    Pooler("cls", "[CLS] state through the MLP head", _cls, mlp_head=True, st_mode="cls"),
+    Pooler("cls_before_pooler", "[CLS] state, no head", _cls, st_mode="cls"),
+    Pooler("avg", "mean of the last layer", _avg, decoders=True, st_mode="mean"),
+    Pooler("avg_top2", "mean of the last two layers' average", layers=(-1, -2), st_mode="mean"),
+    Pooler("avg_first_last", "mean of the first and last layers' average", layers=(1, -1), st_mode="mean"),
+    Pooler("wavg", "position-weighted mean (decoders)", _wavg, encoders=False, decoders=True,
+           st_mode="weightedmean"),
+    Pooler("last", "last non-padding token (decoders)", _last, encoders=False, decoders=True,
+           st_mode="lasttoken"),
+)}
+
+POOLERS: dict[str, PoolFn] = {name: record.pool_fn for name, record in POOLER_RECORDS.items()}
+ALL_POOLERS = tuple(POOLER_RECORDS)
+ENCODER_POOLERS = tuple(name for name, record in POOLER_RECORDS.items() if record.encoders)
+DECODER_POOLERS = tuple(name for name, record in POOLER_RECORDS.items() if record.decoders)
+# Poolers that read intermediate layers: the encoder must run with output_hidden_states=True.
+NEEDS_HIDDEN_STATES = frozenset(name for name, record in POOLER_RECORDS.items() if record.needs_hidden_states)
+# Poolers with the SimCSE MLP head on top.
+MLP_HEAD_POOLERS = frozenset(name for name, record in POOLER_RECORDS.items() if record.mlp_head)
+#: our pooler -> the sentence-transformers Pooling mode of its export (poolers without one are not exported).
+ST_POOLING_MODE = {name: record.st_mode for name, record in POOLER_RECORDS.items() if record.st_mode}
+#: sentence-transformers Pooling mode -> the pooler reading a plain Transformer + Pooling pipeline: the one
+#: pooling the last layer with no head.
+ST_POOLING_TO_POOLER = {record.st_mode: name for name, record in POOLER_RECORDS.items()
+                        if record.st_mode and not record.layers and not record.mlp_head}
+POOLER_HELP = "; ".join(f"{name}: {record.help}" for name, record in POOLER_RECORDS.items())
+
+
+def uses_mlp_head(pooler_type: str) -> bool:
+    return pooler_type in MLP_HEAD_POOLERS
+
+
+def layer_weights(pooler_type: str, num_layers: int) -> tuple[int, torch.Tensor] | None:
+    """(layer_start, weights over hidden_states[layer_start:]) whose weighted mean is the pooler's layer
+    average (sentence-transformers' ``WeightedLayerPooling``), or None for a last-layer pooler."""
+    layers = POOLER_RECORDS[pooler_type].layers
+    if not layers:
+        return None
+    indices = [index if index >= 0 else num_layers + 1 + index for index in layers]  # hidden_states: L + 1
+    start = min(indices)
+    weights = torch.zeros(num_layers + 1 - start)
+    for index in indices:
+        weights[index - start] += 1.0
+    return start, weights
 
 
 def is_decoder(model_type: str) -> bool:
@@ -85,16 +157,18 @@ def valid_poolers(model_type: str) -> tuple[str, ...]:
     return DECODER_POOLERS if is_decoder(model_type) else ENCODER_POOLERS
 
 
-def check_pooler(pooler_type: str, model_type: str) -> None:
-    """Raise ValueError naming the pooler and the valid choices when it does not fit the architecture."""
-    if pooler_type not in POOLERS:
-        raise ValueError(f"unknown pooler {pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
+def check_pooler(pooler_type: str, model_type: str, origin: str = "") -> None:
+    """Raise SimCSEError naming the pooler and the valid choices when it does not fit the architecture;
+    ``origin`` (e.g. "pooler from config") is added to the message."""
+    suffix = f" ({origin})" if origin else ""
+    if pooler_type not in POOLER_RECORDS:
+        raise SimCSEError(f"unknown pooler {pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}{suffix}")
     allowed = valid_poolers(model_type)
     if pooler_type not in allowed:
         kind = "a decoder without a [CLS] token" if is_decoder(model_type) else "an encoder"
-        raise ValueError(
+        raise SimCSEError(
             f"pooler {pooler_type!r} does not fit model type {model_type!r} ({kind}); "
-            f"use one of {', '.join(allowed)}"
+            f"use one of {', '.join(allowed)}{suffix}"
         )
 
 

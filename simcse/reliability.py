@@ -47,6 +47,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from simcse.errors import SimCSEError
+from simcse.files import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -58,15 +59,6 @@ RESUME_LAST = "last"
 
 
 # ----- completeness markers --------------------------------------------------------------------------
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 # Arguments that do not change the trained weights: where files go, logging, evaluation-only settings.
@@ -107,7 +99,7 @@ def mark_complete(checkpoint: str | os.PathLike, global_step: int, run: dict | N
     files = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*"))
              if p.is_file() and p.name != MARKER and not p.name.startswith(f".{MARKER}")}
     record = {"global_step": global_step, "files": files, **({"run": run} if run is not None else {})}
-    _atomic_write_text(root / MARKER, json.dumps(record, indent=1) + "\n")
+    atomic_write_text(root / MARKER, json.dumps(record, indent=1) + "\n")
 
 
 def other_run_reason(checkpoint: str | os.PathLike, run: dict) -> str | None:
@@ -251,7 +243,7 @@ def _finish_switch(target: Path, staging: Path) -> None:
         os.replace(item, destination)
     _fsync_path(target)
     record = (staging / SAVE_MARKER).read_text(encoding="utf-8")
-    _atomic_write_text(target / SAVE_MARKER, record)
+    atomic_write_text(target / SAVE_MARKER, record)
     _fsync_path(target)
     shutil.rmtree(staging)
 
@@ -309,7 +301,7 @@ def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[
                 with open(item, "rb") as handle:
                     os.fsync(handle.fileno())
                 files[str(item.relative_to(staging))] = item.stat().st_size
-        _atomic_write_text(staging / SAVE_MARKER, json.dumps({"files": files}, indent=1) + "\n")
+        atomic_write_text(staging / SAVE_MARKER, json.dumps({"files": files}, indent=1) + "\n")
         _fsync_path(staging)
         (staging / SWITCHING).touch()
         _fsync_path(staging)

@@ -48,13 +48,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simcse.encoder import SentenceEncoder, build_encoder, load_pretrained, position_limit
+from simcse.encoder import SentenceEncoder, build_encoder, check_max_length, load_pretrained, position_limit
 from simcse.errors import SimCSEError
-from simcse.poolers import check_pooler
+from simcse.poolers import ST_POOLING_TO_POOLER, check_pooler
 from simcse.search import as_matrix, faiss_candidates, scan_candidates, search_candidates
 
 # sentence-transformers pooling mode -> our pooler (same maths: see simcse/export.py)
-ST_POOLING_TO_POOLER = {"cls": "cls_before_pooler", "mean": "avg", "weightedmean": "wavg", "lasttoken": "last"}
 _ST_LEGACY_MODE_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
                         "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
                         "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
@@ -241,10 +240,7 @@ class SimCSE:
 
         config = load_pretrained(model_name_or_path, AutoConfig.from_pretrained)
         self.pooler, self.pooler_source = resolve_pooler(model_name_or_path, config, pooler)
-        try:
-            check_pooler(self.pooler, config.model_type)
-        except ValueError as err:
-            raise SimCSEError(f"{err} (pooler from {self.pooler_source})") from None
+        check_pooler(self.pooler, config.model_type, origin=f"pooler from {self.pooler_source}")
         # truncate_dim: keep the first D coordinates (a Matryoshka-trained model, arXiv:2205.13147); an index
         # built by this tool then holds D-wide vectors, and cosines are those of the prefixes.
         built = build_encoder(model_name_or_path, self.pooler, device=device, truncate_dim=truncate_dim)
@@ -288,13 +284,7 @@ class SimCSE:
         items, single = _as_sentence_list(sentences, "sentences")
         if batch_size < 1:
             raise SimCSEError(f"batch_size must be positive, got {batch_size}")
-        if max_length is None:
-            max_length = self._max_positions
-        elif max_length < 2:
-            raise SimCSEError(f"max_length must be at least 2 tokens, got {max_length}")
-        elif self._max_positions is not None and max_length > self._max_positions:
-            raise SimCSEError(f"max_length {max_length} exceeds this model's limit of {self._max_positions} "
-                              f"positions; pass max_length={self._max_positions} or less")
+        max_length = check_max_length(max_length, self._max_positions, name="max_length")
         encoder = SentenceEncoder(self._embed, self.tokenizer, self.device, batch_size=batch_size,
                                   max_length=max_length, cache=False, show_progress=show_progress_bar)
         vectors = encoder.encode(items)  # (n, H)

@@ -371,8 +371,9 @@ def test_collator_errors():
     with pytest.raises(SimCSEError, match="needs a tokenizer with a mask token"):
         SimCSECollator(gpt2, do_mlm=True)
     bert = _tokenizer("bert-base-uncased")
-    with pytest.raises(SimCSEError, match=r"mlm_probability must be in \(0, 1\], got 1.5"):
-        SimCSECollator(bert, do_mlm=True, mlm_probability=1.5)
+    for bad in (1.5, 1.0, 0.0):  # the same (0, 1) bound as train.py's --mlm_probability
+        with pytest.raises(SimCSEError, match=rf"--mlm_probability must be in \(0, 1\), got {bad}"):
+            SimCSECollator(bert, do_mlm=True, mlm_probability=bad)
     with pytest.raises(SimCSEError, match="pad_to_multiple_of must be a positive integer or None, got 0"):
         SimCSECollator(bert, pad_to_multiple_of=0)
     with pytest.raises(SimCSEError, match="pad_to_length must be a positive integer or None, got -1"):

@@ -142,7 +142,7 @@ def test_errors_come_before_anything_is_written(tmp_path, bases, capsys):
     out = tmp_path / "st"
     code = run_cli(convert_cli.main, ["--path", str(ckpt), "--output_dir", str(out), "--sentence_transformers",
                                       "--max_seq_length", "1000"], prog="convert")
-    assert code == 2 and "--max_seq_length 1000 exceeds the limit of 128 positions" in capsys.readouterr().err
+    assert code == 2 and "--max_seq_length 1000 exceeds this model's limit of 128 positions" in capsys.readouterr().err
     assert not out.exists()
     plain = save_tiny_model(tmp_path / "plain", "bert")
     code = run_cli(convert_cli.main, ["--path", str(plain), "--output_dir", str(out), "--sentence_transformers"],

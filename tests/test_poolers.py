@@ -5,7 +5,22 @@ from __future__ import annotations
 import pytest
 import torch
 
-from simcse.poolers import ALL_POOLERS, POOLERS, check_pooler, masked_mean, pool
+from simcse.errors import SimCSEError
+from simcse.poolers import (
+    ALL_POOLERS,
+    DECODER_POOLERS,
+    ENCODER_POOLERS,
+    NEEDS_HIDDEN_STATES,
+    POOLER_HELP,
+    POOLERS,
+    ST_POOLING_MODE,
+    ST_POOLING_TO_POOLER,
+    check_pooler,
+    layer_weights,
+    masked_mean,
+    pool,
+    uses_mlp_head,
+)
 
 # Two sentences: lengths 3 and 1, padded to 4 (right padding).
 MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0]])
@@ -20,10 +35,44 @@ def hand_mean(h: torch.Tensor, row: int) -> torch.Tensor:
     return sum(h[row, t] for t in range(n)) / n
 
 
+# One row per pooler: fits encoders, fits decoders, needs hidden states, MLP head, sentence-transformers mode.
+FACTS = {
+    "cls": (True, False, False, True, "cls"),
+    "cls_before_pooler": (True, False, False, False, "cls"),
+    "avg": (True, True, False, False, "mean"),
+    "avg_top2": (True, False, True, False, "mean"),
+    "avg_first_last": (True, False, True, False, "mean"),
+    "wavg": (False, True, False, False, "weightedmean"),
+    "last": (False, True, False, False, "lasttoken"),
+}
+
+
 def test_registry_lists_every_pooler():
-    assert set(POOLERS) == set(ALL_POOLERS) == {
-        "cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last", "wavg", "last",
-    }
+    assert set(POOLERS) == set(ALL_POOLERS) == set(FACTS)
+
+
+@pytest.mark.parametrize("name", sorted(FACTS))
+def test_every_list_is_derived_from_the_records(name):
+    encoder, decoder, hidden, head, st_mode = FACTS[name]
+    assert (name in ENCODER_POOLERS, name in DECODER_POOLERS) == (encoder, decoder)
+    assert (name in NEEDS_HIDDEN_STATES, uses_mlp_head(name), ST_POOLING_MODE[name]) == (hidden, head, st_mode)
+    assert f"{name}: " in POOLER_HELP
+
+
+def test_sentence_transformers_modes_map_back_to_last_layer_headless_poolers():
+    assert ST_POOLING_TO_POOLER == {"cls": "cls_before_pooler", "mean": "avg", "weightedmean": "wavg",
+                                    "lasttoken": "last"}
+
+
+@pytest.mark.parametrize("num_layers", [1, 2, 4])
+@pytest.mark.parametrize("name", sorted(NEEDS_HIDDEN_STATES))
+def test_layer_weights_reproduce_the_layer_mix(name, num_layers):
+    """The export's WeightedLayerPooling (weighted mean of hidden_states[start:]) equals our pooler."""
+    layers = [states(20 + i) for i in range(num_layers + 1)]
+    start, weights = layer_weights(name, num_layers)
+    mixed = sum(w * h for w, h in zip(weights, layers[start:], strict=True)) / weights.sum()
+    torch.testing.assert_close(masked_mean(mixed, MASK), pool(name, MASK, layers[-1], layers))
+    assert layer_weights("avg", num_layers) is None
 
 
 @pytest.mark.parametrize("name", ["cls", "cls_before_pooler"])
@@ -95,12 +144,12 @@ def test_unknown_pooler_is_rejected_with_choices():
 
 @pytest.mark.parametrize("name", ["cls", "cls_before_pooler", "avg_top2", "avg_first_last"])
 def test_encoder_only_poolers_rejected_for_gpt2(name):
-    with pytest.raises(ValueError, match=f"pooler '{name}' does not fit model type 'gpt2'.*avg, wavg, last"):
+    with pytest.raises(SimCSEError, match=f"pooler '{name}' does not fit model type 'gpt2'.*avg, wavg, last"):
         check_pooler(name, "gpt2")
 
 
 def test_decoder_only_poolers_rejected_for_bert():
-    with pytest.raises(ValueError, match="'wavg' does not fit model type 'bert'"):
+    with pytest.raises(SimCSEError, match="'wavg' does not fit model type 'bert'"):
         check_pooler("wavg", "bert")
     check_pooler("avg", "gpt2")
     check_pooler("cls", "roberta")

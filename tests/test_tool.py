@@ -391,7 +391,7 @@ def test_position_limit_counts_only_usable_positions(tmp_path):
     assert position_limit(BertConfig(max_position_embeddings=512)) == 512
     assert position_limit(GPT2Config(n_positions=1024)) == 1024
     check_max_seq_length(512, roberta, "roberta-base")
-    with pytest.raises(SimCSEError, match=r"--max_seq_length 513 exceeds the limit of 512 positions"):
+    with pytest.raises(SimCSEError, match=r"--max_seq_length 513 exceeds this model's limit of 512 positions"):
         check_max_seq_length(513, roberta, "roberta-base")
     # a tiny RoBERTa with 130 rows: 128 usable; the default length is that limit, so a long text encodes
     tool = SimCSE(str(save_tiny_model(tmp_path / "roberta", "roberta")), device="cpu", pooler="avg")

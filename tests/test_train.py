@@ -117,7 +117,7 @@ def run(argv, capsys) -> tuple[int, str]:
         (["--loss_type", "nce2"], "unknown --loss_type 'nce2'"),
         (["--temp", "0"], "--temp must be > 0, got 0.0"),
         (["--fp16"], "--fp16 needs a CUDA GPU"),
-        (["--max_seq_length", "100000"], "--max_seq_length 100000 exceeds the model's limit of 128"),
+        (["--max_seq_length", "100000"], "--max_seq_length 100000 exceeds this model's limit of 128"),
     ],
 )
 def test_bad_flags_are_one_line_errors(extra, expected, tiny_models, tmp_path, capsys):

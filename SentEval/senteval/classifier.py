@@ -100,10 +100,21 @@ CPU_TRAIN_THREADS = 1  # intra-op threads while a probe trains on the CPU (see _
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` means CUDA when available, else the CPU."""
-    if device is None:
+    """``None`` (or "" / "auto") means CUDA when available, else the CPU; a CUDA device without a visible
+    GPU, or a name torch does not know, is an error saying what to pass instead. The one device rule of
+    the engine and of :mod:`simcse` (``simcse.encoder`` re-exports it)."""
+    if isinstance(device, torch.device):
+        resolved = device
+    elif device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    else:
+        try:
+            resolved = torch.device(device)
+        except RuntimeError:
+            raise SentEvalError(f"--device {device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise SentEvalError(f"--device {str(device)!r} asks for CUDA but no GPU is visible; use --device cpu")
+    return resolved
 
 
 @contextlib.contextmanager
