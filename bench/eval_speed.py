@@ -47,18 +47,18 @@ class Ours:
     """evaluation.py's code path: build_encoder + SentEval engine, one encoder (and cache) for the run."""
 
     def __init__(self, model_path: str, pooler: str, batch_size: int, device: str, data_dir):
-        import evaluation
         from senteval.engine import SE
+        from simcse import evaluators
         from simcse.encoder import build_encoder
 
-        self.dev_tasks = evaluation.DEV_STS_TASKS
+        self.dev_tasks = evaluators.DEV_STS_TASKS
         self.encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)
         self.encoder._encode_new(WARMUP)  # warm-up outside the cache, like the peer's
 
         def batcher(params, batch):
             return self.encoder.encode([" ".join(s) for s in batch]).numpy()
 
-        self.se = SE(evaluation.senteval_params("test", str(data_dir), device), batcher)
+        self.se = SE(evaluators.senteval_params("test", str(data_dir), device), batcher)
 
     def score(self, task: str) -> float:
         result = self.se.eval(task)

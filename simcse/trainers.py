@@ -11,22 +11,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
-from senteval.custom import CustomSTSEval, metric_name, parse_spec
-from senteval.custom import evaluate as evaluate_custom
-from senteval.engine import SE
-from senteval.errors import SentEvalError
-from senteval.registry import TRANSFER_TASKS, build_task
-from senteval.utils import FAST_CLASSIFIER
 from simcse.distributed import gather_no_grad, gather_with_grad, rank, world_size
-from simcse.encoder import SentenceEncoder
 from simcse.gradcache import cached_step
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
@@ -34,107 +25,6 @@ from simcse.reliability import NonFiniteLoss, mark_complete, nonfinite_error, st
 from simcse.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
 
 logger = logging.getLogger(__name__)
-
-# metric name (without the eval_ prefix) -> (SentEval task, split)
-STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelatedness"}
-
-
-class SentEvalDevEvaluator:
-    """STS-B and SICK-R dev Spearman (and the transfer tasks' dev accuracy) of a model, values in 0..1.
-
-    Uses the fast SentEval parameters of SimCSE's dev evaluation (princeton-nlp/SimCSE
-    ``evaluation.py`` ``--mode dev``; ``FAST_CLASSIFIER``) and the model's inference ``encode`` path (so an
-    ``mlp_only_train`` model is scored without its MLP head, as it will be used).
-
-    Once per training run, not once per evaluation: the SentEval files are read at the first evaluation
-    (STS-B and SICK-R keep only their dev split) and every sentence is tokenized the first time it is
-    encoded; later evaluations reuse both. Within an evaluation, embeddings are kept for one task at a
-    time (:meth:`SentenceEncoder.retain`), so memory does not grow with the number of tasks.
-
-    custom_sts: pair files given as ``FILE[:NAME[:COLUMNS]]`` (see :mod:`senteval.custom`); each adds the metric
-    ``<name>_spearman`` (NAME or the file stem, reduced to [a-z0-9_]), which ``metric_for_best_model`` can
-    select on. They are read here, so a bad file fails before training starts; ``avg_sts`` stays the
-    STS-B / SICK-R mean.
-    """
-
-    def __init__(self, tokenizer, data_dir: str, eval_transfer: bool = False, batch_size: int = 128,
-                 max_length: int | None = None, custom_sts: Sequence[str] = ()):
-        self.tokenizer = tokenizer
-        self.data_dir = data_dir
-        self.eval_transfer = eval_transfer
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.custom_sts: dict[str, CustomSTSEval] = {}
-        for spec in custom_sts:
-            path, name, columns = parse_spec(spec)
-            task = CustomSTSEval(path, name=name, columns=columns, flag=f"--eval_custom_sts {spec!r}")
-            metric = f"{metric_name(task.name)}_spearman"
-            if metric in STS_DEV_METRICS or metric in self.custom_sts:
-                raise SentEvalError(f"--eval_custom_sts {spec!r}: the metric name {metric!r} is already taken; "
-                                    "choose another name with FILE:NAME")
-            self.custom_sts[metric] = task
-        self._tasks: dict[str, object] = {}  # SentEval tasks, built (files read) at first use
-        self._token_ids: dict[str, np.ndarray] = {}  # sentence -> token ids, shared by every evaluation's encoder
-
-    def task(self, name: str):
-        """The SentEval task ``name``, its files read at the first call only (STS tasks: dev split only)."""
-        if name not in self._tasks:
-            task = build_task(name, Path(self.data_dir) / "downstream")
-            if name in STS_DEV_METRICS.values():
-                task.keep_only(["dev"])
-            self._tasks[name] = task
-        return self._tasks[name]
-
-    def __call__(self, model) -> dict[str, float]:
-        device = next(model.parameters()).device
-        encoder = SentenceEncoder(model.encode, self.tokenizer, device, batch_size=self.batch_size,
-                                  max_length=self.max_length, token_cache=self._token_ids)
-
-        def batcher(params, batch):
-            return encoder.encode([" ".join(tokens) for tokens in batch]).numpy()
-
-        def prepare(params, samples):
-            encoder.retain(" ".join(tokens) for tokens in samples)
-
-        params = {"task_path": self.data_dir, "usepytorch": True, "kfold": 5, "classifier": dict(FAST_CLASSIFIER),
-                  "batch_size": 4096, "sts_splits": ["dev"]}
-        se = SE(params, batcher, prepare)
-        was_training = model.training
-        model.eval()
-        try:
-            metrics = {}
-            for name, task in STS_DEV_METRICS.items():
-                metrics[name] = se.run(self.task(task))["dev"]["spearman"]
-                if task == "STSBenchmark":  # while the encoder still holds STS-B's embeddings
-                    geometry = self.alignment_uniformity(encoder)
-            metrics["avg_sts"] = sum(metrics.values()) / len(STS_DEV_METRICS)
-            for metric, task in self.custom_sts.items():
-                metrics[metric] = evaluate_custom(task, se.params, batcher, prepare)["spearman"]
-            metrics.update(geometry)
-            if self.eval_transfer:
-                accuracies = {task: se.run(self.task(task))["devacc"] for task in TRANSFER_TASKS}
-                metrics.update(accuracies)
-                metrics["avg_transfer"] = sum(accuracies.values()) / len(accuracies)
-        finally:
-            model.train(was_training)
-        return metrics
-
-    def alignment_uniformity(self, encoder: SentenceEncoder) -> dict[str, float]:
-        """The SimCSE paper's protocol (arXiv:2104.08821, after Wang and Isola 2020, arXiv:2005.10242) on
-        STS-B dev: alignment over pairs with gold score > 4, uniformity over all its sentences (the
-        encoder's cache makes this nearly free right after the STS-B run)."""
-        sent_a, sent_b, gold = self.task("STSBenchmark").data["dev"]
-        a = [" ".join(t) for t in sent_a]
-        b = [" ".join(t) for t in sent_b]
-        everything = encoder.encode(list(dict.fromkeys(a + b)))
-        metrics = {"stsb_uniform": uniformity(everything).item()}
-        positives = [i for i, score in enumerate(gold) if score > 4]
-        if positives:  # always on the real STS-B dev (hundreds of pairs); tiny test sets may have none
-            x = encoder.encode([a[i] for i in positives])
-            y = encoder.encode([b[i] for i in positives])
-            metrics["stsb_align"] = alignment(x, y).item()
-        return metrics
-
 
 class SimCSETrainer(Trainer):
     """``Trainer`` with a pluggable contrastive loss on the model's embeddings and SentEval evaluation.

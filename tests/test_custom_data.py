@@ -29,6 +29,7 @@ from senteval.custom import (
 from senteval.registry import build_task
 from senteval.sts import STSBenchmarkEval, word_count
 from senteval.utils import FAST_CLASSIFIER
+from simcse import evaluators
 from simcse.cli import run_cli
 
 
@@ -179,7 +180,7 @@ def test_chinese_pairs_reach_the_batcher_and_the_encoder_intact(tmp_path, monkey
         def retain(self, sentences):  # the cache bound of SentenceEncoder; nothing cached here
             pass
 
-    monkeypatch.setattr(evaluation, "build_encoder", lambda *args, **kwargs: RecordingEncoder())
+    monkeypatch.setattr(evaluators, "build_encoder", lambda *args, **kwargs: RecordingEncoder())
     payload = evaluation.main(["--model_name_or_path", "unused", "--task_set", "custom",
                                "--custom_sts", f"{path}:中文"])
     assert set(encoded) == raw  # characters, double spaces and the ideographic space all kept
@@ -506,7 +507,7 @@ def test_per_file_columns_override_the_flag_for_that_file_only(tmp_path, capsys,
     b = write(tmp_path / "b.tsv", "".join(f"{x}\t{y}\t{g}\n" for (x, y), g in zip(PAIRS, BINARY)))
     args = evaluation.parse_args(["--model_name_or_path", "m", "--task_set", "custom",
                                   "--custom_sts", f"{a}:a:2,3,1", f"{b}::0,1,2"])
-    sts, _ = evaluation.load_custom_tasks(args)
+    sts, _ = evaluators.load_custom_tasks(args)
     assert [t.name for t in sts] == ["a", "b"]
     for task, gold in zip(sts, (SCORES, BINARY)):
         assert [s[0] for s in task.data["pairs"][0]] == [x for x, _ in PAIRS]

@@ -16,9 +16,9 @@ from senteval.errors import SentEvalError
 from senteval.registry import build_task
 from senteval.utils import FAST_CLASSIFIER
 from simcse.encoder import SentenceEncoder
+from simcse.evaluators import STS_DEV_METRICS, SentEvalDevEvaluator
 from simcse.losses.diagnostics import alignment, uniformity
 from simcse.models import BertForCL, configure
-from simcse.trainers import STS_DEV_METRICS, SentEvalDevEvaluator
 
 
 class CountingTokenizer:

@@ -11,6 +11,7 @@ import torch
 
 import evaluation
 from conftest import REPO, write_sts_tree
+from simcse import evaluators
 from simcse.cli import run_cli
 
 ORIGINAL_TABLE = """\
@@ -32,35 +33,35 @@ def fake_results(sts12_all=0.7530, sts12_wmean=0.70):
 
 
 def test_sts_table_is_byte_compatible_with_the_original():
-    names, scores = evaluation.sts_row(fake_results(), "test", "all")
-    assert evaluation.render_table(names, scores) == ORIGINAL_TABLE
+    names, scores = evaluators.sts_row(fake_results(), "test", "all")
+    assert evaluators.render_table(names, scores) == ORIGINAL_TABLE
 
 
 def test_wmean_changes_the_row_and_is_named():
-    _, all_scores = evaluation.sts_row(fake_results(), "test", "all")
-    _, wmean_scores = evaluation.sts_row(fake_results(), "test", "wmean")
+    _, all_scores = evaluators.sts_row(fake_results(), "test", "all")
+    _, wmean_scores = evaluators.sts_row(fake_results(), "test", "wmean")
     assert all_scores[0] == "75.30" and wmean_scores[0] == "70.00"
-    assert "wmean" in evaluation.aggregation_note("test", "wmean")
-    assert "weighted by subset size" in evaluation.aggregation_note("test", "wmean")
+    assert "wmean" in evaluators.aggregation_note("test", "wmean")
+    assert "weighted by subset size" in evaluators.aggregation_note("test", "wmean")
 
 
 def test_dev_row_shows_only_stsb_and_sick_dev():
-    names, scores = evaluation.sts_row(fake_results(), "dev", "all")
+    names, scores = evaluators.sts_row(fake_results(), "dev", "all")
     assert names == ["STSBenchmark", "SICKRelatedness"] and scores == ["86.00", "81.00"]
 
 
 def test_transfer_row_uses_devacc_in_dev_mode():
-    results = {t: {"devacc": 80.0, "acc": 70.0} for t in evaluation.TRANSFER_TASKS}
-    assert evaluation.transfer_row(results, "dev")[1][-1] == "80.00"
-    names, scores = evaluation.transfer_row(results, "test")
+    results = {t: {"devacc": 80.0, "acc": 70.0} for t in evaluators.TRANSFER_TASKS}
+    assert evaluators.transfer_row(results, "dev")[1][-1] == "80.00"
+    names, scores = evaluators.transfer_row(results, "test")
     assert names == ["MR", "CR", "SUBJ", "MPQA", "SST2", "TREC", "MRPC", "Avg."] and scores[-1] == "70.00"
 
 
 def test_task_selection():
-    assert evaluation.select_tasks("sts", [], "dev") == ["STSBenchmark", "SICKRelatedness"]
-    assert evaluation.select_tasks("sts", [], "test")[0] == "STS12"
-    assert evaluation.select_tasks("na", ["MR", "STS12", "MR"], "test") == ["MR", "STS12"]
-    assert len(evaluation.select_tasks("full", [], "test")) == 14
+    assert evaluators.select_tasks("sts", [], "dev") == ["STSBenchmark", "SICKRelatedness"]
+    assert evaluators.select_tasks("sts", [], "test")[0] == "STS12"
+    assert evaluators.select_tasks("na", ["MR", "STS12", "MR"], "test") == ["MR", "STS12"]
+    assert len(evaluators.select_tasks("full", [], "test")) == 14
 
 
 def test_end_to_end_on_a_tiny_model(tiny_bert_dir, tmp_path, capsys):

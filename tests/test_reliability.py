@@ -20,6 +20,7 @@ from test_train import base_args, write_train_file
 
 import train
 from conftest import REPO, save_tiny_model, write_sts_tree
+from simcse import training
 from simcse.arguments import SimCSETrainingArguments
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
@@ -348,7 +349,7 @@ def test_every_torch_load_refuses_pickled_code():
 @pytest.mark.parametrize("flag, expected", [([], False), (["--trust_remote_code"], True)])
 def test_remote_code_runs_only_when_asked(flag, expected, tiny_bert, tmp_path, capsys, monkeypatch):
     seen = []
-    for cls in (train.AutoConfig, train.AutoTokenizer):
+    for cls in (training.AutoConfig, training.AutoTokenizer):
         original = cls.from_pretrained
 
         def spy(path, *args, _original=original, **kwargs):
@@ -368,13 +369,13 @@ def test_evaluation_runs_remote_code_only_when_asked(flag, expected, tiny_bert, 
     import evaluation
 
     seen = []
-    original = train.AutoConfig.from_pretrained
+    original = training.AutoConfig.from_pretrained
 
     def spy(path, *args, **kwargs):
         seen.append(kwargs.get("trust_remote_code", "not passed"))
         return original(path, *args, **kwargs)
 
-    monkeypatch.setattr(train.AutoConfig, "from_pretrained", spy)
+    monkeypatch.setattr(training.AutoConfig, "from_pretrained", spy)
     code = run_cli(evaluation.main, ["--model_name_or_path", str(tiny_bert), "--pooler", "avg",
                                      "--max_seq_length", "999", *flag], prog="evaluation.py")  # stops after the config
     assert code == 2 and "exceeds this model's limit" in capsys.readouterr().err and seen == [expected]

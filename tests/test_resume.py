@@ -19,6 +19,7 @@ from test_train import write_train_file
 
 import train
 from conftest import REPO, save_tiny_model, write_sts_tree
+from simcse import training
 from simcse.reliability import MARKER, STEP_SLEEP_ENV, incomplete_reason, is_complete
 from simcse.trainers import SimCSETrainer
 
@@ -71,7 +72,7 @@ def test_crash_while_writing_a_checkpoint_then_resume_last(extra, setup, tmp_pat
     """The run dies inside the save of checkpoint-4 (after the weights and optimizer, before the RNG state
     and the marker). checkpoint-2, the best one, stays intact; `last` skips the cut-off checkpoint-4; the
     resumed run ends as the uninterrupted one, and still knows that checkpoint-2 (0.9) is the best."""
-    monkeypatch.setattr(train, "SentEvalDevEvaluator", ScriptedEvaluator)
+    monkeypatch.setattr(training, "SentEvalDevEvaluator", ScriptedEvaluator)
     full, out = tmp_path / "full", tmp_path / "out"
     ScriptedEvaluator.scores = [0.9, 0.5, 0.3, 0.0]  # steps 2, 4, 6, then the evaluation after training
     train.main(run_args(setup, full, *extra))

@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 import train
 from conftest import save_tiny_model
+from simcse import training
 from simcse.cli import run_cli
 from simcse.models import BertForCL
 
@@ -88,7 +89,7 @@ def test_best_checkpoint_is_kept_when_it_is_not_the_last(tiny_models, tmp_path, 
             value = next(scores)
             return {"stsb_spearman": value, "sickr_spearman": value, "avg_sts": value}
 
-    monkeypatch.setattr(train, "SentEvalDevEvaluator", FakeEvaluator)
+    monkeypatch.setattr(training, "SentEvalDevEvaluator", FakeEvaluator)
     out = tmp_path / "out"
     args = base_args(tiny_models["bert"], write_train_file(tmp_path, 1), out, "--learning_rate", "1e-2")
     args = [a for a in args if a not in ("--save_strategy", "--eval_strategy")]

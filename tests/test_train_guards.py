@@ -14,6 +14,7 @@ from test_train import base_args, run, write_train_file
 
 import train
 from conftest import save_tiny_model
+from simcse import training
 from simcse.arguments import SimCSETrainingArguments
 from simcse.errors import SimCSEError
 
@@ -36,7 +37,7 @@ def scripted_evaluator(monkeypatch, values: list[float]) -> None:
             last[0] = next(scores, last[0])
             return {"stsb_spearman": last[0], "sickr_spearman": last[0], "avg_sts": last[0]}
 
-    monkeypatch.setattr(train, "SentEvalDevEvaluator", Scripted)
+    monkeypatch.setattr(training, "SentEvalDevEvaluator", Scripted)
 
 
 def original_flags(model_dir: Path, tmp_path: Path, steps: int, *extra: str) -> list[str]:
@@ -137,7 +138,7 @@ def test_do_eval_runs_the_transfer_dev_evaluation_after_training(tiny_bert, tmp_
             calls.append(self.eval_transfer)
             return {"stsb_spearman": 0.5, **({"MR": 70.0, "avg_transfer": 70.0} if self.eval_transfer else {})}
 
-    monkeypatch.setattr(train, "SentEvalDevEvaluator", Recording)
+    monkeypatch.setattr(training, "SentEvalDevEvaluator", Recording)
     metrics = train.main(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out", "--do_eval"))
     assert calls == [True] and metrics["eval_MR"] == 70.0 and metrics["eval_avg_transfer"] == 70.0
     calls.clear()

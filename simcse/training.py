@@ -1,0 +1,183 @@
+"""Assembling and running a training run: the library side of ``train.py``.
+
+:func:`build_trainer` turns the three argument dataclasses (:mod:`simcse.arguments`) into a ready
+:class:`~simcse.trainers.SimCSETrainer` (model, tokenizer, tokenized data, collator, loss, evaluator);
+:func:`train_model` runs it, saves the final model and returns the metrics. Both take typed arguments,
+so the demo, the multi-seed runner and the benches call them directly; ``train.py`` only parses the
+command line, configures logging and prints. Make the arguments in Python with
+:func:`simcse.arguments.make_train_args`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
+
+from senteval.datapath import resolve_data_dir
+from senteval.registry import TRANSFER_TASKS
+from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
+from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
+from simcse.encoder import check_max_length, load_pretrained, prepare_tokenizer
+from simcse.errors import SimCSEError
+from simcse.evaluators import STS_DEV_METRICS, SentEvalDevEvaluator
+from simcse.guide import GuideEncoder
+from simcse.losses import LOSSES, build_loss
+from simcse.models import configure, model_class_for
+from simcse.reliability import check_task_data, resolve_resume_checkpoint, run_record
+from simcse.trainers import SimCSETrainer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["build_trainer", "check_output_dir", "train_model"]
+
+
+def check_output_dir(training_args: SimCSETrainingArguments) -> None:
+    """Refuse to write into a non-empty output_dir unless told to (or resuming)."""
+    out = training_args.output_dir
+    resuming = training_args.resume_from_checkpoint is not None
+    if os.path.isdir(out) and os.listdir(out) and not training_args.overwrite_output_dir and not resuming:
+        raise SimCSEError(
+            f"output_dir {out!r} already exists and is not empty; pass --overwrite_output_dir to write into it, "
+            "--resume_from_checkpoint to continue, or choose another --output_dir"
+        )
+
+
+def _evaluating(training_args: SimCSETrainingArguments) -> bool:
+    return (training_args.eval_strategy != "no" or training_args.eval_on_start
+            or training_args.final_transfer_eval)
+
+
+def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
+                  training_args: SimCSETrainingArguments, *, evaluator: Callable | None = None,
+                  callbacks: Sequence[TrainerCallback] = ()) -> SimCSETrainer:
+    """The trainer of one run, everything checked before the model loads where possible.
+
+    evaluator: ``evaluator(model) -> {metric: value}`` used at every evaluation; default (None): the
+    STS-B / SICK-R dev evaluator (:class:`~simcse.evaluators.SentEvalDevEvaluator`) when evaluation is
+    on (``--eval_strategy``, ``--eval_on_start`` or ``--do_eval``). ``training_args.resume_from_checkpoint``
+    is resolved here ("last": the newest complete checkpoint of this run).
+    """
+    training_args.do_train = True
+    check_output_dir(training_args)
+    run = run_record(model_args, data_args, training_args)  # recorded in each checkpoint's marker
+    evaluating = _evaluating(training_args)
+    if evaluating and evaluator is None:  # missing SentEval files fail now, not after the model has loaded
+        data_dir = resolve_data_dir(data_args.senteval_data)
+        transfer = training_args.eval_transfer or training_args.final_transfer_eval
+        check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if transfer else []))
+    # "last" means the newest COMPLETE checkpoint of THIS run (same fingerprint); a checkpoint cut off by a
+    # crash, or left by a run with other arguments, is never resumed from. The choice is logged.
+    training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
+                                                                     training_args.output_dir, run=run)
+    set_seed(training_args.seed)
+
+    # 3. Model and tokenizer: the wrapper class comes from config.model_type, never from the path.
+    config = load_pretrained(model_args.config_name or model_args.model_name_or_path,
+                             lambda p: AutoConfig.from_pretrained(p, cache_dir=model_args.cache_dir,
+                                                                  revision=model_args.model_revision,
+                                                                  trust_remote_code=model_args.trust_remote_code))
+    model_cls = model_class_for(config.model_type)
+    configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
+              temp=model_args.model_temp(), do_mlm=model_args.do_mlm)
+    tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
+                                lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
+                                                                        use_fast=model_args.use_fast_tokenizer,
+                                                                        trust_remote_code=model_args.trust_remote_code),
+                                what="tokenizer")
+    tokenizer = prepare_tokenizer(tokenizer, config.model_type)
+    check_max_length(data_args.max_seq_length, config)
+
+    # 4. Data: the sentence columns decide unsupervised (1), pairs (2) or pairs + hard negatives (3+);
+    # a 'score' column (or --train_columns) makes graded pairs.
+    raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
+    roles = column_roles(raw, data_args.train_columns, where=f"training file {data_args.train_file}")
+    num_columns = len(roles.sentences)
+    model = load_pretrained(model_args.model_name_or_path,
+                            lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
+                                                                revision=model_args.model_revision,
+                                                                trust_remote_code=model_args.trust_remote_code))
+
+    # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
+    with training_args.main_process_first(desc="tokenization"):
+        train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
+                                         num_proc=data_args.preprocessing_num_workers,
+                                         overwrite_cache=data_args.overwrite_cache, roles=roles)
+    collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
+                              pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None)
+
+    # 6. Loss and evaluation.
+    loss_fn = model_args.wrap_loss(build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs()))
+    if getattr(loss_fn, "needs_layers", False) and training_args.grad_cache_mini_batch:
+        raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
+                          "embeds without the earlier layers); drop one of them")
+    model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
+    if num_columns >= 3 and not loss_fn.supports_hard_negatives:
+        able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)
+        raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
+                          f"{data_args.train_file!r}; use one of {able}, or 2-column data")
+    graded = ", ".join(name for name, cls in LOSSES.items() if cls.needs_scores)
+    if loss_fn.needs_scores and roles.score is None:
+        raise SimCSEError(f"--loss_type {model_args.loss_type} is graded: it needs a similarity score per pair, and "
+                          f"{data_args.train_file!r} has none; add a column named 'score' (or declare it with "
+                          "--train_columns sent0,sent1,score)")
+    if roles.score is not None and not loss_fn.needs_scores:
+        raise SimCSEError(f"{data_args.train_file!r} has a score column ({roles.score!r}) that --loss_type "
+                          f"{model_args.loss_type} would ignore; use a graded loss ({graded}) or drop the column")
+    guide = None
+    if model_args.guide_model:  # GISTEmbed: frozen, run without gradient once per batch by the trainer
+        guide = GuideEncoder(model_args.guide_model, tokenizer, device=training_args.device,
+                             pooler_type=model_args.guide_pooler)
+    if evaluating and evaluator is None:
+        evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
+                                         eval_transfer=training_args.eval_transfer,
+                                         custom_sts=data_args.eval_custom_sts)
+    elif not evaluating and data_args.eval_custom_sts:
+        raise SimCSEError("--eval_custom_sts is scored at each evaluation, but evaluation is off; "
+                          "add --eval_strategy steps --eval_steps N (or epoch)")
+    logger.info("mode: %s, %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
+                roles.describe(), len(train_dataset), loss_fn.name,
+                json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
+
+    return SimCSETrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=["STSBenchmark-dev"] if evaluator is not None else None,  # evaluate() ignores it
+        data_collator=collator,
+        processing_class=tokenizer,
+        loss_fn=loss_fn,
+        evaluator=evaluator,
+        mlm_weight=model_args.mlm_weight,
+        guide=guide,
+        callbacks=list(callbacks),
+        run_record=run,
+    )
+
+
+def train_model(model_args: ModelArguments, data_args: DataTrainingArguments,
+                training_args: SimCSETrainingArguments, *, evaluator: Callable | None = None,
+                callbacks: Sequence[TrainerCallback] = ()) -> dict:
+    """Build the trainer, train, save the final model (the best one with ``load_best_model_at_end``) and
+    evaluate it on the dev sets (with ``--do_eval`` the transfer tasks too). Returns the metrics."""
+    trainer = build_trainer(model_args, data_args, training_args, evaluator=evaluator, callbacks=callbacks)
+    result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model()
+    metrics = dict(result.metrics)
+    trainer.log_metrics("train", metrics)
+    trainer.save_metrics("train", metrics)
+    trainer.save_state()
+    if trainer.evaluator is not None:
+        if training_args.final_transfer_eval and hasattr(trainer.evaluator, "eval_transfer"):
+            trainer.evaluator.eval_transfer = True
+        eval_metrics = trainer.evaluate()
+        trainer.log_metrics("eval", eval_metrics)
+        trainer.save_metrics("eval", eval_metrics)
+        metrics.update(eval_metrics)
+    if trainer.state.best_model_checkpoint:
+        metrics["best_model_checkpoint"] = trainer.state.best_model_checkpoint
+        metrics["best_metric"] = trainer.state.best_metric
+    return metrics
