@@ -13,30 +13,22 @@ The work is :func:`simcse.training.train_model`; this script parses, configures 
 
 from __future__ import annotations
 
-import logging
 import sys
 
-import transformers
-
 from simcse.arguments import parse_train_args
-from simcse.cli import run_cli
+from simcse.cli import configure_training_logging, run_cli
 from simcse.training import train_model
 
 
 def parse_args(argv: list[str] | None):
     """(model, data, training) arguments; flags of the original train.py are translated, each change
     announced on stderr in one line (see simcse.arguments.LEGACY_FLAGS)."""
-    model_args, data_args, training_args, notices = parse_train_args(sys.argv[1:] if argv is None else argv)
-    for notice in notices:
-        print(f"train.py: notice: {notice}", file=sys.stderr)
-    return model_args, data_args, training_args
+    return parse_train_args(sys.argv[1:] if argv is None else argv, announce="train.py")
 
 
 def main(argv: list[str] | None = None) -> dict:
     model_args, data_args, training_args = parse_args(argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        level=logging.INFO if training_args.should_log else logging.WARN, stream=sys.stdout)
-    transformers.utils.logging.set_verbosity_warning()
+    configure_training_logging(training_args.should_log)
     return train_model(model_args, data_args, training_args)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -477,10 +478,15 @@ def translate_legacy_config(config: dict) -> tuple[dict, list[str]]:
     return out, notices
 
 
-def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArguments, SimCSETrainingArguments,
-                                               list[str]]:
+def parse_train_args(argv: list[str], announce: str | None = None):
     """train.py's arguments from ``argv`` (flags, or one ``.json`` file), the original's flags translated:
-    (model, data, training arguments, notices to show the user)."""
+    (model, data, training arguments, notices to show the user). With ``announce`` (a program name) the
+    notices are printed to stderr as ``<announce>: notice: ...`` and the three arguments are returned."""
+    if announce is not None:
+        *groups, notices = parse_train_args(argv)
+        for notice in notices:
+            print(f"{announce}: notice: {notice}", file=sys.stderr)
+        return tuple(groups)
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))
@@ -493,3 +499,18 @@ def parse_train_args(argv: list[str]) -> tuple[ModelArguments, DataTrainingArgum
         return (*parser.parse_args_into_dataclasses(args=argv), notices)
     except ValueError as err:  # TrainingArguments' own checks of flag combinations; one line, no traceback
         raise SimCSEError(" ".join(str(err).split())) from None
+
+
+def make_train_args(**values) -> tuple[ModelArguments, DataTrainingArguments, SimCSETrainingArguments]:
+    """The three argument dataclasses from keyword arguments named like train.py's flags, each value of
+    its field's type (``make_train_args(model_name_or_path=..., train_file=..., output_dir=...,
+    learning_rate=3e-5, eval_strategy="steps", ...)``): the typed way to call
+    :func:`simcse.training.train_model` from Python. An unknown name is an error naming it."""
+    from dataclasses import fields
+
+    groups = (ModelArguments, DataTrainingArguments, SimCSETrainingArguments)
+    names = [{f.name for f in fields(cls) if f.init} for cls in groups]
+    unknown = sorted(set(values) - set().union(*names))
+    if unknown:
+        raise SimCSEError(f"unknown training argument(s) {unknown}; see python train.py --help for the names")
+    return tuple(cls(**{k: v for k, v in values.items() if k in keys}) for cls, keys in zip(groups, names))

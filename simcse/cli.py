@@ -34,3 +34,16 @@ def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None =
     gc.collect()
     print(message, file=sys.stderr)
     return code
+
+
+def configure_training_logging(should_log: bool) -> None:
+    """Logging of a training entry point (train.py, the demo, the multi-seed runner): INFO on the main
+    process, warnings elsewhere, to stdout; transformers' own logger at warnings. Entry points call this;
+    library modules never configure logging."""
+    import logging
+
+    import transformers
+
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        level=logging.INFO if should_log else logging.WARN, stream=sys.stdout)
+    transformers.utils.logging.set_verbosity_warning()

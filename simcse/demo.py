@@ -24,12 +24,13 @@ from pathlib import Path
 
 from prettytable import PrettyTable
 
-import evaluation
-import train
 from senteval.datapath import REPO_ROOT, resolve_data_dir, shared_dir
-from simcse.cli import run_cli
+from simcse.arguments import make_train_args
+from simcse.cli import configure_training_logging, run_cli
 from simcse.convert import convert
 from simcse.errors import SimCSEError
+from simcse.evaluators import EvaluationConfig, evaluate
+from simcse.training import train_model
 
 WIKI_SAMPLE = "wiki1m_for_simcse.head11913.txt"
 
@@ -55,8 +56,8 @@ def default_model() -> str:
 
 
 def sts_suite(model: str, pooler: str, data: str) -> dict[str, float]:
-    payload = evaluation.main(["--model_name_or_path", model, "--pooler", pooler, "--task_set", "sts",
-                               "--mode", "test", "--senteval_data", data])
+    payload = evaluate(EvaluationConfig(model_name_or_path=model, pooler=pooler, task_set="sts", mode="test",
+                                        senteval_data=data))
     return payload["tables"]["sts"]
 
 
@@ -83,16 +84,16 @@ def main(argv: list[str] | None = None) -> dict:
     before = sts_suite(model, pooler, data)
 
     print(f"[2/4] unsupervised SimCSE: {args.max_steps} steps of batch {args.batch_size} on {train_file}", flush=True)
-    metrics = train.main([
-        "--model_name_or_path", model, "--train_file", train_file, "--output_dir", out, "--overwrite_output_dir",
-        "--pooler_type", "cls", "--mlp_only_train", "--temp", "0.05", "--learning_rate", str(args.learning_rate),
-        "--per_device_train_batch_size", str(args.batch_size), "--max_seq_length", "32",
-        "--max_steps", str(args.max_steps), "--eval_strategy", "steps", "--eval_steps", str(args.eval_steps),
-        "--save_strategy", "steps", "--save_steps", str(args.eval_steps), "--save_total_limit", "1",
-        "--metric_for_best_model", "stsb_spearman", "--load_best_model_at_end", "--eval_on_start",
-        "--logging_steps", str(args.eval_steps), "--seed", str(args.seed), "--report_to", "none",
-        "--senteval_data", data, "--disable_tqdm", "false",
-    ])
+    model_args, data_args, training_args = make_train_args(
+        model_name_or_path=model, train_file=train_file, output_dir=out, overwrite_output_dir=True,
+        pooler_type="cls", mlp_only_train=True, temp=0.05, learning_rate=args.learning_rate,
+        per_device_train_batch_size=args.batch_size, max_seq_length=32, max_steps=args.max_steps,
+        eval_strategy="steps", eval_steps=args.eval_steps, save_total_limit=1,  # saves each new best
+        metric_for_best_model="stsb_spearman", load_best_model_at_end=True, eval_on_start=True,
+        logging_steps=args.eval_steps, seed=args.seed, report_to="none", senteval_data=data, disable_tqdm=False,
+    )
+    configure_training_logging(training_args.should_log)
+    metrics = train_model(model_args, data_args, training_args)
 
     print("[3/4] converting the best checkpoint to a plain Hugging Face model", flush=True)
     converted = out + "-hf"

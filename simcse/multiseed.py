@@ -6,9 +6,9 @@
     python -m simcse.multiseed --compare result/recipe-a/multiseed.json result/recipe-b/multiseed.json
 
 Everything after ``--`` is a train.py command line (or a single .json file of train.py arguments);
-it must not set ``--seed``. Seed s trains into ``<output_dir>/seed-<s>`` with ``train.main``; the model
-train.py saves there (the best checkpoint with ``--load_best_model_at_end``) is then scored by
-``evaluation.main`` with the pooler its config records (``cls`` + ``--mlp_only_train`` -> ``cls_before_pooler``;
+it must not set ``--seed``. Seed s trains into ``<output_dir>/seed-<s>`` with
+:func:`simcse.training.train_model`; the model saved there (the best checkpoint with
+``--load_best_model_at_end``) is then scored by :func:`simcse.evaluators.evaluate` with the pooler its config records (``cls`` + ``--mlp_only_train`` -> ``cls_before_pooler``;
 see :func:`simcse.tool.pooler_from_config`).
 
 Statistics are computed from the unrounded scores (Spearman ×100 as SentEval returns it, before
@@ -310,16 +310,22 @@ def main(argv: list[str] | None = None) -> dict:
 
     from transformers import AutoConfig
 
-    import evaluation
-    import train
+    from simcse.arguments import parse_train_args
+    from simcse.cli import configure_training_logging
+    from simcse.evaluators import EvaluationConfig, evaluate
+    from simcse.files import atomic_write_json
     from simcse.reliability import final_save_incomplete, newest_complete_checkpoint
     from simcse.tool import pooler_from_config
+    from simcse.training import train_model
 
     seeds = parse_seeds(args.seeds)
     output_dir = base_output_dir(train_args)
-    eval_common = ["--mode", args.mode]
+    eval_common = ["--mode", args.mode]  # as evaluation.py flags: recorded with each seed, compared on resume
+    eval_config = {"mode": args.mode, "task_set": "na" if args.tasks else args.task_set,
+                   "senteval_data": args.senteval_data}
     if args.tasks:
         eval_common += ["--task_set", "na", "--tasks", *args.tasks]
+        eval_config["tasks"] = list(args.tasks)
     else:
         eval_common += ["--task_set", args.task_set]
     if args.senteval_data:
@@ -335,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary = summarize(per_seed) if per_seed else {}
         result = {"seeds": seeds, "finished": list(per_seed), "complete": done, "mode": args.mode, "std_ddof": 1,
                   "ci": "95% t-interval of the mean", "train_args": train_args, "runs": runs, "summary": summary}
-        evaluation.write_json_atomic(json_path, result)
+        atomic_write_json(json_path, result)
         return result
 
     for seed in seeds:
@@ -370,12 +376,15 @@ def main(argv: list[str] | None = None) -> dict:
             else:
                 print(f"====== seed {seed}: training into {seed_dir}", flush=True)
             os.makedirs(seed_dir, exist_ok=True)
-            evaluation.write_json_atomic(os.path.join(seed_dir, SEED_ARGS), settings)
-            train_metrics = train.main(seed_train_args(train_args, seed, seed_dir, extra)) or {}
+            atomic_write_json(os.path.join(seed_dir, SEED_ARGS), settings)
+            model_args, data_args, training_args = parse_train_args(seed_train_args(train_args, seed, seed_dir, extra),
+                                                                    announce="multiseed")
+            configure_training_logging(training_args.should_log)
+            train_metrics = train_model(model_args, data_args, training_args) or {}
         pooler = args.pooler or pooler_from_config(AutoConfig.from_pretrained(seed_dir))
         print(f"====== seed {seed}: evaluating {seed_dir} with --pooler {pooler}", flush=True)
-        payload = evaluation.main(["--model_name_or_path", seed_dir, "--pooler", pooler, *eval_common,
-                                   "--output_json", os.path.join(seed_dir, "eval_results.json")])
+        payload = evaluate(EvaluationConfig(model_name_or_path=seed_dir, pooler=pooler, **eval_config))
+        atomic_write_json(os.path.join(seed_dir, "eval_results.json"), payload)
         printed = {name: value for table in payload["tables"].values() for name, value in table.items()}
         if "sts" in payload["tables"] and "transfer" in payload["tables"]:  # both tables have an Avg.
             printed = {**{f"{k} (STS)" if k == "Avg." else k: v for k, v in payload["tables"]["sts"].items()},
@@ -385,7 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
                       "best_model_checkpoint": train_metrics.get("best_model_checkpoint"),
                       "best_metric": train_metrics.get("best_metric")}
         per_seed[seed] = scores
-        evaluation.write_json_atomic(os.path.join(seed_dir, SEED_RESULT), runs[seed])
+        atomic_write_json(os.path.join(seed_dir, SEED_RESULT), runs[seed])
         write_progress(False)
 
     result = write_progress(True)
@@ -396,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["comparison"] = paired_comparison(per_seed, other)
         print(f"------ paired by seed: this run - {args.compare_to} ------")
         print(render_comparison(result["comparison"], "this", "other"))
-        evaluation.write_json_atomic(json_path, result)
+        atomic_write_json(json_path, result)
     print(f"wrote {json_path}")
     return result
 

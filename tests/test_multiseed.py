@@ -13,10 +13,8 @@ import pytest
 from safetensors.torch import load_file
 from scipy import stats
 
-import evaluation
-import train
 from conftest import save_tiny_model, write_sts_tree
-from simcse import multiseed
+from simcse import evaluators, multiseed, training
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
 
@@ -94,9 +92,9 @@ def test_three_seeds_mean_std_ci_and_resume(tmp_path, capsys, monkeypatch):
         raise AssertionError("must not run again")
 
     argv = ["--seeds", "1,2,3", "--tasks", *TASKS, "--senteval_data", str(data), "--", *train_args(tmp_path, out)]
-    monkeypatch.setattr(train, "main", refuse)
+    monkeypatch.setattr(training, "train_model", refuse)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluation, "main", refuse)
+        patch.setattr(evaluators, "evaluate", refuse)
         again = multiseed.main(argv)
     assert again["summary"] == result["summary"] and "seed 3: already done" in capsys.readouterr().out
     # A crash after seed 2 was trained but before it was scored: seed 2 is evaluated, not retrained.
