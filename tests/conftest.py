@@ -1,4 +1,8 @@
-"""Shared test helpers: where the offline data/models live, and tiny random models built from configs."""
+"""Shared test helpers: where the offline data/models live, and tiny random models built from configs.
+
+Missing shared data fails the run when the environment variable ``CI`` is set (``.ci/run`` sets it), so
+CI can never pass by skipping; elsewhere the tests that need it skip with the path and the fix.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +16,24 @@ SHARED = Path(os.environ.get("SIMCSE_SHARED", Path(__file__).resolve().parents[1
 REPO = Path(__file__).resolve().parents[1]
 
 
-def tokenizer_path(name: str) -> Path:
-    """Directory of a real tokenizer (bert-base-uncased, roberta-base, gpt2); skips the test if absent."""
-    path = SHARED / "models" / "tokenizers" / name
-    if not path.is_dir():
-        pytest.skip(f"tokenizer {name} not found under {SHARED} (set SIMCSE_SHARED)")
+def missing_data(what: str) -> None:
+    """Fail (``CI`` set) or skip (otherwise) a test whose shared data ``what`` is absent."""
+    message = f"{what} not found (set SIMCSE_SHARED to the directory holding data/ and models/; now {SHARED})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so missing data fails the run instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def require_shared(path: Path, what: str) -> Path:
+    """``path`` (a file or directory of the shared data) when it exists, else :func:`missing_data`."""
+    if not path.exists():
+        missing_data(f"{what} at {path}")
     return path
+
+
+def tokenizer_path(name: str) -> Path:
+    """Directory of a real tokenizer (bert-base-uncased, roberta-base, gpt2)."""
+    return require_shared(SHARED / "models" / "tokenizers" / name, f"tokenizer {name}")
 
 
 TOKENIZER_OF = {"bert": "bert-base-uncased", "roberta": "roberta-base", "gpt2": "gpt2"}

@@ -15,7 +15,7 @@ from scipy.stats import pearsonr, spearmanr
 
 import evaluation
 import train
-from conftest import SHARED, save_tiny_model, write_sts_tree
+from conftest import SHARED, require_shared, save_tiny_model, write_sts_tree
 from senteval import SentEvalError
 from senteval.custom import (
     CustomClassificationEval,
@@ -103,8 +103,7 @@ def test_word_count_equals_token_count_for_split_sentences():
 
 def test_stsb_dev_as_a_custom_file_gives_exactly_the_builtin_number(tmp_path):
     downstream = SHARED / "data" / "downstream"
-    if not (downstream / "STS" / "STSBenchmark" / "sts-dev.csv").is_file():
-        pytest.skip(f"STS-B data not found under {SHARED}")
+    require_shared(downstream / "STS" / "STSBenchmark" / "sts-dev.csv", "STS-B dev")
     model = save_tiny_model(tmp_path / "tiny", "bert")
     # The built-in task splits each sentence on whitespace and evaluation.py's batcher re-joins the tokens
     # with one space, so the encoder sees " ".join(line.split()); the custom task passes the file's text

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import SHARED, tokenizer_path
+from conftest import SHARED, require_shared, tokenizer_path
 from simcse.data import (
     SUPPORTED_EXTENSIONS,
     SimCSECollator,
@@ -106,8 +106,8 @@ def test_json_records(load, name, content, expected):
 def test_real_shared_training_files(tmp_path):
     wiki = SHARED / "data" / "train" / "wiki1m_for_simcse.head11913.txt"
     nli = SHARED / "data" / "train" / "nli_snli_devtest_for_simcse.csv"
-    if not (wiki.is_file() and nli.is_file()):
-        pytest.skip(f"training samples not found under {SHARED}")
+    require_shared(wiki, "the wiki1m training sample")
+    require_shared(nli, "the NLI training sample")
     ds = load_training_dataset(wiki, cache_dir=tmp_path)
     assert len(ds) == 11913 and ds.column_names == ["text"]
     assert ds[0]["text"] == "YMCA in South Australia"

@@ -89,7 +89,31 @@ def test_cls_pooler_on_plain_bert_uses_its_pooling_layer(tiny_bert_dir, tmp_path
     base = ["--model_name_or_path", str(tiny_bert_dir), "--senteval_data", str(data), "--tasks", "STSBenchmark", "--task_set", "na"]
     cls = evaluation.main(base + ["--pooler", "cls"])
     before = evaluation.main(base + ["--pooler", "cls_before_pooler"])
-    assert cls["results"]["STSBenchmark"]["test"]["spearman"] != before["results"]["STSBenchmark"]["test"]["spearman"]
+    # By hand: BertModel's pooler_output (tanh(W h_cls + b)) for cls, h_cls itself for cls_before_pooler,
+    # one sentence at a time, cosine per pair, Spearman against the gold scores of the STS-B test split.
+    import numpy as np
+    import torch
+    from scipy.stats import spearmanr
+    from transformers import AutoModel, AutoTokenizer
+
+    model, tokenizer = AutoModel.from_pretrained(tiny_bert_dir).eval(), AutoTokenizer.from_pretrained(tiny_bert_dir)
+
+    def embed(text, pooled):
+        with torch.no_grad():
+            out = model(**tokenizer(text, return_tensors="pt"))
+        return (out.pooler_output if pooled else out.last_hidden_state[:, 0])[0].double().numpy()
+
+    gold = [i % 6 for i in range(6)]  # write_sts_tree's STS-B rows: "a dog runs i" / "a cat sleeps i", score i % 6
+    expected_values = []
+    for result, pooled in ((cls, True), (before, False)):
+        cosines = []
+        for i in range(6):
+            a, b = embed(f"a dog runs {i}", pooled), embed(f"a cat sleeps {i}", pooled)
+            cosines.append(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+        expected = spearmanr(cosines, gold)[0]
+        assert result["results"]["STSBenchmark"]["test"]["spearman"] == pytest.approx(expected, abs=1e-9)
+        expected_values.append(expected)
+    assert expected_values[0] != expected_values[1]  # so a swapped pooler cannot pass
 
 
 def run(argv, capsys):

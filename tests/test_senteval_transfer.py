@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import senteval
+from conftest import missing_data
 from senteval.binary import CREval, MPQAEval, MREval, SUBJEval, read_sentences
 from senteval.classifier import (
     OPTIMIZERS,
@@ -438,7 +439,7 @@ def real_downstream() -> Path:
     try:
         return senteval.resolve_data_dir() / "downstream"
     except SentEvalError:
-        pytest.skip("SentEval data not available (see senteval.datapath)")
+        missing_data("SentEval data (see senteval.datapath)")
 
 
 @pytest.mark.parametrize(
@@ -554,8 +555,10 @@ def test_real_data_end_to_end_beats_chance():
     root = real_downstream().parent
     se = SE({"task_path": str(root), "kfold": 5, "classifier": FAST, "device": "cpu"}, hashed_bow)
     results = se.eval(["TREC", "MRPC"])
-    assert results["TREC"]["acc"] > 50.0  # majority class: 27.6%
-    assert results["MRPC"]["acc"] > 66.5  # majority class: 66.5%
+    # Bars well above the majority class (TREC 27.6%, MRPC 66.5%), which a probe that learned nothing from
+    # the features scores; this batcher reaches 60.6 and 69.8 (seed 1111, 5 folds).
+    assert results["TREC"]["acc"] > 55.0
+    assert results["MRPC"]["acc"] > 68.5
     assert results["MRPC"]["ntest"] == 1725
 
 

@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 import simcse_to_huggingface as convert_cli
-from conftest import SHARED, save_tiny_model
+from conftest import SHARED, require_shared, save_tiny_model
 from simcse import SimCSE
 from simcse.errors import SimCSEError
 from simcse.models import configure, model_class_for
@@ -71,8 +71,7 @@ def reference_encode(checkpoint: Path, sentences: list[str]) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def minilm():
-    if not (MINILM / "config.json").is_file():
-        pytest.skip(f"{MINILM} not found (set SIMCSE_SHARED)")
+    require_shared(MINILM / "config.json", "the MiniLM model")
     return SimCSE(str(MINILM), device="cpu", pooler="avg")
 
 

@@ -69,12 +69,54 @@ def test_saved_config_restores_the_pooler(tiny_models, tmp_path):
     assert (model.config.pooler_type, model.config.mlp_only_train, model.config.temp) == ("avg_first_last", True, 0.1)
 
 
-def test_mlm_step_runs(tiny_models, tmp_path):
+@pytest.fixture(scope="module")
+def tiny_mlm_bert(tiny_models, tmp_path_factory):
+    """The tiny BERT with a pretrained (here: random but saved) MLM head, as bert-base-uncased ships one."""
+    from transformers import AutoTokenizer, BertForMaskedLM
+
+    directory = tmp_path_factory.mktemp("mlm-bert")
+    torch.manual_seed(3)
+    model = BertForMaskedLM.from_pretrained(tiny_models["bert"])
+    with torch.no_grad():
+        model.cls.predictions.transform.dense.weight.normal_(0, 0.5)
+        model.cls.predictions.bias.normal_(0, 0.5)
+    model.save_pretrained(directory)
+    AutoTokenizer.from_pretrained(tiny_models["bert"]).save_pretrained(directory)
+    return directory
+
+
+def test_mlm_head_starts_from_the_checkpoint_head(tiny_mlm_bert):
+    from transformers import AutoConfig, BertForMaskedLM
+
+    from simcse.models import configure
+
+    reference = BertForMaskedLM.from_pretrained(tiny_mlm_bert).cls.predictions
+    ours = BertForCL.from_pretrained(tiny_mlm_bert, config=configure(AutoConfig.from_pretrained(tiny_mlm_bert),
+                                                                      do_mlm=True)).cls.predictions
+    assert torch.equal(ours.transform.dense.weight, reference.transform.dense.weight)
+    assert torch.equal(ours.bias, reference.bias)
+
+
+@pytest.mark.parametrize("mlm_weight", ["0.5", "0"])
+def test_mlm_loss_trains_the_mlm_head(mlm_weight, tiny_mlm_bert, tmp_path):
+    """--do_mlm: the MLM loss adds to the training loss and its gradient moves the MLM head (weight 0: it
+    does not, and the loss is the contrastive one alone)."""
     out = tmp_path / "out"
-    metrics = train.main(base_args(tiny_models["bert"], write_train_file(tmp_path, 2), out, "--do_mlm",
-                                   "--mlm_weight", "0.5"))
-    assert metrics["train_loss"] > 0
-    assert any(k.startswith("cls.predictions.") for k in load_file(out / "model.safetensors"))
+    args = base_args(tiny_mlm_bert, write_train_file(tmp_path, 2), out, "--do_mlm", "--mlm_weight", mlm_weight,
+                     "--learning_rate", "1e-2", "--seed", "5")
+    metrics = train.main(args)
+    before = load_file(tiny_mlm_bert / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    head = "cls.predictions.transform.dense.weight"
+    if mlm_weight == "0":
+        assert torch.equal(after[head], before[head])
+        return
+    assert not torch.equal(after[head], before[head]), "the MLM loss did not reach the MLM head"
+    plain = train.main(base_args(tiny_mlm_bert, write_train_file(tmp_path, 2), tmp_path / "plain",
+                                 "--learning_rate", "1e-2", "--seed", "5"))
+    # at a random head the MLM loss is about log(30522) ~ 10 per masked token, the contrastive one about
+    # log(batch of 4) ~ 1.4: with weight 0.5 the sum is several units above the contrastive loss alone
+    assert metrics["train_loss"] > plain["train_loss"] + 1.0
 
 
 def test_best_checkpoint_is_kept_when_it_is_not_the_last(tiny_models, tmp_path, monkeypatch):
@@ -168,3 +210,21 @@ def test_old_flag_names_still_work(tiny_models, tmp_path):
     args.remove("no")  # the value of --eval_strategy (the first "no" is --save_strategy's)
     metrics = train.main(args + ["--evaluation_strategy", "no", "--overwrite_output_dir"])
     assert metrics["train_loss"] > 0
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_no_duplicates_flag_reaches_the_sampler(flag, tiny_models, tmp_path, monkeypatch):
+    """train.py --no_duplicates_in_batch makes the trainer batch with NoDuplicatesBatchSampler (and only then)."""
+    import simcse.trainers
+
+    built = []
+
+    class Recording(simcse.trainers.NoDuplicatesBatchSampler):
+        def __init__(self, *args, **kwargs):
+            built.append(kwargs.get("batch_size", args[1] if len(args) > 1 else None))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(simcse.trainers, "NoDuplicatesBatchSampler", Recording)
+    extra = ["--no_duplicates_in_batch"] if flag else []
+    train.main(base_args(tiny_models["bert"], write_train_file(tmp_path, 2), tmp_path / "out", *extra))
+    assert bool(built) == flag

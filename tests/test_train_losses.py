@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from test_train import base_args, write_train_file
 
 import train
@@ -53,8 +54,15 @@ def test_every_loss_trains_a_few_steps(loss, tiny_bert, tmp_path):
         assert saved["margin"] == 0.44
     history = json.loads((out / "trainer_state.json").read_text())["log_history"]
     logged = [h for h in history if "loss" in h]
-    assert logged and all(0 <= h["align"] <= 4 and -8 <= h["uniform"] <= 0 for h in logged)
+    assert [h["step"] for h in logged] == [1, 2] and all(math.isfinite(h["loss"]) for h in logged)
+    # two dropout views of a sentence differ (alignment > 0) and the batch has not collapsed (uniformity < 0)
+    assert all(h["align"] > 0 and h["uniform"] < 0 for h in logged)
     assert all(("p_pos" in h) == ("temp" in saved) for h in logged)
+    # the loss's gradient reached the encoder: its weights moved in two steps
+    before = load_file(tiny_bert / "model.safetensors")
+    after = load_file(out / "model.safetensors")
+    assert any(not torch.equal(v, after["bert." + k]) for k, v in before.items() if "bert." + k in after), \
+        f"{loss}: no encoder weight moved"
 
 
 def test_flags_map_to_the_loss_hyperparameters():
