@@ -13,7 +13,7 @@ with its registry defaults (the recommended hyperparameters of its paper) on the
 * guided losses (gist): the wiki1m sample, guided by the start model with its own mean pooling
   (``--guide_model``, default the start model, ``--guide_pooler avg``).
 
-Each (loss, seed) run ends with ``evaluation.py --mode test --task_set sts`` on the final model; its result
+Each (loss, seed) run ends with the STS test suite (as ``evaluation.py --mode test --task_set sts``) on the final model; its result
 is written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes, and a rerun skips every
 (loss, seed) whose result exists (so the table can be built over several sittings; delete a result file
 to redo it). After each run the summary is rewritten:
@@ -42,12 +42,13 @@ from pathlib import Path
 import torch
 from bench_defaults import default_model
 
-import evaluation
-import train
 from senteval.datapath import resolve_data_dir
+from simcse.arguments import make_train_args
+from simcse.evaluators import EvaluationConfig, evaluate
 from simcse.files import atomic_write_text
 from simcse.losses import LOSSES
 from simcse.prepare import read_stsb_pairs, write_scored_pairs
+from simcse.training import train_model
 
 
 def data_kind(loss: str) -> str:
@@ -55,23 +56,27 @@ def data_kind(loss: str) -> str:
     return "stsb-train" if cls.needs_scores else ("wiki+guide" if cls.needs_guide else "wiki")
 
 
+def sts_suite(model: str, data: str) -> dict[str, float]:
+    """The STS test table (Spearman x 100, "all" aggregation) of ``model`` with its [CLS] state."""
+    return evaluate(EvaluationConfig(model_name_or_path=model, pooler="cls_before_pooler", task_set="sts",
+                                     mode="test", senteval_data=data))["tables"]["sts"]
+
+
 def run_one(loss: str, seed: int, args, data: str, files: dict[str, str]) -> dict:
     """Train one (loss, seed) and evaluate it; the run directory is scratch (removed afterwards)."""
     out = Path(args.output_dir) / "runs" / f"{loss}-seed{seed}"
     kind = data_kind(loss)
-    extra = ["--guide_model", args.guide_model, "--guide_pooler", "avg"] if kind == "wiki+guide" else []
+    extra = {"guide_model": args.guide_model, "guide_pooler": "avg"} if kind == "wiki+guide" else {}
     started = time.perf_counter()
-    train.main([
-        "--model_name_or_path", args.model, "--train_file", files["stsb-train" if kind == "stsb-train" else "wiki"],
-        "--output_dir", str(out), "--overwrite_output_dir", "--loss_type", loss, "--pooler_type", "cls",
-        "--mlp_only_train", "--learning_rate", str(args.learning_rate), "--per_device_train_batch_size",
-        str(args.batch_size), "--max_seq_length", "32", "--max_steps", str(args.steps), "--eval_strategy", "no",
-        "--save_strategy", "no", "--logging_steps", str(max(1, args.steps // 4)), "--seed", str(seed),
-        "--report_to", "none", "--disable_tqdm", "true", "--dataloader_drop_last", *extra,
-    ])
+    train_model(*make_train_args(
+        model_name_or_path=args.model, train_file=files["stsb-train" if kind == "stsb-train" else "wiki"],
+        output_dir=str(out), overwrite_output_dir=True, loss_type=loss, pooler_type="cls", mlp_only_train=True,
+        learning_rate=args.learning_rate, per_device_train_batch_size=args.batch_size, max_seq_length=32,
+        max_steps=args.steps, eval_strategy="no", save_strategy="no", logging_steps=max(1, args.steps // 4),
+        seed=seed, report_to="none", disable_tqdm=True, dataloader_drop_last=True, **extra,
+    ))
     train_seconds = time.perf_counter() - started
-    suite = evaluation.main(["--model_name_or_path", str(out), "--pooler", "cls_before_pooler", "--task_set", "sts",
-                             "--mode", "test", "--senteval_data", data])["tables"]["sts"]
+    suite = sts_suite(str(out), data)
     hparams = json.loads((out / "config.json").read_text())["simcse_loss"]
     hparams.pop("name")
     shutil.rmtree(out)  # the scores are the result; the weights of 3 x every loss would fill the disk
@@ -206,8 +211,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "learning_rate": args.learning_rate}
     start_file = out / "results" / "start.json"
     if not start_file.is_file():  # the start model's own score, once
-        suite = evaluation.main(["--model_name_or_path", args.model, "--pooler", "cls_before_pooler",
-                                 "--task_set", "sts", "--mode", "test", "--senteval_data", data])["tables"]["sts"]
+        suite = sts_suite(args.model, data)
         atomic_write_text(start_file, json.dumps({"model": args.model, "sts_avg": suite["Avg."],
                                              "stsb_test": suite["STSBenchmark"], "sts": suite}, indent=2) + "\n")
     start = json.loads(start_file.read_text())

@@ -28,10 +28,9 @@ def bench(monkeypatch, tmp_path):
     module = load_bench(monkeypatch)
     calls = []
 
-    def fake_train(argv):
-        out = argv[argv.index("--output_dir") + 1]
-        loss, seed = argv[argv.index("--loss_type") + 1], int(argv[argv.index("--seed") + 1])
-        calls.append((loss, seed, argv[argv.index("--train_file") + 1]))
+    def fake_train(model_args, data_args, training_args):
+        out, loss, seed = training_args.output_dir, model_args.loss_type, training_args.seed
+        calls.append((loss, seed, data_args.train_file))
         import os
 
         os.makedirs(out, exist_ok=True)
@@ -39,16 +38,23 @@ def bench(monkeypatch, tmp_path):
             json.dump({"simcse_loss": {"name": loss, "temp": 0.05}, "seed": seed}, handle)
         return {}
 
-    def fake_evaluation(argv):
-        path = argv[argv.index("--model_name_or_path") + 1]
+    def fake_evaluation(config):
+        path = config.model_name_or_path
         if "seed" not in path:  # the start model
             return {"tables": {"sts": {"Avg.": 60.0, "STSBenchmark": 61.0}}}
-        config = json.loads(open(f"{path}/config.json").read())
-        value = FAKE[config["simcse_loss"]["name"]] + (config["seed"] - 2)  # seeds 1, 2, 3: mean, std 1
+        saved = json.loads(open(f"{path}/config.json").read())
+        value = FAKE[saved["simcse_loss"]["name"]] + (saved["seed"] - 2)  # seeds 1, 2, 3: mean, std 1
         return {"tables": {"sts": {"Avg.": value, "STSBenchmark": value + 1}}}
 
-    monkeypatch.setattr(module.train, "main", fake_train)
-    monkeypatch.setattr(module.evaluation, "main", fake_evaluation)
+    def fake_args(**values):  # the three argument groups, without the file checks (no real data here)
+        from types import SimpleNamespace as NS
+
+        return (NS(loss_type=values["loss_type"]), NS(train_file=values["train_file"]),
+                NS(output_dir=values["output_dir"], seed=values["seed"]))
+
+    monkeypatch.setattr(module, "make_train_args", fake_args)
+    monkeypatch.setattr(module, "train_model", fake_train)
+    monkeypatch.setattr(module, "evaluate", fake_evaluation)
     module.calls = calls
     module.data = str(write_sts_tree(tmp_path / "data"))
     return module
