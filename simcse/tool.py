@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 
 import numpy as np
@@ -50,6 +49,7 @@ import torch.nn.functional as F
 
 from simcse.encoder import SentenceEncoder, build_encoder, check_max_length, load_pretrained, position_limit
 from simcse.errors import SimCSEError
+from simcse.files import atomic_file
 from simcse.poolers import ST_POOLING_TO_POOLER, check_pooler
 from simcse.search import as_matrix, faiss_candidates, scan_candidates, search_candidates
 
@@ -439,20 +439,9 @@ class SimCSE:
             raise SimCSEError(f"save_index({path!r}): give a file name ending in .npz")
         meta = {"format": INDEX_FORMAT, "model": self.model_name_or_path, "pooler": self.pooler,
                 "size": self.index_size, "dim": int(self._index_vectors.shape[1])}
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=folder, prefix=".index-", suffix=".npz")
-        try:
-            with os.fdopen(handle, "wb") as out:
-                np.savez(out, vectors=self._index_vectors, sentences=np.array(self._index_sentences, dtype=str),
-                         meta=np.array(json.dumps(meta)))
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_file(path) as out:
+            np.savez(out, vectors=self._index_vectors, sentences=np.array(self._index_sentences, dtype=str),
+                     meta=np.array(json.dumps(meta)))
         return path
 
     def load_index(self, path: str | os.PathLike, use_faiss: bool | None = None) -> int:
