@@ -25,9 +25,6 @@ it writes leaves a directory that looks like a checkpoint but is not one. So:
 * **Non-finite losses.** :class:`NonFiniteLoss` is raised by the trainer before ``backward`` when the
   loss is NaN or infinite; the trainer stops with :func:`nonfinite_error` or, with
   ``--skip_nonfinite``, skips the step (no gradient, so the optimizer leaves the weights alone).
-* **Test hook.** :class:`StepDelayCallback` sleeps after every optimizer step when the environment
-  variable ``SIMCSE_TEST_STEP_SLEEP`` (seconds) is set, so a test can kill a run between two
-  checkpoints reliably. It does nothing when the variable is unset.
 """
 
 from __future__ import annotations
@@ -40,11 +37,8 @@ import logging
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-
-from transformers import TrainerCallback
 
 from simcse.errors import SimCSEError
 from simcse.files import atomic_write_text
@@ -54,7 +48,6 @@ logger = logging.getLogger(__name__)
 MARKER = "simcse_checkpoint.json"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 STAGING = ".simcse-staging"  # scratch directory of the final save, inside the target
-STEP_SLEEP_ENV = "SIMCSE_TEST_STEP_SLEEP"
 RESUME_LAST = "last"
 
 
@@ -352,30 +345,3 @@ def check_task_data(data_dir: str | os.PathLike, tasks: Sequence[str]) -> None:
         except SentEvalError as err:
             raise SentEvalError(f"{err} (needed by {task} for evaluation during training); {HOW_TO_GET_DATA}, "
                                 "or train without evaluation (--eval_strategy no)") from None
-
-
-# ----- test hook -------------------------------------------------------------------------------------
-
-
-class StepDelayCallback(TrainerCallback):
-    """TEST HOOK: sleep ``$SIMCSE_TEST_STEP_SLEEP`` seconds after each optimizer step (unset: nothing).
-
-    Lets a test kill a real training process after a checkpoint and before the end, whatever the speed
-    of the machine. Never needed for training.
-    """
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    @classmethod
-    def from_env(cls) -> list[TrainerCallback]:
-        value = os.environ.get(STEP_SLEEP_ENV)
-        if not value:
-            return []
-        try:
-            return [cls(float(value))]
-        except ValueError:
-            raise SimCSEError(f"${STEP_SLEEP_ENV}={value!r} is not a number of seconds; unset it") from None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        time.sleep(self.seconds)

@@ -20,7 +20,7 @@ from test_train import write_train_file
 import train
 from conftest import REPO, save_tiny_model, write_sts_tree
 from simcse import training
-from simcse.reliability import MARKER, STEP_SLEEP_ENV, incomplete_reason, is_complete
+from simcse.reliability import MARKER, incomplete_reason, is_complete
 from simcse.trainers import SimCSETrainer
 
 
@@ -125,7 +125,9 @@ def test_sigkilled_run_resumes_to_the_weights_of_an_uninterrupted_run(setup, tmp
     full, out = tmp_path / "full", tmp_path / "out"
     train.main(run_args(setup, full))
 
-    env = dict(os.environ, **{STEP_SLEEP_ENV: "0.5"})  # test hook: 0.5 s after every step
+    # tests/inject/step_delay/sitecustomize.py: 0.5 s after every step (a test-only start-up hook)
+    path = os.pathsep.join([str(REPO / "tests" / "inject" / "step_delay"), str(REPO), str(REPO / "SentEval")])
+    env = dict(os.environ, STEP_DELAY="0.5", PYTHONPATH=path)
     command = [sys.executable, "train.py", *run_args(setup, out)]
     proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
