@@ -236,6 +236,19 @@ class DataTrainingArguments:
         self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in split_specs(item)]
 
 
+def _zero_stage(deepspeed) -> int | None:
+    """The ZeRO stage of a --deepspeed config (a JSON file path or a dict), None when unreadable."""
+    config = deepspeed
+    if isinstance(deepspeed, str):
+        try:
+            with open(deepspeed, encoding="utf-8") as handle:
+                config = json.load(handle)
+        except (OSError, ValueError):
+            return None
+    stage = (config.get("zero_optimization") or {}).get("stage") if isinstance(config, dict) else None
+    return stage if isinstance(stage, int) else None
+
+
 def _value(choice) -> str:
     """An interval/save strategy as its string, whether still the flag's text or already an enum."""
     return str(getattr(choice, "value", choice))
@@ -346,6 +359,10 @@ class SimCSETrainingArguments(TrainingArguments):
                               "bypass the sharding); train with DDP: `torchrun --nproc_per_node N train.py ...`, "
                               "and --grad_cache_mini_batch K for large batches in small memory")
         if self.deepspeed:
+            if _zero_stage(self.deepspeed) == 3:
+                raise SimCSEError(f"--deepspeed {self.deepspeed!r} uses ZeRO stage 3, which shards the parameters: "
+                                  "the dev evaluation and gradient caching would bypass the sharding; use ZeRO "
+                                  "stage 1 or 2, or DDP (torchrun)")
             if not torch.cuda.is_available():
                 raise SimCSEError(f"--deepspeed {self.deepspeed!r} needs a CUDA GPU and none is visible; drop "
                                   "the flag (use torchrun for several processes)")

@@ -4,6 +4,7 @@ parse time with the fix."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -73,6 +74,13 @@ def test_save_strategy_defaults():
     given = parse(eval_strategy="steps", eval_steps=5, metric_for_best_model="stsb_spearman", save_steps=5)
     assert (given.save_strategy, given.save_steps) == ("steps", 5)  # the user's choice stands
     assert parse().ddp_find_unused_parameters is False
+
+
+def test_deepspeed_zero3_is_refused(tmp_path):
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"zero_optimization": {"stage": 3}}), encoding="utf-8")
+    with pytest.raises(SimCSEError, match="ZeRO stage 3, which shards the parameters"):
+        parse(deepspeed=str(config))
 
 
 @pytest.mark.parametrize("flags, message", [
