@@ -92,6 +92,7 @@ class SentenceEncoder:
         self._cache: dict[str, torch.Tensor] | None = {} if cache else None
         self._token_cache = token_cache
         self.sentences_encoded = 0  # model forward passes actually run, per sentence
+        self.model = None  # the module behind ``embed`` when build_encoder made it (to move it to a device)
 
     def _pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -290,7 +291,7 @@ def build_encoder(
         embed = truncated(embed, truncate_dim, getattr(config, "hidden_size", None) or getattr(config, "n_embd", None))
     resolved = resolve_device(device)
     model.to(resolved).eval()
-    return SentenceEncoder(
+    encoder = SentenceEncoder(
         embed,
         tokenizer,
         resolved,
@@ -298,3 +299,5 @@ def build_encoder(
         max_length=max_length,
         show_progress=show_progress,
     )
+    encoder.model = model
+    return encoder

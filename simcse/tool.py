@@ -47,7 +47,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from simcse.encoder import SentenceEncoder, build_encoder, check_max_length, load_pretrained, position_limit
+from simcse.encoder import (
+    SentenceEncoder,
+    build_encoder,
+    check_max_length,
+    load_pretrained,
+    position_limit,
+    resolve_device,
+)
 from simcse.errors import SimCSEError
 from simcse.files import atomic_file
 from simcse.poolers import ST_POOLING_TO_POOLER, check_pooler
@@ -248,6 +255,7 @@ class SimCSE:
         self.model_name_or_path = model_name_or_path
         self.tokenizer = built.tokenizer
         self.device = built.device
+        self._model = built.model
         self._embed = built.embed
         self._max_positions = position_limit(config)
         self._index_sentences: list[str] = []
@@ -272,9 +280,15 @@ class SimCSE:
         normalize_to_unit: bool = True,
         return_numpy: bool = False,
         show_progress_bar: bool = False,
+        convert_to_numpy: bool | None = None,
+        convert_to_tensor: bool | None = None,
+        device: str | None = None,
     ) -> torch.Tensor | np.ndarray:
         """Sentence vectors: (n, H) for a list (or numpy string array, or pandas Series), (H,) for a single
-        string; float32 on the CPU.
+        string; float32 on the CPU: a torch tensor, or a numpy array with ``return_numpy`` (alias
+        ``convert_to_numpy``, the sentence-transformers name; ``convert_to_tensor=True`` asks for the
+        tensor). ``device``: run on this device from now on (the model moves there and stays, as
+        sentence-transformers' ``encode(device=...)`` does).
 
         No caching (a long-lived tool would grow without bound) and no gradient. Sentences longer than
         ``max_length`` tokens (default: the model's usable positions) are truncated. An empty string is
@@ -284,6 +298,15 @@ class SimCSE:
         items, single = _as_sentence_list(sentences, "sentences")
         if batch_size < 1:
             raise SimCSEError(f"batch_size must be positive, got {batch_size}")
+        as_numpy = bool(return_numpy or convert_to_numpy)
+        if as_numpy and convert_to_tensor:
+            raise SimCSEError("convert_to_tensor=True and convert_to_numpy/return_numpy=True ask for two output "
+                              "types; pass one of them")
+        if device is not None:
+            target = resolve_device(device)
+            if target != self.device:
+                self._model.to(target)
+                self.device = target
         max_length = check_max_length(max_length, self._max_positions, name="max_length")
         encoder = SentenceEncoder(self._embed, self.tokenizer, self.device, batch_size=batch_size,
                                   max_length=max_length, cache=False, show_progress=show_progress_bar)
@@ -292,7 +315,7 @@ class SimCSE:
             vectors = F.normalize(vectors, dim=-1)
         if single:
             vectors = vectors[0]  # (H,)
-        return vectors.numpy() if return_numpy else vectors
+        return vectors.numpy() if as_numpy else vectors
 
     @staticmethod
     def _is_vectors(value) -> bool:

@@ -428,3 +428,23 @@ def test_truncate_dim_keeps_the_first_coordinates(tmp_path):
     assert "truncate_dim=8" in repr(short)
     with pytest.raises(SimCSEError, match=r"--truncate_dim must be an integer in \[1, 32\], got 64"):
         SimCSE(path, device="cpu", pooler="avg", truncate_dim=64)
+
+
+def test_encode_output_type_and_device_like_sentence_transformers(tmp_path):
+    from senteval.errors import SentEvalError
+
+    tool = SimCSE(str(save_tiny_model(tmp_path / "bert", "bert")), device="cpu", pooler="avg")
+    tensor = tool.encode(["a b", "c"])
+    assert isinstance(tensor, torch.Tensor) and tensor.shape == (2, 32)
+    array = tool.encode(["a b", "c"], convert_to_numpy=True)
+    assert isinstance(array, np.ndarray) and np.array_equal(array, tensor.numpy())
+    assert isinstance(tool.encode("a b", convert_to_tensor=True), torch.Tensor)
+    with pytest.raises(SimCSEError, match=r"ask for two output types"):
+        tool.encode("a b", convert_to_numpy=True, convert_to_tensor=True)
+    torch.testing.assert_close(tool.encode(["a b", "c"], device="cpu"), tensor)
+    assert str(tool.device) == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(SentEvalError, match=r"asks for CUDA but no GPU is visible"):
+            tool.encode("a b", device="cuda:0")
+        assert str(tool.device) == "cpu"  # a refused device leaves the model where it was
+    assert tool.encode("a b", show_progress_bar=True).shape == (32,)
