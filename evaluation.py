@@ -44,10 +44,12 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--task_set", default="sts", choices=["sts", "transfer", "full", "na", "custom"],
                         help="overrides --tasks unless na; custom: only the --custom_* sets")
-    parser.add_argument("--tasks", nargs="+", default=STS_TASKS, choices=list(TASKS), metavar="TASK", help="tasks for --task_set na")
+    parser.add_argument("--tasks", nargs="+", default=STS_TASKS, choices=list(TASKS), metavar="TASK",
+                        help="tasks for --task_set na")
     parser.add_argument("--sts_agg", default="all", choices=AGGREGATIONS, help="aggregation of STS12-16 subsets")
     parser.add_argument("--batch_size", type=int, default=64, help="sentences per forward pass")
-    parser.add_argument("--max_seq_length", type=int, default=None, help="truncate to this many tokens (default: model limit)")
+    parser.add_argument("--max_seq_length", type=int, default=None,
+                        help="truncate to this many tokens (default: model limit)")
     parser.add_argument("--truncate_dim", type=int, default=None, metavar="D",
                         help="evaluate only the first D coordinates of each embedding (Matryoshka models)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")

@@ -22,8 +22,9 @@ max length 32, each stage in a fresh process so that its peak resident memory is
 
 Prints wall seconds, CPU seconds (user + system, every thread of the stage process: the fair measure on
 a machine shared with other jobs) and peak resident memory (MB, the stage process's high-water mark,
-imports included) per stage, then the goals: preparation within 1.3x the floor, a cached run under 10% of the first, a sampler
-epoch over 1M examples in seconds, peak memory under 3 GB. ``--output_json`` writes every figure.
+imports included) per stage, then the goals: preparation within 1.3x the floor, a cached run under 10%
+of the first, a sampler epoch over 1M examples in seconds, peak memory under 3 GB. ``--output_json``
+writes every figure.
 Results are also kept in ``WORK_DIR/data_scale.json`` after each stage; ``--resume`` reuses the stages
 already measured with the same settings (for a run that was cut off). The script empties its own cache
 folder ``WORK_DIR/cache/<file>`` before each first-run measurement; it writes nothing else.
@@ -222,13 +223,15 @@ def summarize(name: str, stages: dict, sizes: dict) -> tuple[list[str], dict]:
         "sampler_epoch_seconds": sampler["seconds"],
         "peak_rss_mb": max(s["peak_rss_mb"] for s in stages.values()),
     }
-    lines = [f"== {name}: {first['examples']:,} examples x {first['num_sent']} sentence(s), {sizes['mb']:.0f} MB file =="]
+    lines = [f"== {name}: {first['examples']:,} examples x {first['num_sent']} sentence(s), "
+             f"{sizes['mb']:.0f} MB file =="]
     lines.append(f"{'stage':<44}{'seconds':>9}{'CPU s':>9}{'peak RSS MB':>13}")
     for stage in STAGES:
         lines.append(f"{LABELS[stage]:<44}{stages[stage]['seconds']:>9.2f}{stages[stage]['cpu_seconds']:>9.2f}"
                      f"{stages[stage]['peak_rss_mb']:>13.0f}")
     lines.append(f"{LABELS['collate_epoch']:<44}{sampler['collate_seconds']:>9.2f}{'':>9}{'(same)':>13}")
-    lines.append(f"  floor: {floor['sentences']:,} sentences, {floor['tokens']:,} tokens, read {floor['read_seconds']:.2f} s; "
+    lines.append(f"  floor: {floor['sentences']:,} sentences, {floor['tokens']:,} tokens, "
+                 f"read {floor['read_seconds']:.2f} s; "
                  f"cache {cached['cache_mb']} MB; sampler: {sampler['batches']:,} batches of {sampler['batch_size']}, "
                  f"keys {sampler['keys_mb']} MB ({sampler['keys_seconds']:.2f} s), {sampler['examinations']:,} "
                  f"examinations; collate {sampler['collate_ms_per_batch']:.2f} ms/batch")
@@ -261,12 +264,14 @@ def parse_args(argv):
     parser.add_argument("--lines", type=int, default=1_000_000, help="lines of the unsupervised .txt file")
     parser.add_argument("--nli_rows", type=int, default=275_601, help="rows of the NLI-shaped .csv file")
     parser.add_argument("--shared", default=None, help="the shared/ folder (default: ../shared beside the repo)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer dir (default: shared/models/tokenizers/bert-base-uncased)")
+    parser.add_argument("--tokenizer", default=None,
+                        help="tokenizer dir (default: shared/models/tokenizers/bert-base-uncased)")
     parser.add_argument("--unsup_batch_size", type=int, default=64, help="the paper's unsupervised batch")
     parser.add_argument("--sup_batch_size", type=int, default=512, help="the paper's supervised (global) batch")
     parser.add_argument("--in_process", action="store_true",
                         help="run the stages in this process (quick; peak RSS is then cumulative)")
-    parser.add_argument("--resume", action="store_true", help="reuse stages already measured in WORK_DIR/data_scale.json")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse stages already measured in WORK_DIR/data_scale.json")
     parser.add_argument("--output_json", default=None)
     parser.add_argument("--_stage", help=argparse.SUPPRESS)
     parser.add_argument("--_spec", help=argparse.SUPPRESS)

@@ -122,7 +122,8 @@ def run_floor(setup: Setup, precision: str) -> dict:
     scaler = torch.amp.GradScaler(setup.device.type, enabled=precision == "fp16")
     collator = SimCSECollator(setup.tokenizer)
     b = setup.batch_size
-    batches = [{k: v.to(setup.device) for k, v in collator(setup.examples.__getitems__(range(i * b, (i + 1) * b))).items()}
+    batches = [{k: v.to(setup.device)
+                for k, v in collator(setup.examples.__getitems__(range(i * b, (i + 1) * b))).items()}
                for i in range(setup.steps)]
     dtype = autocast_dtype(precision)
     ends, skipped, losses = [], [], []
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     if any(p not in supported for p in precisions):
         parser.error(f"--precisions {' '.join(precisions)}: this device supports {', '.join(supported)}")
     print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; "
-          f"{'tiny' if tiny else 'BERT-base'} model, {sum(p.numel() for p in simcse_model(setup).parameters()) / 1e6:.1f}M "
+          f"{'tiny' if tiny else 'BERT-base'} model, "
+          f"{sum(p.numel() for p in simcse_model(setup).parameters()) / 1e6:.1f}M "
           f"parameters; batch {setup.batch_size}, max length {MAX_LENGTH}, {setup.steps} steps "
           f"({setup.warmup} warm-up); precisions {', '.join(precisions)}", flush=True)
     results = []

@@ -100,7 +100,8 @@ def worker_ours(args, sents: list[str]) -> tuple[float, list[float]]:
     )
     clock = StepClock()
     started = time.perf_counter()
-    dataset = tokenize_dataset(load_training_dataset(train_file, cache_dir=workdir), tokenizer, max_seq_length=MAX_LENGTH)
+    dataset = tokenize_dataset(load_training_dataset(train_file, cache_dir=workdir), tokenizer,
+                               max_seq_length=MAX_LENGTH)
     trainer = SimCSETrainer(model=model, args=training_args, train_dataset=dataset,
                             data_collator=SimCSECollator(tokenizer), loss_fn=build_loss("infonce", temp=0.05),
                             callbacks=[clock.hook()])

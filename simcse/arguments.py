@@ -1,8 +1,9 @@
 """Command-line arguments of ``train.py``: three dataclasses parsed by ``HfArgumentParser``.
 
-Flag names and defaults follow the original SimCSE ``train.py`` (princeton-nlp/SimCSE ``train.py``) so users' commands and
-scripts keep working; transformers 5 dropped ``--evaluation_strategy`` and ``--overwrite_output_dir``,
-which we accept again. Every choice is validated in ``__post_init__`` with an error naming the value.
+Flag names and defaults follow the original SimCSE ``train.py`` (princeton-nlp/SimCSE ``train.py``) so
+users' commands and scripts keep working; transformers 5 dropped ``--evaluation_strategy`` and
+``--overwrite_output_dir``, which we accept again. Every choice is validated in ``__post_init__`` with an
+error naming the value.
 """
 
 from __future__ import annotations
@@ -217,7 +218,8 @@ class DataTrainingArguments:
     senteval_data: str | None = field(default=None, metadata={"help": "SentEval data dir (contains downstream/)"})
     eval_custom_sts: list[str] | None = field(
         default=None,
-        metadata={"help": "your own pair file(s) FILE[:NAME[:S1,S2,SCORE]] (.tsv/.txt/.csv/.jsonl, float score or 0/1 label), "
+        metadata={"help": "your own pair file(s) FILE[:NAME[:S1,S2,SCORE]] (.tsv/.txt/.csv/.jsonl, "
+                  "float score or 0/1 label), "
                   "repeatable or comma-separated: each evaluation logs eval_<name>_spearman, which "
                   "--metric_for_best_model <name>_spearman can select on", "action": "extend"},
     )

@@ -55,7 +55,8 @@ def convert_state_dict(state: dict[str, torch.Tensor], prefix: str, has_pooler: 
         elif key.startswith("mlp.") or key.startswith(DROPPED_PREFIXES):
             dropped.append(key)
         else:
-            raise SimCSEError(f"unexpected key {key!r} in the checkpoint: it is neither backbone ({prefix}.*) nor a head")
+            raise SimCSEError(f"unexpected key {key!r} in the checkpoint: it is neither backbone ({prefix}.*) "
+                              "nor a head")
     return converted, dropped
 
 

@@ -207,7 +207,8 @@ def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
     want_hidden = pooler_type in NEEDS_HIDDEN_STATES
 
     def embed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden, return_dict=True)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
+                    return_dict=True)
         if uses_mlp_head(pooler_type):
             return out.pooler_output
         return pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)

@@ -154,7 +154,8 @@ def normalize_original_keys(state: dict[str, torch.Tensor], prefix: str) -> tupl
     if prefix not in _ORIGINAL_BUFFERS:
         return dict(state), []
     out, dropped = {}, []
-    tied = {"lm_head.decoder.weight": f"{prefix}.embeddings.word_embeddings.weight", "lm_head.decoder.bias": "lm_head.bias"}
+    tied = {"lm_head.decoder.weight": f"{prefix}.embeddings.word_embeddings.weight",
+            "lm_head.decoder.bias": "lm_head.bias"}
     for key, tensor in state.items():
         if _ORIGINAL_BUFFERS[prefix].match(key):
             dropped.append(key)
@@ -176,7 +177,8 @@ def _original_layout_state(path: str, prefix: str) -> dict[str, torch.Tensor] | 
     """The normalized state dict of a local ``pytorch_model.bin`` written by the original code, or
     ``None`` when the directory is in our layout (then Hugging Face loads it as usual)."""
     bin_file = os.path.join(path, "pytorch_model.bin")
-    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.safetensors")) or not os.path.isfile(bin_file):
+    if not os.path.isdir(path) or os.path.isfile(os.path.join(path, "model.safetensors")) \
+            or not os.path.isfile(bin_file):
         return None
     state = torch.load(bin_file, map_location="cpu", weights_only=True)
     normalized, dropped = normalize_original_keys(state, prefix)

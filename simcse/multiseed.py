@@ -8,7 +8,8 @@
 Everything after ``--`` is a train.py command line (or a single .json file of train.py arguments);
 it must not set ``--seed``. Seed s trains into ``<output_dir>/seed-<s>`` with
 :func:`simcse.training.train_model`; the model saved there (the best checkpoint with
-``--load_best_model_at_end``) is then scored by :func:`simcse.evaluators.evaluate` with the pooler its config records (``cls`` + ``--mlp_only_train`` -> ``cls_before_pooler``;
+``--load_best_model_at_end``) is then scored by :func:`simcse.evaluators.evaluate` with the pooler its
+config records (``cls`` + ``--mlp_only_train`` -> ``cls_before_pooler``;
 see :func:`simcse.tool.pooler_from_config`).
 
 Statistics are computed from the unrounded scores (Spearman ×100 as SentEval returns it, before
@@ -68,7 +69,8 @@ def _flag_value(args: list[str], flag: str) -> str | None:
     return None
 
 
-def seed_train_args(train_args: list[str], seed: int, seed_dir: str, extra: dict[str, object] | None = None) -> list[str]:
+def seed_train_args(train_args: list[str], seed: int, seed_dir: str,
+                    extra: dict[str, object] | None = None) -> list[str]:
     """train.py arguments for one seed: --seed and --output_dir replaced (a .json file is rewritten);
     ``extra`` adds flags (``{"resume_from_checkpoint": "last"}``; True = a bare boolean flag)."""
     extra = extra or {}
@@ -93,7 +95,8 @@ def seed_train_args(train_args: list[str], seed: int, seed_dir: str, extra: dict
         if arg.startswith("--output_dir="):
             continue
         kept.append(arg)
-    flags = [item for key, value in extra.items() for item in ([f"--{key}"] if value is True else [f"--{key}", str(value)])]
+    flags = [item for key, value in extra.items()
+             for item in ([f"--{key}"] if value is True else [f"--{key}", str(value)])]
     return kept + ["--output_dir", seed_dir, "--seed", str(seed), *flags]
 
 
@@ -257,7 +260,8 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--mode", default="test", choices=["dev", "test", "fasttest"], help="evaluation.py --mode")
     parser.add_argument("--task_set", default="sts", choices=["sts", "transfer", "full", "na"],
                         help="evaluation.py --task_set (na: use --tasks)")
-    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK", help="evaluate these tasks (sets --task_set na)")
+    parser.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                        help="evaluate these tasks (sets --task_set na)")
     parser.add_argument("--pooler", default=None, help="override the pooler recorded in the checkpoint")
     parser.add_argument("--senteval_data", default=None,
                         help="SentEval data dir (contains downstream/) for the evaluation; also passed to train.py")

@@ -125,7 +125,8 @@ def plot_training(output_dir: str | Path, out_dir: str | Path | None = None) -> 
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except ValueError as err:
-        raise SimCSEError(f"{str(state_file)!r} is not valid JSON ({err}); was it cut off while being written?") from None
+        raise SimCSEError(f"{str(state_file)!r} is not valid JSON ({err}); "
+                          "was it cut off while being written?") from None
     history = state.get("log_history") or []
     run_dir = Path(output_dir).parent if Path(output_dir).is_file() else Path(output_dir)
     target = Path(out_dir) if out_dir is not None else run_dir / "plots"

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     stsb.add_argument("--senteval_data", default=None, help="SentEval data dir (contains downstream/)")
     stsb.add_argument("--output", required=True, help="the .csv to write (sent0,sent1,score)")
     args = parser.parse_args(argv)
-    source = Path(resolve_data_dir(args.senteval_data)) / "downstream" / "STS" / "STSBenchmark" / f"sts-{args.split}.csv"
+    downstream = Path(resolve_data_dir(args.senteval_data)) / "downstream"
+    source = downstream / "STS" / "STSBenchmark" / f"sts-{args.split}.csv"
     if not source.is_file():
         raise SimCSEError(f"{source} does not exist; point --senteval_data at the SentEval data directory")
     pairs = read_stsb_pairs(source)

@@ -10,10 +10,10 @@ other can a batch come out smaller than ``batch_size``.
 Cost. A sentence is identified by a 64-bit hash of its token ids (:func:`hash_sentences`), held in one
 numpy array (8 bytes per sentence), not by a tuple of its tokens. Planning an epoch examines each
 example once when it comes up in the random order, plus at most ``4 * batch_size`` steps among the
-parked examples per batch, so the cost is linear in the number of examples (the tests count these examinations). A parked
-example waits in the bucket of the sentence it collided with: a bucket whose sentence is already in
-the batch is passed over in one step, so a sentence repeated thousands of times costs one step per
-batch, not one per copy. The epoch's plan is two integer arrays (the order and the batch boundaries);
+parked examples per batch, so the cost is linear in the number of examples (the tests count these
+examinations). A parked example waits in the bucket of the sentence it collided with: a bucket whose
+sentence is already in the batch is passed over in one step, so a sentence repeated thousands of times
+costs one step per batch, not one per copy. The epoch's plan is two integer arrays (the order and the batch boundaries);
 nothing is copied per batch.
 
 Hash collisions: two different sentences with equal hashes (probability about n²/2⁶⁵, 3e-8 for a
@@ -129,8 +129,9 @@ def plan_epoch(keys: np.ndarray, batch_size: int, order: np.ndarray) -> tuple[np
 
     keys: (n, k) integer keys of each example's sentences. Returns ``(sequence, bounds, examinations)``:
     batch b is ``sequence[bounds[b]:bounds[b + 1]]``; ``examinations`` counts the steps taken (an
-    example looked at, or a bucket passed over): the cost measure the tests bound. Examples come from ``order`` one at a time; one that
-    collides with the batch is parked in the bucket of the first sentence it collided with. Each batch
+    example looked at, or a bucket passed over): the cost measure the tests bound. Examples come from
+    ``order`` one at a time; one that collides with the batch is parked in the bucket of the first
+    sentence it collided with. Each batch
     first visits the parked buckets, oldest first (at most one example from each, at most
     ``4 * batch_size`` visits), then continues along ``order``.
     """

@@ -82,7 +82,8 @@ def write_sts_tree(root: Path, n_pairs: int = 6) -> Path:
     sts = root / "downstream" / "STS"
     for task in (STS12Eval, STS13Eval, STS14Eval, STS15Eval, STS16Eval):
         for subset in task.subset_names:
-            write(sts / task.folder / f"STS.input.{subset}.txt", [f"a man plays {i}\tthe level {i}" for i in range(n_pairs)])
+            write(sts / task.folder / f"STS.input.{subset}.txt",
+                  [f"a man plays {i}\tthe level {i}" for i in range(n_pairs)])
             write(sts / task.folder / f"STS.gs.{subset}.txt", [f"{(i * 7) % 5}.0" for i in range(n_pairs)])
     for split in ("train", "dev", "test"):
         write(sts / "STSBenchmark" / f"sts-{split}.csv",

@@ -252,7 +252,8 @@ def test_evaluation_cli_prints_both_custom_tables_and_json(tiny_bert_dir, tmp_pa
     out_json = tmp_path / "result.json"
     payload = evaluation.main(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--task_set", "custom",
                                "--custom_sts", f"{pairs}:mine", "--custom_classification",
-                               f"{train_file},{test_file}:topics", "--mode", "fasttest", "--output_json", str(out_json)])
+                               f"{train_file},{test_file}:topics", "--mode", "fasttest",
+                               "--output_json", str(out_json)])
     printed = capsys.readouterr().out
     assert printed.startswith("------ fasttest ------\n")
     assert "| custom STS | pairs | Spearman | Pearson |" in printed and "\n| mine " in printed
@@ -296,7 +297,8 @@ def test_bad_pair_files_are_one_line_errors(name, content, extra, expected, tmp_
 
 
 BAD_LABELLED_FILES = [
-    ("mixed", "text\tlabel\na b\t1\nc d\t0\ne f\tpositive\n", "mixes numbers and strings ('1' on line 2, 'positive' on line 4)"),
+    ("mixed", "text\tlabel\na b\t1\nc d\t0\ne f\tpositive\n",
+     "mixes numbers and strings ('1' on line 2, 'positive' on line 4)"),
     ("one class", "text\tlabel\na b\tpos\nc d\tpos\n", "only one class ('pos')"),
     ("missing column", "sentence\tsentiment\tsource\na\tpos\tweb\n", "cannot tell which columns hold the text, label"),
     ("empty", "", "the file is empty"),

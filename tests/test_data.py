@@ -67,7 +67,8 @@ def test_txt_does_not_split_on_unicode_line_separators(load):
     [
         ("sent0\nhello\n", {"sent0": ["hello"]}),
         ("sent0,sent1\n\"a, quoted\",b\n\nc,NA\n", {"sent0": ["a, quoted", "c"], "sent1": ["b", "NA"]}),
-        ("sent0,sent1,hard_neg\r\na,b,c\r\nd,,f\r\n", {"sent0": ["a", "d"], "sent1": ["b", " "], "hard_neg": ["c", "f"]}),
+        ("sent0,sent1,hard_neg\r\na,b,c\r\nd,,f\r\n",
+         {"sent0": ["a", "d"], "sent1": ["b", " "], "hard_neg": ["c", "f"]}),
         ("\ufeffs0,s1\n1,2\n", {"s0": ["1"], "s1": ["2"]}),  # BOM dropped; numbers stay text
     ],
     ids=["1-column", "2-columns", "3-columns-crlf-empty-cell", "bom"],
@@ -230,7 +231,8 @@ def test_tokenize_stores_each_sentence_once(name, num_columns):
 def test_fetched_batches_collate_like_example_dicts(tmp_path):
     """The DataLoader path (flat arrays from Arrow) and the list-of-dicts path give the same tensors."""
     path = tmp_path / "nli.csv"
-    path.write_text("s0,s1,neg\nA cat sat.,A cat is sitting on a mat.,Dogs bark.\nHi,,Bye now\nx,y,z\n", encoding="utf-8")
+    path.write_text("s0,s1,neg\nA cat sat.,A cat is sitting on a mat.,Dogs bark.\nHi,,Bye now\nx,y,z\n",
+                    encoding="utf-8")
     tokenizer = _tokenizer("bert-base-uncased")
     ds = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer)
     collator = SimCSECollator(tokenizer, pad_to_multiple_of=4)
@@ -409,7 +411,8 @@ def test_mlm_masking_statistics():
     tokenizer = _tokenizer("bert-base-uncased")
     collator = SimCSECollator(tokenizer, do_mlm=True, mlm_probability=0.15, generator=torch.Generator().manual_seed(0))
     batch = collator(_mlm_features(tokenizer, batch_size=80, num_sent=3, seed=1))
-    ids, mask, mlm_ids, labels = batch["input_ids"], batch["attention_mask"], batch["mlm_input_ids"], batch["mlm_labels"]
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    mlm_ids, labels = batch["mlm_input_ids"], batch["mlm_labels"]
     assert mlm_ids.shape == labels.shape == ids.shape
 
     special = torch.isin(ids, torch.tensor(tokenizer.all_special_ids))
@@ -507,7 +510,8 @@ def test_a_score_grades_exactly_one_pair():
 
 
 def test_scores_are_tokenized_and_collated_as_float32(load):
-    ds = load("g.jsonl", '{"sent0": "a b", "sent1": "a c", "score": 4.25}\n{"sent0": "d", "sent1": "e", "score": "1"}\n')
+    ds = load("g.jsonl",
+              '{"sent0": "a b", "sent1": "a c", "score": 4.25}\n{"sent0": "d", "sent1": "e", "score": "1"}\n')
     tokenizer = _tokenizer("bert-base-uncased")
     examples = tokenize_dataset(ds, tokenizer)
     assert examples.num_sent == 2 and examples[0]["score"] == 4.25
@@ -516,7 +520,8 @@ def test_scores_are_tokenized_and_collated_as_float32(load):
     assert batch["input_ids"].shape[:2] == (2, 2)
     from_dicts = SimCSECollator(tokenizer)([examples[1], examples[0]])  # the per-example path agrees
     assert from_dicts["scores"].tolist() == [1.0, 4.25]
-    assert "scores" not in SimCSECollator(tokenizer)(tokenize_dataset(load("p.txt", "a\nb\n"), tokenizer).__getitems__([0, 1]))
+    plain = tokenize_dataset(load("p.txt", "a\nb\n"), tokenizer)
+    assert "scores" not in SimCSECollator(tokenizer)(plain.__getitems__([0, 1]))
 
 
 @pytest.mark.parametrize("cell", ["high", "nan", " "])

@@ -76,7 +76,8 @@ def test_files_read_and_sentences_tokenized_once_per_run_same_scores(tmp_path, m
     data = write_sts_tree(tmp_path / "data")
     reads = []
     original_read_lines = senteval.sts.read_lines
-    monkeypatch.setattr(senteval.sts, "read_lines", lambda path, **kw: reads.append(path) or original_read_lines(path, **kw))
+    monkeypatch.setattr(senteval.sts, "read_lines",
+                        lambda path, **kw: reads.append(path) or original_read_lines(path, **kw))
     tokenizer = CountingTokenizer(bert_tokenizer)
     evaluator = SentEvalDevEvaluator(tokenizer, str(data))
     model = tiny_model(len(bert_tokenizer))

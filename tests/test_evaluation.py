@@ -86,7 +86,8 @@ def test_end_to_end_on_a_tiny_model(tiny_bert_dir, tmp_path, capsys):
 
 def test_cls_pooler_on_plain_bert_uses_its_pooling_layer(tiny_bert_dir, tmp_path):
     data = write_sts_tree(tmp_path / "data")
-    base = ["--model_name_or_path", str(tiny_bert_dir), "--senteval_data", str(data), "--tasks", "STSBenchmark", "--task_set", "na"]
+    base = ["--model_name_or_path", str(tiny_bert_dir), "--senteval_data", str(data), "--tasks", "STSBenchmark",
+            "--task_set", "na"]
     cls = evaluation.main(base + ["--pooler", "cls"])
     before = evaluation.main(base + ["--pooler", "cls_before_pooler"])
     # By hand: BertModel's pooler_output (tanh(W h_cls + b)) for cls, h_cls itself for cls_before_pooler,
@@ -150,7 +151,8 @@ class _nullcontext:
 
 def test_missing_model_path_is_one_line(capsys):
     code, err = run(["--model_name_or_path", "/no/such/model"], capsys)
-    assert code == 2 and err == "evaluation.py: error: model path '/no/such/model' does not exist; give a local directory or a hub id"
+    assert code == 2 and err == ("evaluation.py: error: model path '/no/such/model' does not exist; "
+                                 "give a local directory or a hub id")
 
 
 def test_cls_pooler_on_gpt2_is_rejected(tiny_gpt2_dir, capsys):
@@ -160,7 +162,8 @@ def test_cls_pooler_on_gpt2_is_rejected(tiny_gpt2_dir, capsys):
 
 def test_gpt2_wavg_runs(tiny_gpt2_dir, tmp_path):
     data = write_sts_tree(tmp_path / "data")
-    payload = evaluation.main(["--model_name_or_path", str(tiny_gpt2_dir), "--pooler", "wavg", "--senteval_data", str(data),
+    payload = evaluation.main(["--model_name_or_path", str(tiny_gpt2_dir), "--pooler", "wavg",
+                               "--senteval_data", str(data),
                                "--task_set", "na", "--tasks", "SICKRelatedness", "--mode", "dev"])
     assert list(payload["tables"]["sts"]) == ["SICKRelatedness"]
 

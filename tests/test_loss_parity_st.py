@@ -143,7 +143,8 @@ def test_matryoshka_validates_and_reports():
     from simcse.losses.matryoshka import MatryoshkaLoss
 
     wrapped = MatryoshkaLoss(build_loss("dcl"), [8, 4])
-    assert wrapped.hparams() == {**build_loss("dcl").hparams(), "matryoshka_dims": [8, 4], "matryoshka_weights": [1.0, 1.0]}
+    assert wrapped.hparams() == {**build_loss("dcl").hparams(), "matryoshka_dims": [8, 4],
+                                 "matryoshka_weights": [1.0, 1.0]}
     z1, z2 = _embeddings(seed=1, k=0)
     torch.testing.assert_close(wrapped(z1, z2), build_loss("dcl")(z1, z2) + build_loss("dcl")(z1[:, :4], z2[:, :4]))
     with pytest.raises(SimCSEError, match="exceed the embedding width 8"):

@@ -15,7 +15,8 @@ from conftest import REPO
 def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(ci, outcome, tmp_path):
     env = {**os.environ, "SIMCSE_SHARED": str(tmp_path / "renamed"), "CI": ci}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_data.py::test_real_shared_training_files"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/test_data.py::test_real_shared_training_files"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )
     assert outcome in proc.stdout, proc.stdout + proc.stderr

@@ -485,7 +485,8 @@ def test_last_skips_checkpoints_of_another_run_and_says_which_it_picked(tmp_path
     assert resolve_resume_checkpoint("last", tmp_path) == str(tmp_path / "checkpoint-9")  # no run given: any
     third = {"fingerprint": "c" * 16, "args": {"learning_rate": 1e-4, "seed": 1}}
     with pytest.raises(SimCSEError, match=r"no complete checkpoint in .* from this run \(skipped: checkpoint-9 "
-                                          r"\(another run \(learning_rate 3e-05 there, 0.0001 now, seed 42 there, 1 now\)\)"):
+                                          r"\(another run \(learning_rate 3e-05 there, 0.0001 now, "
+                                          r"seed 42 there, 1 now\)\)"):
         resolve_resume_checkpoint("last", tmp_path, run=third)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="simcse.reliability"):  # an explicit path: as asked, warned

@@ -111,7 +111,8 @@ def test_a_200k_index_is_searched_without_an_index_sized_allocation():
 
     hits, peak = peak_of(lambda: semantic_search(queries, corpus, top_k=5))
     assert [h[0]["corpus_id"] for h in hits] == [123_456, 7]
-    assert peak < corpus.nbytes / 20, f"peak {peak / 2**20:.1f} MiB while searching a {corpus.nbytes / 2**20:.0f} MiB index"
+    assert peak < corpus.nbytes / 20, \
+        f"peak {peak / 2**20:.1f} MiB while searching a {corpus.nbytes / 2**20:.0f} MiB index"
     # the measurement sees numpy temporaries: one unchunked 64 x 200k score block is 49 MiB, over the bound
     _, unchunked = peak_of(lambda: semantic_search(corpus[:64], corpus, top_k=5, corpus_chunk_size=len(corpus),
                                                    query_chunk_size=64))

@@ -34,5 +34,6 @@ def test_constraints_pin_every_requirement_exactly():
         for line in (REPO / requirements).read_text().splitlines():
             match = re.match(r"^([A-Za-z0-9_.-]+)", line)
             if match and not line.startswith("-r") and match.group(1) != "torch":
-                assert re.sub(r"[-_.]+", "-", match.group(1)).lower() in pins, f"{match.group(1)} not in constraints.txt"
+                name = re.sub(r"[-_.]+", "-", match.group(1)).lower()
+                assert name in pins, f"{match.group(1)} not in constraints.txt"
     assert "torch" not in pins

@@ -298,7 +298,8 @@ def test_search_takes_precomputed_vectors_numpy_and_pandas(minilm):
     by_list = minilm.search(queries, top_k=3)
     assert minilm.search(np.array(queries), top_k=3) == by_list == minilm.search(pd.Series(queries), top_k=3)
     by_vectors = minilm.search(minilm.encode(queries, return_numpy=True), top_k=3)  # (n, H) embeddings
-    assert [[h["corpus_id"] for h in hits] for hits in by_vectors] == [[h["corpus_id"] for h in hits] for hits in by_list]
+    ids = [[h["corpus_id"] for h in hits] for hits in by_list]
+    assert [[h["corpus_id"] for h in hits] for hits in by_vectors] == ids
     np.testing.assert_allclose([h["score"] for hits in by_vectors for h in hits],
                                [h["score"] for hits in by_list for h in hits], atol=1e-6)
     single = minilm.search(minilm.encode(queries[0]), top_k=2)  # (H,) -> one list of hits

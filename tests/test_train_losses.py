@@ -95,7 +95,8 @@ def test_the_saved_temperature_is_the_losss():
         ({"loss_type": "kcl", "align_alpha": 2.0}, "--align_alpha does not apply to --loss_type kcl"),
         ({"loss_type": "mpt", "loss_lambda": 0.5}, "--loss_lambda does not apply to --loss_type mpt"),
         ({"loss_type": "infonce", "temp": 0.1, "loss_kwargs": '{"temp": 0.2}'}, "which a flag also sets"),
-        ({"loss_type": "met", "loss_kwargs": '{"tmp": 1}'}, "['tmp'] that --loss_type met does not take; valid: margin"),
+        ({"loss_type": "met", "loss_kwargs": '{"tmp": 1}'},
+         "['tmp'] that --loss_type met does not take; valid: margin"),
         ({"loss_type": "met", "loss_kwargs": "{bad"}, "is not valid JSON"),
         ({"loss_type": "met", "margin": -0.1}, "--margin must be >= 0, got -0.1"),
     ],
@@ -181,7 +182,8 @@ def test_graded_losses_get_the_files_scores_through_the_collator(loss, extra, ti
 def test_a_header_with_other_names_is_declared_with_train_columns(tiny_bert, tmp_path):
     path, _ = write_scored_file(tmp_path, header="premise,hypothesis,similarity")
     args = base_args(tiny_bert, path, tmp_path / "out", "--loss_type", "cosent")
-    with pytest.raises(SimCSEError, match=r"column 3 \('similarity'\) holds numbers .*--train_columns sent0,sent1,score"):
+    with pytest.raises(SimCSEError,
+                       match=r"column 3 \('similarity'\) holds numbers .*--train_columns sent0,sent1,score"):
         train.main(args)
     assert math.isfinite(train.main([*args, "--train_columns", "sent0,sent1,score"])["train_loss"])
 

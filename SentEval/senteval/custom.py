@@ -519,7 +519,8 @@ class CustomClassificationEval:
             counts = np.bincount(y["train"], minlength=len(self.classes))
             if counts.max() < params.kfold:
                 raise SentEvalError(f"{self.files['train']}: {params.kfold}-fold cross-validation needs a class with "
-                                    f"at least {params.kfold} examples (largest: {counts.max()}); add data or a dev file")
+                                    f"at least {params.kfold} examples (largest: {counts.max()}); "
+                                    "add data or a dev file")
             probe = KFoldClassifier((X["train"], y["train"]), (X["test"], y["test"]), settings)
         result = probe.run()
         macro_f1 = f1_score(y["test"], result.predictions, average="macro", zero_division=0)

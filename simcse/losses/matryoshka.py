@@ -41,7 +41,8 @@ class MatryoshkaLoss(ContrastiveLoss):
         if len(set(dims)) != len(dims):
             raise SimCSEError(f"matryoshka dims repeat a width: {dims!r}")
         if len(weights) != len(dims) or any(not (w >= 0) for w in weights):
-            raise SimCSEError(f"matryoshka weights must be {len(dims)} non-negative numbers (one per dim), got {weights!r}")
+            raise SimCSEError(f"matryoshka weights must be {len(dims)} non-negative numbers (one per dim), "
+                              f"got {weights!r}")
         self.loss = loss
         self.dims, self.weights = dims, weights
         # What the wrapped loss consumes, the wrapper consumes (instance attributes shadow the class flags).
