@@ -13,10 +13,10 @@ with its registry defaults (the recommended hyperparameters of its paper) on the
 * guided losses (gist): the wiki1m sample, guided by the start model with its own mean pooling
   (``--guide_model``, default the start model, ``--guide_pooler avg``).
 
-Each (loss, seed) run ends with the STS test suite (as ``evaluation.py --mode test --task_set sts``) on the final model; its result
-is written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes, and a rerun skips every
-(loss, seed) whose result exists (so the table can be built over several sittings; delete a result file
-to redo it). After each run the summary is rewritten:
+Each (loss, seed) run ends with the STS test suite (as ``evaluation.py --mode test --task_set sts``) on the
+final model; its result is written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes,
+and a rerun skips every (loss, seed) whose result exists (so the table can be built over several sittings;
+delete a result file to redo it). After each run the summary is rewritten:
 
 * ``compare_losses.md``: per loss, mean ± sample standard deviation over the seeds of the 7-task STS
   average and of STS-B test, the data it trained on, and the verdict against the reference loss
