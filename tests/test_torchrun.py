@@ -163,3 +163,48 @@ def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, 
     assert logs.count("step 2: the loss is non-finite on another process; skipped it") == 1, logs[-3000:]
     w0, w1 = (torch.load(out / f"weights-rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+
+
+COUNT_EVALUATIONS = """
+import json, os
+import simcse.evaluators as evaluators
+import simcse.trainers as trainers
+
+RANK = int(os.environ.get("RANK", "0"))
+call, train = evaluators.SentEvalDevEvaluator.__call__, trainers.SimCSETrainer.train
+
+def counted(self, model):
+    with open(os.path.join(os.environ["EVAL_LOG_DIR"], f"evaluations-rank{RANK}.txt"), "a") as handle:
+        handle.write("1\\n")
+    return call(self, model)
+
+def train_and_dump(self, *args, **kwargs):
+    result = train(self, *args, **kwargs)
+    evals = [{k: v for k, v in e.items() if not k.endswith("runtime")}  # each rank times itself
+             for e in self.state.log_history if "eval_stsb_spearman" in e]
+    with open(os.path.join(os.environ["EVAL_LOG_DIR"], f"state-rank{RANK}.json"), "w") as handle:
+        json.dump({"evals": evals, "best": self.state.best_metric}, handle)
+    return result
+
+evaluators.SentEvalDevEvaluator.__call__ = counted
+trainers.SimCSETrainer.train = train_and_dump
+"""
+
+
+def test_evaluation_runs_once_on_rank_0_and_every_rank_gets_its_metrics(models, train_file, tmp_path, monkeypatch):
+    from conftest import write_sts_tree
+
+    data = write_sts_tree(tmp_path / "senteval")
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(COUNT_EVALUATIONS, encoding="utf-8")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    monkeypatch.setenv("EVAL_LOG_DIR", str(logs))
+    launch(2, models["bert"], train_file, tmp_path / "eval", 2, "--pooler_type", "cls", "--eval_strategy", "steps",
+           "--eval_steps", "1", "--metric_for_best_model", "stsb_spearman", "--senteval_data", str(data),
+           inject=inject)
+    assert (logs / "evaluations-rank0.txt").read_text().count("1") == 4  # 3 steps + the final evaluation
+    assert not (logs / "evaluations-rank1.txt").exists()
+    rank0, rank1 = (json.loads((logs / f"state-rank{r}.json").read_text()) for r in (0, 1))
+    assert len(rank0["evals"]) == 3 and rank0 == rank1  # the same metrics, so the same best-model decisions
