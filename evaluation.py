@@ -25,6 +25,7 @@ from transformers.utils import logging as transformers_logging
 from senteval.registry import STS_TASKS, TASKS
 from senteval.sts import AGGREGATIONS
 from simcse.cli import OneLineArgumentParser, run_cli
+from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
 from simcse.evaluators import EvaluationConfig, evaluate
 from simcse.files import atomic_write_json as write_json_atomic
@@ -80,8 +81,7 @@ def parse_args(argv: list[str] | None):
             parser.error(f"{columns} describes {files} files, but none was given")
     if args.batch_size < 1:
         parser.error(f"argument --batch_size: must be positive, got {args.batch_size}")
-    if args.max_seq_length is not None and args.max_seq_length < 2:
-        parser.error(f"argument --max_seq_length: must be at least 2, got {args.max_seq_length}")
+    check_max_length(args.max_seq_length, None)  # the model's own limit is checked once it is loaded
     return args
 
 

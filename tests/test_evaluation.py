@@ -129,6 +129,7 @@ def run(argv, capsys):
         (["--tasks", "STS17", "--task_set", "na"], "invalid choice: 'STS17'"),
         (["--pooler", "max"], "invalid choice: 'max'"),
         (["--mode", "valid"], "invalid choice: 'valid'"),
+        (["--max_seq_length", "1"], "--max_seq_length must be at least 2 tokens, got 1"),
         (["--senteval_data", "/nonexistent/data"], "'/nonexistent/data' (from --senteval_data) has no downstream/"),
     ],
 )

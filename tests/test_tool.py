@@ -257,8 +257,7 @@ def _copy_with_st_layout(source: Path, target: Path, modules: list[tuple[str, st
 
 def test_sentence_transformers_pooling_config_is_read(tmp_path):
     """A plain model with an ST layout: its Pooling config decides; the tool then equals ST itself."""
-    if not (MINILM / "config.json").is_file():
-        pytest.skip(f"{MINILM} not found")
+    require_shared(MINILM / "config.json", "the MiniLM model")
     legacy_mean = {"word_embedding_dimension": 384, "pooling_mode_mean_tokens": True,
                    "pooling_mode_cls_token": False, "pooling_mode_max_tokens": False}
     model_dir = _copy_with_st_layout(MINILM, tmp_path / "minilm-st", [("Transformer", ""), ("Pooling", "1_Pooling")],
