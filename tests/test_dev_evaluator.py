@@ -138,3 +138,28 @@ def test_dropped_split_is_an_error_not_a_silent_empty_score(tmp_path):
         task.subsets({"sts_splits": ["test"]})
     with pytest.raises(SentEvalError, match="has no subset"):
         task.keep_only(["validation"])
+
+
+def test_eval_transfer_adds_every_transfer_tasks_dev_accuracy(bert_tokenizer, tmp_path):
+    """--eval_transfer: the dev evaluator also reports each transfer task's dev accuracy (as SentEval's
+    engine computes it with the same encoder and fast settings) and their mean; without it, none."""
+    from test_senteval_transfer import make_tree
+
+    from senteval.registry import TRANSFER_TASKS
+    from simcse.evaluators import senteval_params
+
+    data_dir = write_sts_tree(tmp_path / "data")
+    make_tree(data_dir)
+    model = tiny_model(len(bert_tokenizer))
+    plain = SentEvalDevEvaluator(bert_tokenizer, str(data_dir))(model)
+    assert not set(TRANSFER_TASKS) & set(plain) and "avg_transfer" not in plain
+    metrics = SentEvalDevEvaluator(bert_tokenizer, str(data_dir), eval_transfer=True)(model)
+    assert {k: metrics[k] for k in plain} == plain
+    accuracies = [metrics[task] for task in TRANSFER_TASKS]
+    assert metrics["avg_transfer"] == pytest.approx(sum(accuracies) / len(accuracies))
+    model.eval()  # as the evaluator runs it (it restores training mode afterwards)
+    encoder = SentenceEncoder(model.encode, bert_tokenizer, torch.device("cpu"), batch_size=128)
+    se = SE(senteval_params("dev", str(data_dir)),
+            lambda params, batch: encoder.encode([" ".join(tokens) for tokens in batch]).numpy())
+    for task in ("MR", "TREC", "MRPC"):
+        assert metrics[task] == pytest.approx(se.eval(task)["devacc"], abs=1e-9)
