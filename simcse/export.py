@@ -1,8 +1,10 @@
-"""Lay a converted SimCSE model out as a sentence-transformers model (``--sentence_transformers``).
+"""Lay a converted SimCSE model out as a sentence-transformers model (``--sentence_transformers``)::
 
     python simcse_to_huggingface.py --path result/my-sup-simcse --output_dir out --sentence_transformers
-    >>> SentenceTransformer("out").encode(sentences)   # == SimCSE("result/my-sup-simcse").encode(
-    ...                                                 #      sentences, normalize_to_unit=False)
+
+after which, in Python, ``SentenceTransformer("out").encode(sentences)`` equals
+``SimCSE("result/my-sup-simcse").encode(sentences, normalize_to_unit=False)`` (``tests/test_export.py``
+checks this for every pooler).
 
 The pipeline reproduces the pooler SimCSE uses at inference (:func:`simcse.tool.pooler_from_config`),
 with no approximation. Checked against the sentence-transformers 6.2 source:
