@@ -571,6 +571,7 @@ class SentenceBatch:
     lengths: np.ndarray  # (batch * num_sent,)
     num_sent: int
     scores: np.ndarray | None = None  # (batch,) float32 graded similarities, when the data has a score column
+    indices: np.ndarray | None = None  # (batch,) the examples' positions in the dataset (keys of the MLM masks)
 
     def __len__(self) -> int:
         return len(self.lengths) // self.num_sent
@@ -620,7 +621,8 @@ class TrainingExamples(torch.utils.data.Dataset):
         sentences = rows.flatten()
         scores = table.column(SCORE_COLUMN).to_numpy() if self.has_scores else None
         return SentenceBatch(token_ids=sentences.flatten().to_numpy(),
-                             lengths=pc.list_value_length(sentences).to_numpy(), num_sent=self.num_sent, scores=scores)
+                             lengths=pc.list_value_length(sentences).to_numpy(), num_sent=self.num_sent, scores=scores,
+                             indices=np.asarray(indices, dtype=np.int64))
 
     def token_chunks(self) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
         """All token ids in storage order, one Arrow chunk at a time: (token_ids, lengths, num_sent)."""
@@ -706,6 +708,37 @@ def _num_sent(feature: dict[str, Any], index: int) -> int:
     return len(ids)
 
 
+_MASK_M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # SplitMix64's multipliers as signed 64-bit integers
+_MASK_M2 = 0x94D049BB133111EB - (1 << 64)
+
+
+def _shift_right(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _mix64(x: torch.Tensor) -> torch.Tensor:
+    """The SplitMix64 finalizer (Steele, Lea and Flood 2014) on int64 tensors, wrapping arithmetic."""
+    x = x ^ _shift_right(x, 30)
+    x = x * _MASK_M1
+    x = x ^ _shift_right(x, 27)
+    x = x * _MASK_M2
+    return x ^ _shift_right(x, 31)
+
+
+def keyed_uniforms(shape: tuple[int, int, int], seed: int, epoch: int, indices: torch.Tensor,
+                   draw: int) -> torch.Tensor:
+    """(batch, num_sent, length) uniforms in [0, 1), each a hash of (seed, epoch, example index, sentence,
+    position, draw): the same number for a token wherever its example lands (which process, which batch
+    row, how much padding), so masks do not depend on how a global batch is split across processes."""
+    batch, num_sent, length = shape
+    key = _mix64(torch.tensor([seed * 0x9E3779B9 + epoch], dtype=torch.int64))
+    x = _mix64(key ^ (indices.to(torch.int64).view(batch, 1, 1) * 0x51ED27 + 1))
+    slot = (torch.arange(num_sent).view(1, num_sent, 1) * 8192 + torch.arange(length).view(1, 1, length)) * 4 + draw
+    x = _mix64(x ^ slot)
+    return _shift_right(x, 11).to(torch.float64) / float(1 << 53)
+
+
 def mask_tokens(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
@@ -715,6 +748,7 @@ def mask_tokens(
     special_ids: Sequence[int] = (),
     mlm_probability: float = 0.15,
     generator: torch.Generator | None = None,
+    keys: tuple[int, int, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT masking (Devlin et al. 2019, arXiv:1810.04805) for the auxiliary masked-LM loss.
 
@@ -722,12 +756,19 @@ def mask_tokens(
     probability ``mlm_probability``. Of the chosen tokens 80% become ``mask_token_id``, 10% a uniformly
     random id in [0, vocab_size), 10% stay. Returns new tensors ``(masked_ids, labels)`` shaped like
     ``input_ids``: labels hold the original id at chosen positions and -100 elsewhere. ``input_ids`` is
-    not modified. Draws from ``generator`` when given, else from torch's global RNG.
+    not modified. Draws from ``generator`` when given, else from torch's global RNG; with ``keys`` =
+    (seed, epoch, example indices) of a (batch, num_sent, length) input, every draw is instead a hash of
+    the token's example, sentence and position (:func:`keyed_uniforms`), so W processes mask exactly as
+    one process on the whole batch does.
     """
     specials = torch.tensor(sorted(set(special_ids)), dtype=input_ids.dtype, device=input_ids.device)
     eligible = attention_mask.bool() & ~torch.isin(input_ids, specials)
 
+    draws = iter(range(4))
+
     def coin(probability: float) -> torch.Tensor:
+        if keys is not None:
+            return keyed_uniforms(tuple(input_ids.shape), *keys, next(draws)).to(input_ids.device) < probability
         probs = torch.full(input_ids.shape, probability, device=input_ids.device)
         return torch.bernoulli(probs, generator=generator).bool()
 
@@ -737,7 +778,11 @@ def mask_tokens(
     to_mask = chosen & coin(0.8)
     masked_ids[to_mask] = mask_token_id
     to_random = chosen & ~to_mask & coin(0.5)  # half of the remaining 20%
-    random_ids = torch.randint(vocab_size, (int(to_random.sum()),), generator=generator, device=input_ids.device)
+    if keys is not None:
+        every = (keyed_uniforms(tuple(input_ids.shape), *keys, 3) * vocab_size).long().clamp_max(vocab_size - 1)
+        random_ids = every.to(input_ids.device)[to_random]
+    else:
+        random_ids = torch.randint(vocab_size, (int(to_random.sum()),), generator=generator, device=input_ids.device)
     masked_ids[to_random] = random_ids.to(input_ids.dtype)
     return masked_ids, labels
 
@@ -767,6 +812,11 @@ class SimCSECollator:
     pad_to_multiple_of: int | None = None
     generator: torch.Generator | None = None
     pad_to_length: int | None = None
+    # Keyed masks (train.py sets mask_seed = --seed; the trainer sets epoch at each epoch): each token's
+    # draws are a hash of (seed, epoch, example index, sentence, position), the same whichever process or
+    # batch row the example lands in, so DDP masks exactly as one process on the global batch.
+    mask_seed: int | None = None
+    epoch: int = 0
 
     def __post_init__(self) -> None:
         if self.tokenizer.pad_token_id is None:
@@ -803,5 +853,12 @@ class SimCSECollator:
                 special_ids=self.tokenizer.all_special_ids,
                 mlm_probability=self.mlm_probability,
                 generator=self.generator,
+                keys=self._mask_keys(features, batch["input_ids"].shape[0]),
             )
         return batch
+
+    def _mask_keys(self, features, rows: int) -> tuple[int, int, torch.Tensor] | None:
+        indices = getattr(features, "indices", None)
+        if self.mask_seed is None or indices is None or len(indices) != rows:
+            return None
+        return self.mask_seed, self.epoch, torch.from_numpy(np.asarray(indices, dtype=np.int64))

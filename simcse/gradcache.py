@@ -96,6 +96,13 @@ def cached_step(
     # 3. Replay each chunk with gradient from its random state and back-propagate the cached gradient.
     use_mlm = mlm_weight > 0 and all(k in inputs for k in MLM_KEYS)
     total_masked = int((inputs["mlm_labels"] != -100).sum()) if use_mlm else 0
+    # Under DDP the MLM term is the mean over every process's masked tokens: this process's chunks get
+    # W · masked / (all processes' masked tokens), which DDP's averaging turns into that global mean.
+    denominator = float(total_masked)
+    if use_mlm and world_size() > 1:
+        count = torch.tensor([total_masked], dtype=torch.float32, device=device)
+        torch.distributed.all_reduce(count)
+        denominator = float(count[0]) / world_size()
     mlm_total = torch.zeros((), device=device)
     for i, (chunk, state, g) in enumerate(zip(chunks if use_mlm else contrastive, states, grads)):
         state.restore()
@@ -106,7 +113,7 @@ def cached_step(
             surrogate = (out.embeddings.float() * g).sum()
             masked = int((chunk["mlm_labels"] != -100).sum()) if use_mlm else 0
             if masked > 0 and out.mlm_loss is not None:
-                share = masked / total_masked
+                share = masked / denominator
                 mlm_part = out.mlm_loss.float() * share
                 mlm_total = mlm_total + mlm_part.detach()
                 surrogate = surrogate + mlm_weight * mlm_part

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
 from simcse.distributed import gather_no_grad, gather_with_grad, rank, world_size
@@ -25,6 +25,16 @@ from simcse.reliability import NonFiniteLoss, mark_complete, nonfinite_error, st
 from simcse.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
 
 logger = logging.getLogger(__name__)
+
+class _CollatorEpoch(TrainerCallback):
+    """Tells the collator which epoch is starting (before its first batch is drawn; also on resuming)."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.collator.epoch = int(state.epoch or 0)
+
 
 class SimCSETrainer(Trainer):
     """``Trainer`` with a pluggable contrastive loss on the model's embeddings and SentEval evaluation.
@@ -51,6 +61,8 @@ class SimCSETrainer(Trainer):
         self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)
         self.skip_nonfinite = getattr(self.args, "skip_nonfinite", False)
         self.skipped_nonfinite = 0
+        if hasattr(self.data_collator, "epoch"):  # keyed MLM masks differ per epoch
+            self.add_callback(_CollatorEpoch(self.data_collator))
         self._diagnostics: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps)
 
     @torch.no_grad()
@@ -120,6 +132,17 @@ class SimCSETrainer(Trainer):
             for param in model.parameters():
                 if param.requires_grad:
                     param.grad = torch.full_like(param, float("nan"))
+
+    def _mlm_share(self, labels: torch.Tensor) -> torch.Tensor | float:
+        """W · (this process's masked tokens) / (all processes' masked tokens): the factor that turns the
+        local MLM mean into this process's part of the global-batch mean once DDP averages gradients
+        over the W processes (1 in one process). One all-reduce of a count, only with --do_mlm under DDP."""
+        if world_size() == 1:
+            return 1.0
+        local = (labels != -100).sum().to(torch.float32).reshape(1)
+        total = local.clone()
+        torch.distributed.all_reduce(total)
+        return world_size() * local[0] / total[0].clamp_min(1)
 
     def _check_finite(self, loss: torch.Tensor) -> torch.Tensor:
         """Raise :class:`NonFiniteLoss` before any backward when the loss is NaN/inf on ANY process.
@@ -198,8 +221,9 @@ class SimCSETrainer(Trainer):
         loss = self._loss_of_embeddings(z, extras)
         if model.training:
             self._record_diagnostics(z[:, 0].detach(), z[:, 1].detach())
+        share = self._mlm_share(inputs["mlm_labels"]) if "mlm_labels" in inputs else 1.0  # on every rank
         if outputs.mlm_loss is not None:
-            loss = loss + self.mlm_weight * outputs.mlm_loss
+            loss = loss + self.mlm_weight * outputs.mlm_loss * share
         if model.training:
             self._check_finite(loss)  # before backward, so a skipped step leaves no gradient
         return (loss, outputs) if return_outputs else loss

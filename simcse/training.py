@@ -107,7 +107,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                                          num_proc=data_args.preprocessing_num_workers,
                                          overwrite_cache=data_args.overwrite_cache, roles=roles)
     collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
-                              pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None)
+                              pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
+                              mask_seed=training_args.seed)
 
     # 6. Loss and evaluation.
     loss_fn = model_args.wrap_loss(build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs()))

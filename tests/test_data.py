@@ -529,3 +529,28 @@ def test_a_score_that_is_not_a_number_names_its_row(load, cell):
     ds = load("g.csv", f"sent0,sent1,score\na,b,1\nc,d,{cell}\n")
     with pytest.raises(SimCSEError, match=rf"row 2: the 'score' column holds {re.escape(repr(cell))}, not a finite"):
         tokenize_dataset(ds, _tokenizer("bert-base-uncased"))
+
+
+def test_keyed_mlm_masks_do_not_depend_on_the_batch_split_or_padding():
+    """With keys, a token's masking draws depend only on (seed, epoch, example, sentence, position): the
+    same examples masked in one batch or split over two (as over two processes, each padded to its own
+    longest) get the same masks; another epoch draws others; the masking rate is still ~15%."""
+    import torch
+
+    from simcse.data import mask_tokens
+
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 2000, (6, 2, 20))
+    mask = torch.ones_like(ids)
+    mask[3:, :, 12:] = 0  # rows 3-5 are shorter
+    kwargs = dict(mask_token_id=103, vocab_size=30522, special_ids=[0, 101, 102])
+    whole = mask_tokens(ids, mask, keys=(7, 0, torch.arange(6)), **kwargs)
+    first = mask_tokens(ids[:3], mask[:3], keys=(7, 0, torch.arange(3)), **kwargs)
+    second = mask_tokens(ids[3:, :, :12], mask[3:, :, :12], keys=(7, 0, torch.arange(3, 6)), **kwargs)
+    for full, part, rows, length in ((whole, first, slice(0, 3), 20), (whole, second, slice(3, 6), 12)):
+        assert torch.equal(full[0][rows, :, :length], part[0]) and torch.equal(full[1][rows, :, :length], part[1])
+    other_epoch = mask_tokens(ids, mask, keys=(7, 1, torch.arange(6)), **kwargs)
+    assert not torch.equal(whole[1], other_epoch[1])
+    big = torch.randint(1000, 2000, (400, 2, 32))
+    rate = (mask_tokens(big, torch.ones_like(big), keys=(3, 0, torch.arange(400)), **kwargs)[1] != -100).float().mean()
+    assert 0.14 < rate < 0.16
