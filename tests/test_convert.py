@@ -12,7 +12,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 import evaluation
 import simcse_to_huggingface as convert_cli
-from conftest import save_tiny_model, write_sts_tree
+from helpers import save_tiny_model, write_sts_tree
 from simcse.cli import run_cli
 from simcse.models import configure, model_class_for
 

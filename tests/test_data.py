@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from conftest import SHARED, require_shared, tokenizer_path
+from helpers import SHARED, require_shared, tokenizer_path
 from simcse.data import (
     SUPPORTED_EXTENSIONS,
     SimCSECollator,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from conftest import save_tiny_model, write_sts_tree
+from helpers import save_tiny_model, write_sts_tree
 from simcse import demo
 
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig
 
 import senteval.sts
-from conftest import tokenizer_path, write_sts_tree
+from helpers import tokenizer_path, write_sts_tree
 from senteval.engine import SE
 from senteval.errors import SentEvalError
 from senteval.registry import build_task
@@ -143,8 +143,7 @@ def test_dropped_split_is_an_error_not_a_silent_empty_score(tmp_path):
 def test_eval_transfer_adds_every_transfer_tasks_dev_accuracy(bert_tokenizer, tmp_path):
     """--eval_transfer: the dev evaluator also reports each transfer task's dev accuracy (as SentEval's
     engine computes it with the same encoder and fast settings) and their mean; without it, none."""
-    from test_senteval_transfer import make_tree
-
+    from helpers import make_transfer_tree as make_tree
     from senteval.registry import TRANSFER_TASKS
     from simcse.evaluators import senteval_params
 

@@ -10,7 +10,7 @@ import pytest
 
 import simcse.losses
 import simcse.tool
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 
 LOSS_MODULES = sorted(m.name for m in pkgutil.iter_modules(simcse.losses.__path__, "simcse.losses."))
 # Modules whose docstrings hold at least one example (so a rewrite that drops them fails here).

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import evaluation
-from conftest import REPO, write_sts_tree
+from helpers import REPO, write_sts_tree
 from simcse import evaluators
 from simcse.cli import run_cli
 
@@ -183,7 +183,7 @@ def test_cls_pooler_without_trained_pooling_layer_is_refused(tmp_path, capsys):
     """A checkpoint saved without BERT's pooler would get a random one: refuse instead of printing noise."""
     from safetensors.torch import load_file, save_file
 
-    from conftest import save_tiny_model
+    from helpers import save_tiny_model
 
     model_dir = save_tiny_model(tmp_path / "no-pooler", "bert")
     weights = load_file(model_dir / "model.safetensors")

@@ -8,7 +8,7 @@ import shlex
 import pytest
 import torch
 
-from conftest import REPO
+from helpers import REPO
 from simcse.arguments import SimCSETrainingArguments, parse_train_args
 from simcse.errors import SimCSEError
 

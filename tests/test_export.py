@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_tool import make_checkpoint
 
 import simcse_to_huggingface as convert_cli
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 from simcse import SimCSE
 from simcse.cli import run_cli
 

@@ -15,7 +15,7 @@ import sys
 import pytest
 from test_train import write_train_file
 
-from conftest import REPO, save_tiny_model
+from helpers import REPO, save_tiny_model
 from simcse.reliability import MARKER, final_save_incomplete, is_complete
 
 

@@ -10,7 +10,7 @@ from test_train import SENTENCES, base_args, write_train_file
 from transformers import AutoTokenizer
 
 import train
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
 from simcse.encoder import build_encoder
 from simcse.errors import SimCSEError

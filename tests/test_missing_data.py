@@ -1,4 +1,4 @@
-"""With CI set, a test whose shared data is missing fails the run; elsewhere it skips (tests/conftest.py)."""
+"""With CI set, a test whose shared data is missing fails the run; elsewhere it skips (tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.parametrize("ci, outcome", [("1", "1 failed"), ("", "1 skipped")])

@@ -13,7 +13,7 @@ import pytest
 from safetensors.torch import load_file
 from scipy import stats
 
-from conftest import save_tiny_model, write_sts_tree
+from helpers import save_tiny_model, write_sts_tree
 from simcse import evaluators, multiseed, training
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError

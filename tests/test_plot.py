@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import train
-from conftest import save_tiny_model, write_sts_tree
+from helpers import save_tiny_model, write_sts_tree
 from simcse import plot
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import write_sts_tree
+from helpers import write_sts_tree
 from simcse.data import column_roles, load_training_dataset
 from simcse.errors import SimCSEError
 from simcse.prepare import main, read_stsb_pairs

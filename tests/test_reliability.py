@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from test_train import base_args, write_train_file
 
 import train
-from conftest import REPO, save_tiny_model, write_sts_tree
+from helpers import REPO, save_tiny_model, write_sts_tree
 from simcse import training
 from simcse.arguments import SimCSETrainingArguments
 from simcse.cli import run_cli

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from test_train import write_train_file
 
 import train
-from conftest import REPO, save_tiny_model, write_sts_tree
+from helpers import REPO, save_tiny_model, write_sts_tree
 from simcse import training
 from simcse.reliability import MARKER, incomplete_reason, is_complete
 from simcse.trainers import SimCSETrainer

@@ -206,7 +206,7 @@ def test_sentence_keys_of_tokenized_examples(tmp_path):
     import datasets
     from transformers import AutoTokenizer
 
-    from conftest import tokenizer_path
+    from helpers import tokenizer_path
     from simcse.data import tokenize_dataset
 
     text = datasets.Dataset.from_dict({"a": ["x y", "z", "x y", "w"], "b": ["z", "x y", "q", "w"]})
@@ -231,7 +231,7 @@ def test_real_file_with_repeats_batches_never_repeat_a_token_sequence(tmp_path):
     from accelerate.data_loader import SkipBatchSampler
     from transformers import AutoTokenizer
 
-    from conftest import tokenizer_path
+    from helpers import tokenizer_path
     from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
 
     rng = random.Random(0)

@@ -7,7 +7,7 @@ import re
 import shutil
 import subprocess
 
-from conftest import REPO
+from helpers import REPO
 
 
 def test_missing_venv_module_prints_the_one_line_fix(tmp_path):

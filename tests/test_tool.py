@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 import simcse_to_huggingface as convert_cli
-from conftest import SHARED, require_shared, save_tiny_model
+from helpers import SHARED, require_shared, save_tiny_model
 from simcse import SimCSE
 from simcse.errors import SimCSEError
 from simcse.models import configure, model_class_for

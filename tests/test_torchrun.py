@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from conftest import REPO, save_tiny_model
+from helpers import REPO, save_tiny_model
 
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 SENTENCES = [f"sentence number {i} says something about topic {i % 3} ." for i in range(8)]
@@ -184,7 +184,7 @@ trainers.SimCSETrainer.train = train_and_dump
 
 
 def test_evaluation_runs_once_on_rank_0_and_every_rank_gets_its_metrics(models, train_file, tmp_path, monkeypatch):
-    from conftest import write_sts_tree
+    from helpers import write_sts_tree
 
     data = write_sts_tree(tmp_path / "senteval")
     inject = tmp_path / "inject"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 from simcse import training
 from simcse.cli import run_cli
 from simcse.models import BertForCL

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from test_train import base_args, run, write_train_file
 
 import train
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 from simcse import training
 from simcse.arguments import SimCSETrainingArguments
 from simcse.errors import SimCSEError

@@ -2,7 +2,7 @@
 
 Reference: Solatorio (2024), "GISTEmbed: Guided In-sample Selection of Training Negatives for Text
 Embedding Fine-tuning", arXiv:2402.16829. sentence-transformers implements it as ``GISTEmbedLoss``
-(sentence_transformers/sentence_transformer/losses/gist_embed.py); tests/test_loss_parity_st.py checks
+(sentence_transformers/sentence_transformer/losses/gist_embed.py); tests/losses/test_loss_parity_st.py checks
 that this loss equals it, values and gradients, on the same embeddings and guide embeddings.
 
 The guide's embeddings of the batch's sentences are computed by the trainer, without gradient, once per
@@ -105,7 +105,7 @@ class GISTLoss(ContrastiveLoss):
     negatives ``z3`` (B, H) or (B, K, H).
 
     Reference: Solatorio (2024), arXiv:2402.16829. Equal to sentence-transformers' ``GISTEmbedLoss``
-    (temperature τ) given the same guide embeddings (tests/test_loss_parity_st.py).
+    (temperature τ) given the same guide embeddings (tests/losses/test_loss_parity_st.py).
     """
 
     supports_hard_negatives = True

@@ -4,7 +4,7 @@ References: Su (2022), "CoSENT: a more efficient sentence vector scheme than Sen
 (kexue.fm/archives/8847; the ranking loss as restated in the AnglE paper, its eq. 2); Li & Li (2023),
 "AnglE-optimized Text Embeddings", arXiv:2309.12871 (the angle objective, its eqs. 3-5).
 sentence-transformers implements both as ``CoSENTLoss`` and ``AnglELoss``
-(sentence_transformers/losses/CoSENTLoss.py, AnglELoss.py); tests/test_loss_parity_st.py checks that
+(sentence_transformers/losses/CoSENTLoss.py, AnglELoss.py); tests/losses/test_loss_parity_st.py checks that
 these losses equal them, values and gradients, on the same embeddings.
 
 The training data are pairs (z1_i, z2_i) with a gold similarity y_i (a ``score`` column, e.g. STS-B
@@ -78,7 +78,7 @@ class CoSENTLoss(ContrastiveLoss):
     Takes ``scores`` (B,), a float per pair (training data with a ``score`` column); no hard negatives.
 
     References: Su (2022), kexue.fm/archives/8847; restated in Li & Li (2023), arXiv:2309.12871, eq. 2.
-    Equal to sentence-transformers' ``CoSENTLoss(scale=1/τ)`` (tests/test_loss_parity_st.py).
+    Equal to sentence-transformers' ``CoSENTLoss(scale=1/τ)`` (tests/losses/test_loss_parity_st.py).
 
     Example (``z`` stands for ``model(**batch).embeddings``, (B, 2, H), and ``scores`` for the batch's gold
     scores, e.g. STS-B train's 0..5):
@@ -126,7 +126,7 @@ class AnglELoss(ContrastiveLoss):
     Takes ``scores`` (B,), a float per pair (training data with a ``score`` column); no hard negatives.
 
     Reference: Li & Li (2023), "AnglE-optimized Text Embeddings", arXiv:2309.12871, eqs. 3-5. Equal to
-    sentence-transformers' ``AnglELoss(scale=1/τ)`` (tests/test_loss_parity_st.py).
+    sentence-transformers' ``AnglELoss(scale=1/τ)`` (tests/losses/test_loss_parity_st.py).
     """
 
     needs_scores = True

@@ -85,7 +85,7 @@ class Matryoshka2dLoss(ContrastiveLoss):
     b = ``prior_layers_weight``, c = ``kl_div_weight``, T = ``kl_temperature`` (T = 0: no KL term).
     This is sentence-transformers' ``AdaptiveLayerLoss`` with uniform layer weighting, and with a
     :class:`MatryoshkaLoss` inside its ``Matryoshka2dLoss`` (which by default samples one width per
-    step, where this wrapper uses every width; tests/test_loss_parity_st.py compares the two with all
+    step, where this wrapper uses every width; tests/losses/test_loss_parity_st.py compares the two with all
     layers and all widths).
 
     ``forward`` takes ``layers``, the earlier layers' pooled embeddings (B, N, L, H) with N = 2 + K

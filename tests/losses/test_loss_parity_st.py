@@ -174,7 +174,7 @@ class _FixedGuide(nn.Module):
 def test_gist_is_gist_embed_loss(k, hparams):
     from transformers import AutoTokenizer
 
-    from conftest import tokenizer_path
+    from helpers import tokenizer_path
 
     zs = _embeddings(seed=40 + k, k=k)
     g = torch.Generator().manual_seed(41 + k)
@@ -212,7 +212,7 @@ def test_matryoshka_2d_is_matryoshka2d_loss(tmp_path, k, with_dims):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.models import Pooling, Transformer
 
-    from conftest import save_tiny_model
+    from helpers import save_tiny_model
     from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
     from simcse.poolers import pool
 

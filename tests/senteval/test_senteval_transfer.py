@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import senteval
-from conftest import missing_data
+from helpers import make_transfer_tree, missing_data
 from senteval.binary import CREval, MPQAEval, MREval, SUBJEval, read_sentences
 from senteval.classifier import (
     OPTIMIZERS,
@@ -478,48 +478,12 @@ def hashed_bow(params, batch):
     return out
 
 
-def make_tree(root: Path) -> None:
-    """A tiny downstream/ tree for every transfer task; classes are told apart by their words."""
-    rs = np.random.RandomState(0)
-    filler = ["the", "a", "it", "was", "this", "and", "of", "film", "movie", "thing"]
-
-    def sentence(word: str) -> str:
-        return " ".join([word, *rs.choice(filler, size=rs.randint(1, 4))]) + " ."
-
-    def lines(word: str, n: int) -> bytes:
-        return "".join(sentence(word) + "\n" for _ in range(n)).encode()
-
-    d = root / "downstream"
-    for folder, names in {
-        "MR": ("rt-polarity.pos", "rt-polarity.neg"),
-        "CR": ("custrev.pos", "custrev.neg"),
-        "SUBJ": ("subj.objective", "subj.subjective"),
-        "MPQA": ("mpqa.pos", "mpqa.neg"),
-    }.items():
-        write(d / folder / names[0], lines("wonderful", 30))
-        write(d / folder / names[1], lines("dreadful", 30))
-    for split, n in (("train", 40), ("dev", 16), ("test", 16)):
-        rows = [f"{sentence('wonderful')} \t1\n{sentence('dreadful')} \t0\n" for _ in range(n // 2)]
-        write(d / "SST" / "binary" / f"sentiment-{split}", "".join(rows).encode())
-    cue = {c: w for c, w in zip(COARSE_CLASSES, ["abbreviation", "why", "animal", "who", "where", "howmany"])}
-    for name, n in (("train_5500.label", 12), ("TREC_10.label", 4)):
-        rows = [f"{c}:x {sentence(cue[c])}\n" for c in COARSE_CLASSES for _ in range(n)]
-        write(d / "TREC" / name, "".join(rows).encode("latin-1"))
-    for name, n in (("msr_paraphrase_train.txt", 30), ("msr_paraphrase_test.txt", 12)):
-        rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"]
-        for i in range(n):
-            same = sentence(["cat", "dog", "sun", "sea"][i % 4])
-            rows.append(f"1\t{i}\t{i}\t{same}\t{same}\n")
-            rows.append(f"0\t{i}\t{i}\t{sentence('stocks')}\t{sentence('weather')}\n")
-        write(d / "MRPC" / name, b"\xef\xbb\xbf" + "".join(rows).encode())
-
-
 def test_every_transfer_task_is_registered():
     assert set(TRANSFER_TASKS) <= set(TASKS)
 
 
 def test_engine_runs_every_transfer_task(tmp_path):
-    make_tree(tmp_path)
+    make_transfer_tree(tmp_path)
     prepared = []
     params = {"task_path": str(tmp_path), "kfold": 3, "classifier": FAST, "device": "cpu"}
     se = SE(params, hashed_bow, prepare=lambda p, samples: prepared.append(len(samples)))
@@ -537,7 +501,7 @@ def test_engine_runs_every_transfer_task(tmp_path):
 
 
 def test_engine_sklearn_path(tmp_path):
-    make_tree(tmp_path)
+    make_transfer_tree(tmp_path)
     params = {"task_path": str(tmp_path), "kfold": 3, "usepytorch": False, "classifier": FAST}
     result = SE(params, hashed_bow).eval("MRPC")
     assert result["acc"] == 100.0 and result["f1"] == 100.0

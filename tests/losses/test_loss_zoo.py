@@ -2,7 +2,7 @@
 registry (degenerate batches, AMP, hard negatives, hyperparameters), the relations between the losses,
 and the diagnostics.
 
-InfoNCE itself is covered by tests/test_losses.py, including its equality with a cross-entropy over the
+InfoNCE itself is covered by tests/losses/test_losses.py, including its equality with a cross-entropy over the
 stacked similarities [S, S3] / τ (test_infonce_equals_cross_entropy_over_stacked_similarities).
 """
 
@@ -650,7 +650,7 @@ def test_bad_hyperparameters_are_named_with_their_value(name, kwarg, value):
 
 def test_every_loss_validates_its_numbers():
     validated = {name for name, _, _ in BAD_HPARAMS}
-    assert validated == set(LOSSES) - {"infonce"}  # infonce: tests/test_losses.py
+    assert validated == set(LOSSES) - {"infonce"}  # infonce: tests/losses/test_losses.py
 
 
 def test_pure_functions_validate_too():

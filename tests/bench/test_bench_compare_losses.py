@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from conftest import REPO, write_sts_tree
+from helpers import REPO, write_sts_tree
 
 # STS avg of each fake run: infonce 70 ± 1, dcl 70.5 ± 1 (overlaps), cosent 80 ± 1 (beyond the spread)
 FAKE = {"infonce": 70.0, "dcl": 70.5, "cosent": 80.0}

@@ -15,7 +15,7 @@ from scipy.stats import pearsonr, spearmanr
 
 import evaluation
 import train
-from conftest import SHARED, require_shared, save_tiny_model, write_sts_tree
+from helpers import SHARED, require_shared, save_tiny_model, write_sts_tree
 from senteval import SentEvalError
 from senteval.custom import (
     CustomClassificationEval,

@@ -6,7 +6,7 @@ import csv
 import importlib.util
 import json
 
-from conftest import REPO, SHARED
+from helpers import REPO, SHARED
 
 
 def load_bench():

@@ -7,7 +7,7 @@ import json
 import math
 import sys
 
-from conftest import REPO, write_sts_tree
+from helpers import REPO, write_sts_tree
 
 
 def test_tiny_cpu_run_writes_one_json(tmp_path, capsys):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from test_train import base_args, write_train_file
 
 import train
-from conftest import save_tiny_model
+from helpers import save_tiny_model
 from simcse.arguments import ModelArguments
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import pearsonr, spearmanr
 
-from conftest import missing_data
+from helpers import missing_data
 from senteval import SentEvalError, resolve_data_dir
 from senteval.engine import SE
 from senteval.registry import STS_TASKS, build_task

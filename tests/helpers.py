@@ -1,0 +1,131 @@
+"""Shared test helpers, imported as ``from helpers import ...``: where the offline data and models live,
+tiny random models built from configs, tiny SentEval data trees.
+
+Missing shared data fails the run when the environment variable ``CI`` is set (``.ci/run`` sets it), so
+CI can never pass by skipping; elsewhere the tests that need it skip with the path and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from senteval.trec import COARSE_CLASSES
+
+# The offline data and tokenizers beside the repository (override with $SIMCSE_SHARED).
+SHARED = Path(os.environ.get("SIMCSE_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+REPO = Path(__file__).resolve().parents[1]
+
+
+def missing_data(what: str) -> None:
+    """Fail (``CI`` set) or skip (otherwise) a test whose shared data ``what`` is absent."""
+    message = f"{what} not found (set SIMCSE_SHARED to the directory holding data/ and models/; now {SHARED})"
+    if os.environ.get("CI"):
+        pytest.fail(f"{message}; CI is set, so missing data fails the run instead of skipping", pytrace=False)
+    pytest.skip(message)
+
+
+def require_shared(path: Path, what: str) -> Path:
+    """``path`` (a file or directory of the shared data) when it exists, else :func:`missing_data`."""
+    if not path.exists():
+        missing_data(f"{what} at {path}")
+    return path
+
+
+def tokenizer_path(name: str) -> Path:
+    """Directory of a real tokenizer (bert-base-uncased, roberta-base, gpt2)."""
+    return require_shared(SHARED / "models" / "tokenizers" / name, f"tokenizer {name}")
+
+
+TOKENIZER_OF = {"bert": "bert-base-uncased", "roberta": "roberta-base", "gpt2": "gpt2"}
+
+
+def save_tiny_model(directory: Path, model_type: str, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random backbone of the given type with the real tokenizer, saved as a HF dir."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, BertConfig, GPT2Config, RobertaConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(TOKENIZER_OF[model_type]))
+    common = {"vocab_size": len(tokenizer)}
+    if model_type == "bert":
+        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                            max_position_embeddings=128, **common)
+    elif model_type == "roberta":
+        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
+                               max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id, **common)
+    else:
+        config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **common)
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def write_sts_tree(root: Path, n_pairs: int = 6) -> Path:
+    """A tiny STS12-16 + STS-B + SICK data tree of keyword sentences ('anchor' / 'level k')."""
+    def write(path: Path, lines: list[str]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    from senteval.sts import STS12Eval, STS13Eval, STS14Eval, STS15Eval, STS16Eval
+
+    sts = root / "downstream" / "STS"
+    for task in (STS12Eval, STS13Eval, STS14Eval, STS15Eval, STS16Eval):
+        for subset in task.subset_names:
+            write(sts / task.folder / f"STS.input.{subset}.txt",
+                  [f"a man plays {i}\tthe level {i}" for i in range(n_pairs)])
+            write(sts / task.folder / f"STS.gs.{subset}.txt", [f"{(i * 7) % 5}.0" for i in range(n_pairs)])
+    for split in ("train", "dev", "test"):
+        write(sts / "STSBenchmark" / f"sts-{split}.csv",
+              [f"g\tx\ty\t{i:04d}\t{i % 6}.0\ta dog runs {i}\ta cat sleeps {i}" for i in range(n_pairs)])
+    header = "pair_ID\tsentence_A\tsentence_B\trelatedness_score\tentailment_judgment"
+    for name in ("SICK_train.txt", "SICK_trial.txt", "SICK_test_annotated.txt"):
+        write(root / "downstream" / "SICK" / name,
+              [header] + [f"{i}\ta bird sings {i}\ta fish swims\t{1 + i % 4}.5\tNEUTRAL" for i in range(n_pairs)])
+    return root
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+def make_transfer_tree(root: Path) -> None:
+    """A tiny downstream/ tree for every transfer task; classes are told apart by their words."""
+    rs = np.random.RandomState(0)
+    filler = ["the", "a", "it", "was", "this", "and", "of", "film", "movie", "thing"]
+
+    def sentence(word: str) -> str:
+        return " ".join([word, *rs.choice(filler, size=rs.randint(1, 4))]) + " ."
+
+    def lines(word: str, n: int) -> bytes:
+        return "".join(sentence(word) + "\n" for _ in range(n)).encode()
+
+    d = root / "downstream"
+    for folder, names in {
+        "MR": ("rt-polarity.pos", "rt-polarity.neg"),
+        "CR": ("custrev.pos", "custrev.neg"),
+        "SUBJ": ("subj.objective", "subj.subjective"),
+        "MPQA": ("mpqa.pos", "mpqa.neg"),
+    }.items():
+        write_bytes(d / folder / names[0], lines("wonderful", 30))
+        write_bytes(d / folder / names[1], lines("dreadful", 30))
+    for split, n in (("train", 40), ("dev", 16), ("test", 16)):
+        rows = [f"{sentence('wonderful')} \t1\n{sentence('dreadful')} \t0\n" for _ in range(n // 2)]
+        write_bytes(d / "SST" / "binary" / f"sentiment-{split}", "".join(rows).encode())
+    cue = {c: w for c, w in zip(COARSE_CLASSES, ["abbreviation", "why", "animal", "who", "where", "howmany"])}
+    for name, n in (("train_5500.label", 12), ("TREC_10.label", 4)):
+        rows = [f"{c}:x {sentence(cue[c])}\n" for c in COARSE_CLASSES for _ in range(n)]
+        write_bytes(d / "TREC" / name, "".join(rows).encode("latin-1"))
+    for name, n in (("msr_paraphrase_train.txt", 30), ("msr_paraphrase_test.txt", 12)):
+        rows = ["Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"]
+        for i in range(n):
+            same = sentence(["cat", "dog", "sun", "sea"][i % 4])
+            rows.append(f"1\t{i}\t{i}\t{same}\t{same}\n")
+            rows.append(f"0\t{i}\t{i}\t{sentence('stocks')}\t{sentence('weather')}\n")
+        write_bytes(d / "MRPC" / name, b"\xef\xbb\xbf" + "".join(rows).encode())
