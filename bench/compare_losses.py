@@ -165,7 +165,7 @@ def plot(rows: list[dict], start: dict | None, path: Path) -> Path:
         ax.legend(fontsize=8)
     ax.set_xticks(range(len(rows)), [row["loss"] for row in rows], rotation=45, ha="right")
     ax.set_ylabel("STS avg (7 tasks, test) x 100")
-    ax.set_title("every loss from the same start: mean ± std over seeds (dots: seeds)")
+    ax.set_title("every loss from the same start\nmean ± std over seeds (dots: seeds)", fontsize=10)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
