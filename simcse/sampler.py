@@ -4,8 +4,9 @@ Every in-batch loss treats the other examples' sentences as negatives; a repeate
 NLI data: one premise has several hypotheses; and in scraped corpora) is then a false negative: the
 loss pushes a sentence away from itself. Batches are filled in a seeded random order; an example whose
 sentences collide with one already in the batch waits ("is parked") and goes into a later batch.
-Every example is yielded exactly once per epoch; only when the remaining examples collide with each
-other can a batch come out smaller than ``batch_size``.
+Every example is yielded at most once per epoch; only when the remaining examples collide with each
+other can a batch come out smaller than ``batch_size``, and a batch of one is never yielded (see
+:meth:`NoDuplicatesBatchSampler._absorb_lone`).
 
 Cost. A sentence is identified by a 64-bit hash of its token ids (:func:`hash_sentences`), held in one
 numpy array (8 bytes per sentence), not by a tuple of its tokens. Planning an epoch examines each
