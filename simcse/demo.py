@@ -80,8 +80,16 @@ def main(argv: list[str] | None = None) -> dict:
     started = time.perf_counter()
     pooler = "cls_before_pooler"
 
+    def done(stage: str, since: float) -> None:
+        now = time.perf_counter()
+        print(f"      {stage} took {now - since:.0f}s (total {now - started:.0f}s)", flush=True)
+
     print(f"[1/4] STS suite of the starting model ({pooler}): {model}", flush=True)
     before = sts_suite(model, pooler, data)
+    done("[1/4]", started)
+    print(f"      [4/4] will take about as long; [2/4] runs {args.max_steps} steps and "
+          f"{args.max_steps // args.eval_steps + 1} STS-B/SICK-R dev evaluations", flush=True)
+    since = time.perf_counter()
 
     print(f"[2/4] unsupervised SimCSE: {args.max_steps} steps of batch {args.batch_size} on {train_file}", flush=True)
     model_args, data_args, training_args = make_train_args(
@@ -94,13 +102,18 @@ def main(argv: list[str] | None = None) -> dict:
     )
     configure_training_logging(training_args.should_log)
     metrics = train_model(model_args, data_args, training_args)
+    done("[2/4]", since)
+    since = time.perf_counter()
 
     print("[3/4] converting the best checkpoint to a plain Hugging Face model", flush=True)
     converted = out + "-hf"
     convert(out, converted, overwrite=True)
+    done("[3/4]", since)
+    since = time.perf_counter()
 
     print(f"[4/4] STS suite of the trained model ({pooler})", flush=True)
     after = sts_suite(converted, pooler, data)
+    done("[4/4]", since)
 
     history = json.loads((Path(out) / "trainer_state.json").read_text())["log_history"]
     dev = [(h["step"], h["eval_stsb_spearman"]) for h in history if "eval_stsb_spearman" in h]

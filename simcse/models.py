@@ -216,6 +216,12 @@ class ContrastiveEncoderMixin:
         # unused weights in such a checkpoint are dropped when it loads.
         if uses_mlp_head(config.pooler_type):
             self.mlp = MLPHead(config.hidden_size)
+        if not is_simcse_checkpoint(config):
+            # Starting from a plain backbone (bert-base-uncased, ...): a fresh MLP head and an unused pooling
+            # layer are the SimCSE recipe, not a broken checkpoint, so transformers' load report leaves them
+            # out (train.py says so in one line); anything else missing or unexpected is still reported.
+            self._keys_to_ignore_on_load_missing = [r"^mlp\.dense\."]
+            self._keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\.dense\.", r"^cls\.seq_relationship\."]
         if config.do_mlm:
             if self.mlm_attr is None:
                 raise SimCSEError(f"--do_mlm is not supported for {config.model_type}; drop the flag")

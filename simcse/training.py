@@ -26,7 +26,8 @@ from simcse.errors import SimCSEError
 from simcse.evaluators import STS_DEV_METRICS, SentEvalDevEvaluator
 from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
-from simcse.models import configure, model_class_for
+from simcse.models import configure, is_simcse_checkpoint, model_class_for
+from simcse.poolers import uses_mlp_head
 from simcse.reliability import check_task_data, resolve_resume_checkpoint, run_record
 from simcse.trainers import SimCSETrainer
 
@@ -96,10 +97,14 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
     roles = column_roles(raw, data_args.train_columns, where=f"training file {data_args.train_file}")
     num_columns = len(roles.sentences)
+    fresh_head = uses_mlp_head(config.pooler_type) and not is_simcse_checkpoint(config)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
                                                                 revision=model_args.model_revision,
                                                                 trust_remote_code=model_args.trust_remote_code))
+    if fresh_head:
+        logger.info("the MLP head (mlp.dense, tanh) starts fresh, as SimCSE's recipe does; the checkpoint's own "
+                    "pooling layer is not used")
 
     # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
     with training_args.main_process_first(desc="tokenization"):

@@ -67,3 +67,34 @@ def test_no_masked_position_gives_no_mlm_term():
     out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mlm_input_ids=ids,
                 mlm_labels=torch.full_like(ids, -100))
     assert out.mlm_loss is None
+
+
+def test_the_recipe_fresh_head_is_not_reported_as_a_broken_checkpoint(tmp_path, caplog):
+    """From a plain backbone, the fresh MLP head and the unused pooling layer are SimCSE's recipe:
+    transformers' load report leaves them out, and the head is still initialised (std 0.02, zero bias).
+    A SimCSE checkpoint that lacks its head is still reported."""
+    import logging
+
+    import safetensors.torch as st
+    from transformers import AutoConfig
+
+    from helpers import save_tiny_model
+    from simcse.models import BertForCL, configure
+
+    base = save_tiny_model(tmp_path / "base", "bert")
+    with caplog.at_level(logging.WARNING):
+        model = BertForCL.from_pretrained(base, config=configure(AutoConfig.from_pretrained(base), pooler_type="cls"))
+    assert not [r for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+    weight = model.mlp.dense.weight
+    assert torch.isfinite(weight).all() and 0.015 < float(weight.std()) < 0.025
+    assert torch.equal(model.mlp.dense.bias, torch.zeros_like(model.mlp.dense.bias))
+
+    model.save_pretrained(tmp_path / "simcse")
+    state = st.load_file(tmp_path / "simcse" / "model.safetensors")
+    headless = {k: v for k, v in state.items() if not k.startswith("mlp.")}
+    st.save_file(headless, tmp_path / "simcse" / "model.safetensors", metadata={"format": "pt"})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        BertForCL.from_pretrained(tmp_path / "simcse")
+    reports = [r.getMessage() for r in caplog.records if "LOAD REPORT" in r.getMessage()]
+    assert reports and "mlp.dense.weight" in reports[0]
