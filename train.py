@@ -16,14 +16,16 @@ from __future__ import annotations
 import sys
 
 from simcse.arguments import parse_train_args
-from simcse.cli import configure_training_logging, run_cli
+from simcse.cli import configure_training_logging, print_notices, run_cli
 from simcse.training import train_model
 
 
 def parse_args(argv: list[str] | None):
     """(model, data, training) arguments; flags of the original train.py are translated, each change
     announced on stderr in one line (see simcse.arguments.LEGACY_FLAGS)."""
-    return parse_train_args(sys.argv[1:] if argv is None else argv, announce="train.py")
+    *groups, notices = parse_train_args(sys.argv[1:] if argv is None else argv)
+    print_notices(notices, "train.py")
+    return groups
 
 
 def main(argv: list[str] | None = None) -> dict:

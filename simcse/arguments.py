@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -497,15 +496,9 @@ def translate_legacy_config(config: dict) -> tuple[dict, list[str]]:
     return out, notices
 
 
-def parse_train_args(argv: list[str], announce: str | None = None):
+def parse_train_args(argv: list[str]):
     """train.py's arguments from ``argv`` (flags, or one ``.json`` file), the original's flags translated:
-    (model, data, training arguments, notices to show the user). With ``announce`` (a program name) the
-    notices are printed to stderr as ``<announce>: notice: ...`` and the three arguments are returned."""
-    if announce is not None:
-        *groups, notices = parse_train_args(argv)
-        for notice in notices:
-            print(f"{announce}: notice: {notice}", file=sys.stderr)
-        return tuple(groups)
+    (model, data, training arguments, notices to show the user, one line each)."""
     from transformers import HfArgumentParser
 
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))

@@ -47,3 +47,9 @@ def configure_training_logging(should_log: bool) -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         level=logging.INFO if should_log else logging.WARN, stream=sys.stdout)
     transformers.utils.logging.set_verbosity_warning()
+
+
+def print_notices(notices: list[str], prog: str) -> None:
+    """The notices of :func:`simcse.arguments.parse_train_args`, one ``<prog>: notice: ...`` line each."""
+    for notice in notices:
+        print(f"{prog}: notice: {notice}", file=sys.stderr)

@@ -315,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
     from transformers import AutoConfig
 
     from simcse.arguments import parse_train_args
-    from simcse.cli import configure_training_logging
+    from simcse.cli import configure_training_logging, print_notices
     from simcse.evaluators import EvaluationConfig, evaluate
     from simcse.files import atomic_write_json
     from simcse.reliability import final_save_incomplete, newest_complete_checkpoint
@@ -381,8 +381,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"====== seed {seed}: training into {seed_dir}", flush=True)
             os.makedirs(seed_dir, exist_ok=True)
             atomic_write_json(os.path.join(seed_dir, SEED_ARGS), settings)
-            model_args, data_args, training_args = parse_train_args(seed_train_args(train_args, seed, seed_dir, extra),
-                                                                    announce="multiseed")
+            *groups, notices = parse_train_args(seed_train_args(train_args, seed, seed_dir, extra))
+            print_notices(notices, "multiseed")
+            model_args, data_args, training_args = groups
             configure_training_logging(training_args.should_log)
             train_metrics = train_model(model_args, data_args, training_args) or {}
         pooler = args.pooler or pooler_from_config(AutoConfig.from_pretrained(seed_dir))
