@@ -18,10 +18,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation import STS_TASKS, senteval_params, sts_row  # noqa: E402
 from senteval.datapath import resolve_data_dir  # noqa: E402
 from senteval.engine import SE  # noqa: E402
+from senteval.registry import STS_TASKS  # noqa: E402
 from simcse.encoder import build_encoder  # noqa: E402
+from simcse.evaluators import senteval_params, sts_row  # noqa: E402
 
 
 def sts_average_by_width(model: str, pooler: str, dims: list[int], data_dir: str) -> dict[int, dict]:
