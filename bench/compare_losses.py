@@ -26,7 +26,9 @@ delete a result file to redo it). After each run the summary is rewritten:
 * ``compare_losses.json``: every per-seed result;
 * ``compare_losses.png``: mean ± std per loss with the seeds as dots.
 
-It prints the total compute time of the results it holds (those of earlier sittings included).
+It prints the total compute time of the results it holds (those of earlier sittings included). Sittings
+on disjoint ``--losses`` may run at the same time into one ``--output_dir`` (for instance two processes with
+``OMP_NUM_THREADS=1`` on two cores); a last run naming every loss then only summarises.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import shutil
 import time
 from pathlib import Path
 
-import torch
 from bench_defaults import default_model
 
 from senteval.datapath import resolve_data_dir
@@ -134,8 +135,8 @@ def markdown(rows: list[dict], args, start: dict | None, total_seconds: float, r
         f"`cls_before_pooler`); {args.steps} steps of batch {args.batch_size}, lr {args.learning_rate}, max length 32; "
         f"each loss with its registry defaults. STS avg: the 7-task STS test average (STS12-16 'all', STS-B, "
         f"SICK-R), mean ± sample std over the seeds; vs {reference}: '>'/'<' where the mean ± std intervals do "
-        f"not overlap, '≈' where they do. {platform.machine()} CPU x {torch.get_num_threads()} threads; total "
-        f"compute {total_seconds / 60:.1f} min.",
+        f"not overlap, '≈' where they do. {platform.machine()} CPU; total compute (the runs' wall time summed) "
+        f"{total_seconds / 60:.1f} min.",
         "",
     ]
     if start is not None:
@@ -171,6 +172,19 @@ def plot(rows: list[dict], start: dict | None, path: Path) -> Path:
     fig.savefig(path, dpi=130)
     plt.close(fig)
     return path
+
+
+def write_summary(out: Path, losses: list[str], args, start: dict) -> tuple[list[dict], float]:
+    """Rewrite compare_losses.{md,json,png} from every result on disk for ``losses``; return the rows and
+    the total compute seconds of those results."""
+    results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*-seed*.json"))]
+    results = [r for r in results if r["loss"] in losses]
+    total = sum(r["seconds"] for r in results)
+    rows = summarize(results, args.reference)
+    atomic_write_text(out / "compare_losses.md", markdown(rows, args, start, total, args.reference))
+    atomic_write_text(out / "compare_losses.json", json.dumps({"start": start, "results": results}, indent=2) + "\n")
+    plot(rows, start, out / "compare_losses.png")
+    return rows, total
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -230,19 +244,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 continue
             print(f"=== {loss} seed {seed}", flush=True)
             atomic_write_text(path, json.dumps(run_one(loss, seed, args, data, files), indent=2) + "\n")
+            write_summary(out, losses, args, start)  # an interrupted sitting leaves a current table
 
-    results = [json.loads(p.read_text()) for p in sorted((out / "results").glob("*-seed*.json"))]
-    results = [r for r in results if r["loss"] in losses]
-    total = sum(r["seconds"] for r in results)
-    rows = summarize(results, args.reference)
-    table = markdown(rows, args, start, total, args.reference)
-    atomic_write_text(out / "compare_losses.md", table)
-    atomic_write_text(out / "compare_losses.json", json.dumps({"start": start, "results": results}, indent=2) + "\n")
-    png = plot(rows, start, out / "compare_losses.png")
-    print(table)
+    rows, total = write_summary(out, losses, args, start)
+    print((out / "compare_losses.md").read_text())
     print(f"total compute time of these results: {total / 60:.1f} min (this sitting: "
           f"{(time.perf_counter() - sitting) / 60:.1f} min)")
-    print("wrote", out / "compare_losses.md", out / "compare_losses.json", png)
+    print("wrote", out / "compare_losses.md", out / "compare_losses.json", out / "compare_losses.png")
     return rows
 
 

@@ -95,3 +95,20 @@ def test_the_overlap_rule(bench):
     assert bench.verdict((71.0, 1.0), (70.0, 0.5)) == "≈"
     assert bench.verdict((71.0, math.nan), (70.0, 0.5)) == "?"
     assert bench.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+
+
+def test_an_interrupted_sitting_leaves_a_current_table(bench, tmp_path, monkeypatch):
+    out, fake_train = tmp_path / "cmp", bench.train_model
+
+    def train_then_fail(model_args, data_args, training_args):
+        if model_args.loss_type == "dcl":
+            raise KeyboardInterrupt  # the sitting stops during the first dcl run
+        return fake_train(model_args, data_args, training_args)
+
+    monkeypatch.setattr(bench, "train_model", train_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(["--losses", "infonce,dcl", "--seeds", "1,2,3", "--output_dir", str(out), "--senteval_data",
+                    bench.data, "--train_file", "wiki.txt", "--model", "start-model"])
+    table = (out / "compare_losses.md").read_text()
+    assert "| infonce | wiki | 3 | 70.00 ± 1.00 |" in table and "| dcl |" not in table
+    assert not (out / "results" / "dcl-seed1.json").exists()
