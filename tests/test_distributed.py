@@ -1,5 +1,6 @@
 """Global negatives under DDP: 2 processes x batch b give the loss and gradients of 1 process x batch 2b,
-for every registered loss, with and without gradient caching (torch.distributed, gloo, CPU)."""
+for every registered loss (with 1 and 2 hard negatives per anchor where it takes them), with and without
+gradient caching (torch.distributed, gloo, CPU)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_gradcache import B, batch, loss_of, tiny_model
+from test_gradcache import NUM_SENT_CASES, B, batch, loss_of, tiny_model
 
 from simcse.distributed import gather_with_grad
 from simcse.gradcache import cached_step
-from simcse.losses import LOSSES, build_loss
+from simcse.losses import build_loss
 
 WORLD = 2
 
@@ -48,18 +49,17 @@ def worker(rank: int, port: int, result_dir: str) -> None:
     torch.set_num_threads(1)
     results = {}
     try:
-        for name in sorted(LOSSES):
+        for name, num_sent in NUM_SENT_CASES:
             loss_fn = build_loss(name)
-            num_sent = 3 if loss_fn.supports_hard_negatives else 2
             inputs = local_half(batch(num_sent), rank)
             model = tiny_model(dropout=0.0)
             z = gather_with_grad(model(**inputs).embeddings.float())
             loss = loss_of(loss_fn)(z)
             loss.backward()
-            results[name] = (loss.detach(), average_grads(model))
+            results[f"{name}-{num_sent}"] = (loss.detach(), average_grads(model))
             model = tiny_model(dropout=0.0)
             cached_loss, _ = cached_step(model, inputs, 2, loss_of(loss_fn), backward=lambda t: t.backward())
-            results[name + "+gradcache"] = (cached_loss, average_grads(model))
+            results[f"{name}-{num_sent}+gradcache"] = (cached_loss, average_grads(model))
     finally:
         dist.destroy_process_group()
     torch.save(results, os.path.join(result_dir, f"rank{rank}.pt"))
@@ -79,12 +79,11 @@ def ddp_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("cache", ["", "+gradcache"])
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_two_processes_equal_one_process_with_the_double_batch(name, cache, ddp_results):
-    num_sent = 3 if build_loss(name).supports_hard_negatives else 2
+@pytest.mark.parametrize("name, num_sent", NUM_SENT_CASES, ids=[f"{n}-{k}" for n, k in NUM_SENT_CASES])
+def test_two_processes_equal_one_process_with_the_double_batch(name, num_sent, cache, ddp_results):
     ref_loss, ref_grads = single_process(name, num_sent)
     for rank_results in ddp_results:
-        loss, grads = rank_results[name + cache]
+        loss, grads = rank_results[f"{name}-{num_sent}{cache}"]
         torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-5)
         assert grads.keys() == ref_grads.keys()
         for key in ref_grads:

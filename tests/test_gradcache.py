@@ -38,8 +38,9 @@ def loss_of(loss_fn):
         # Graded losses: a fixed score per row of the (global) batch, so a DDP rank sees the global scores.
         extras = {"scores": (torch.arange(z.shape[0]) * 7 % 5).float()} if loss_fn.needs_scores else {}
         if loss_fn.needs_guide:  # the model guiding itself: a detached copy, the same on every DDP rank
-            extras["guide"] = z.detach()[:, : 2 + (z.shape[1] == 3)]
-        return loss_fn(z[:, 0], z[:, 1], z[:, 2] if z.shape[1] == 3 else None, **extras)
+            extras["guide"] = z.detach()
+        # (B, 2 + K, H): anchor, positive and K hard negatives, handed over as the trainer does
+        return loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **extras)
 
     return loss
 
@@ -72,11 +73,18 @@ def assert_same(a: tuple, b: tuple) -> None:
         torch.testing.assert_close(a[1][name], b[1][name], rtol=1e-4, atol=1e-5, msg=name)
 
 
-@pytest.mark.parametrize("name", sorted(LOSSES))
-def test_cached_equals_uncached_with_dropout_on(name):
+def sentence_counts(name: str) -> tuple[int, ...]:
+    """Sentences per example a loss is tested with: pairs, and 1 or 2 hard negatives where it takes them."""
+    return (2, 3, 4) if LOSSES[name].supports_hard_negatives else (2,)
+
+
+NUM_SENT_CASES = [(name, n) for name in sorted(LOSSES) for n in sentence_counts(name)]
+
+
+@pytest.mark.parametrize("name, num_sent", NUM_SENT_CASES, ids=[f"{n}-{k}" for n, k in NUM_SENT_CASES])
+def test_cached_equals_uncached_with_dropout_on(name, num_sent):
     model = tiny_model(dropout=0.1)
     loss_fn = build_loss(name)
-    num_sent = 3 if loss_fn.supports_hard_negatives else 2
     inputs = batch(num_sent)
     assert_same(cached(model, inputs, loss_fn), reference(model, inputs, loss_fn))
 

@@ -103,6 +103,23 @@ def test_two_processes_equal_one_process_with_the_double_batch(models, train_fil
     assert len(moved) > len(start) // 2  # training did change the weights: the comparison is not vacuous
 
 
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
+def test_two_hard_negatives_per_anchor_two_processes_equal_one(models, tmp_path, extra):
+    """Supervised rows with K = 2 hard negatives: every rank's anchors see the global batch's positives and
+    all K x global-batch hard negatives, so 2 x b equals 1 x 2b here too."""
+    data = tmp_path / "sup.csv"
+    rows = [f"{s},{s} in other words,not {s},far from {SENTENCES[(i + 3) % 8]}" for i, s in enumerate(SENTENCES)]
+    data.write_text("sent0,sent1,hard_neg_1,hard_neg_2\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    flags = ["--pooler_type", "cls", "--hard_negative_weight", "0.5", *extra]
+    launch(2, models["bert"], data, tmp_path / "two", 2, *flags)
+    launch(1, models["bert"], data, tmp_path / "one", 4, *flags)
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    start = load_file(models["bert"] / "model.safetensors")
+    for key in two:
+        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
+    assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
+
+
 # Loaded by every launched process through PYTHONPATH (Python imports ``sitecustomize`` at start-up), so
 # the production code carries no test hook: on rank 1 only, the loss of step 2 becomes NaN (the way a
 # per-process MLM term can), and each rank saves its final weights.
