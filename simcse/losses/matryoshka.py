@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
 from simcse.losses.checks import check_non_negative
-from simcse.losses.registry import ContrastiveLoss
+from simcse.losses.registry import ContrastiveLoss, compute_dtype
 
 __all__ = ["Matryoshka2dLoss", "MatryoshkaLoss"]
 
@@ -134,13 +134,14 @@ class Matryoshka2dLoss(ContrastiveLoss):
         final = _columns_of(z1, z2, z3)  # (N·B, H), column-major like sentence-transformers' concatenation
         teacher = None
         if self.kl_temperature > 0:
-            teacher = F.softmax(final.float() / self.kl_temperature, dim=-1).detach()
+            teacher = F.softmax(final.to(compute_dtype(final)) / self.kl_temperature, dim=-1).detach()
         for layer in chosen:
             h = layers[:, :, layer]  # (B, N, H)
             h3 = None if z3 is None else (h[:, 2] if z3.dim() == 2 else h[:, 2:])
             loss = loss + self.prior_layers_weight / len(chosen) * self.loss(h[:, 0], h[:, 1], h3, **extras)
             if teacher is not None:
-                student = F.log_softmax(_columns_of(h[:, 0], h[:, 1], h3).float() / self.kl_temperature, dim=-1)
+                student = _columns_of(h[:, 0], h[:, 1], h3)
+                student = F.log_softmax(student.to(compute_dtype(student)) / self.kl_temperature, dim=-1)
                 kl = F.kl_div(student, teacher, reduction="batchmean")
                 loss = loss + self.kl_div_weight * self.kl_temperature * kl
         return loss

@@ -718,3 +718,20 @@ def test_float64_gradcheck_on_a_near_saturated_batch(name):
     zs = [z1, z2, z3][: 3 if loss_fn.supports_hard_negatives else 2]
     leaves = [z.clone().requires_grad_(True) for z in zs]
     assert torch.autograd.gradcheck(lambda *z: loss_fn(*z), leaves, eps=1e-6, atol=1e-7, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_dims", [True, False], ids=["2d", "layers-only"])
+def test_float64_gradcheck_of_the_matryoshka_wrappers(with_dims):
+    # The 2D wrapper's layer KL term too: float64 embeddings and layers stay float64 end to end.
+    from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+
+    inner = MatryoshkaLoss(build_loss("infonce"), [6, 3], [1.0, 0.5]) if with_dims else build_loss("infonce")
+    loss_fn = Matryoshka2dLoss(inner, n_layers_per_step=-1, kl_div_weight=2.0, kl_temperature=0.3)
+    z1, z2, z3 = _embeddings(seed=12, batch=4, hidden=6)
+    layers = torch.stack([torch.stack([z1, z2, z3], 1) + 0.1 * i for i in (1, 2)], dim=2)  # (B, 3, 2, H)
+    z2 = z2 + 0.05 * z1
+    assert loss_fn(z1, z2, z3, layers=layers).dtype == torch.float64
+    # Against finite differences in the layers only: the final layer is the KL teacher and is detached by
+    # design, so its analytic gradient leaves that path out on purpose.
+    assert torch.autograd.gradcheck(lambda h: loss_fn(z1, z2, z3, layers=h), [layers.requires_grad_(True)],
+                                    eps=1e-6, atol=1e-7, rtol=1e-5)
