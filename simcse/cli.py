@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 
 from senteval.errors import SentEvalError
+from simcse.distributed import process_group_teardown
 from simcse.errors import SimCSEError
 
 USER_ERRORS = (SimCSEError, SentEvalError)
@@ -21,9 +22,11 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None, prog: str = "simcse") -> int:
-    """Run ``main(argv)``; a user error becomes ``prog: error: message`` on stderr and exit code 2."""
+    """Run ``main(argv)``; a user error becomes ``prog: error: message`` on stderr and exit code 2. A process
+    group started by the run (torchrun) is destroyed on the way out, whatever the outcome."""
     try:
-        main(argv)
+        with process_group_teardown():
+            main(argv)
     except USER_ERRORS as err:
         message, code = f"{prog}: error: {err}", 2
     except KeyboardInterrupt:

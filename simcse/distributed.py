@@ -5,9 +5,14 @@ gather's backward sums the gradient slices of all processes, and DDP averages pa
 over the W processes, so each process ends with exactly the gradient of the global-batch loss (a run on
 W processes x batch b equals one process x batch W·b, dropout aside). The original SimCSE gathered
 without gradient and put the local slice back, which scales the negatives' gradient by 1/W.
+
+:func:`process_group_teardown` ends a run's process group on every exit path of an entry point.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -65,3 +70,32 @@ def gather_no_grad(tensor: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+@contextmanager
+def process_group_teardown() -> Iterator[None]:
+    """Destroy the default process group (if one was started inside) when the block exits, on every path.
+
+    The Trainer starts the group under torchrun and never ends it. Left to interpreter shutdown, gloo's
+    worker threads can outlive the interpreter and abort the process (``terminate called without an active
+    exception``, SIGABRT) after a run that finished and saved its model, so torchrun reports it FAILED.
+    On success every process first waits at a barrier (no process tears down while another still talks
+    to it), then destroys the group; on an exception the group is destroyed without a barrier (the other
+    processes may never reach one; their next collective fails and they exit too) and the exception
+    propagates. A group that existed before the block is the caller's and is left alone.
+    """
+    owned_before = dist.is_available() and dist.is_initialized()
+    try:
+        yield
+    except BaseException:
+        _destroy(owned_before, wait=False)
+        raise
+    _destroy(owned_before, wait=True)
+
+
+def _destroy(owned_before: bool, wait: bool) -> None:
+    if owned_before or not (dist.is_available() and dist.is_initialized()):
+        return
+    if wait:
+        dist.barrier()
+    dist.destroy_process_group()

@@ -13,7 +13,9 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_gradcache import NUM_SENT_CASES, B, batch, loss_of, tiny_model
 
-from simcse.distributed import gather_with_grad
+from simcse.cli import run_cli
+from simcse.distributed import gather_with_grad, process_group_teardown
+from simcse.errors import SimCSEError
 from simcse.gradcache import cached_step
 from simcse.losses import build_loss
 
@@ -88,3 +90,40 @@ def test_two_processes_equal_one_process_with_the_double_batch(name, num_sent, c
         assert grads.keys() == ref_grads.keys()
         for key in ref_grads:
             torch.testing.assert_close(grads[key], ref_grads[key], rtol=1e-4, atol=1e-5, msg=f"{name}{cache} {key}")
+
+
+def _one_process_group(store) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=0, world_size=1)
+
+
+def test_teardown_destroys_the_group_started_inside_on_success_and_on_error(tmp_path):
+    """The entry points' teardown (simcse.cli.run_cli): a group the run started is gone afterwards, whether
+    the run returned or raised (the exception still propagates)."""
+    assert not dist.is_initialized()
+    with process_group_teardown():
+        _one_process_group(tmp_path / "a.store")
+        assert dist.is_initialized()
+    assert not dist.is_initialized()
+    with pytest.raises(RuntimeError, match="boom"), process_group_teardown():
+        _one_process_group(tmp_path / "b.store")
+        raise RuntimeError("boom")
+    assert not dist.is_initialized()
+
+
+def test_teardown_leaves_a_group_it_did_not_start(tmp_path):
+    _one_process_group(tmp_path / "store")
+    try:
+        with process_group_teardown():
+            pass
+        assert dist.is_initialized()  # the caller's group: theirs to end
+    finally:
+        dist.destroy_process_group()
+
+
+def test_run_cli_tears_the_group_down_after_a_user_error(tmp_path):
+    def main(argv):
+        _one_process_group(tmp_path / "store")
+        raise SimCSEError("bad flag")
+
+    assert run_cli(main, [], prog="x") == 2
+    assert not dist.is_initialized()
