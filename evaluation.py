@@ -10,7 +10,9 @@ aggregation by default; transfer: accuracy ×100), names the STS aggregation, an
 Your own data (:mod:`senteval.custom`): ``--custom_sts FILE[:NAME]`` scores sentence pairs against their
 gold score or 0/1 label (Spearman and Pearson ×100) and ``--custom_classification TRAIN[,DEV],TEST[:NAME]``
 fits the transfer tasks' linear probe (accuracy and macro-F1 ×100); each kind gets its own table after
-the standard ones. ``--task_set custom`` runs only these.
+the standard ones. ``--custom_retrieval DIR[:NAME]`` ranks a BEIR-layout folder's corpus for each query
+(exact cosine search) and prints nDCG@10, MRR@10, MAP@100, Recall@1/10/100 and Accuracy@1/10 ×100
+(:mod:`simcse.evaluation.retrieval`). ``--task_set custom`` runs only these.
 
 The work is :func:`simcse.evaluators.evaluate`; this script parses, calls it and writes the JSON.
 """
@@ -27,7 +29,7 @@ from senteval.sts import AGGREGATIONS
 from simcse.cli import OneLineArgumentParser, run_cli
 from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
-from simcse.evaluators import EvaluationConfig, evaluate
+from simcse.evaluators import EvaluationConfig, evaluate, pooler_notice
 from simcse.files import atomic_write_json as write_json_atomic
 from simcse.poolers import ALL_POOLERS, POOLER_HELP
 
@@ -72,9 +74,17 @@ def parse_args(argv: list[str] | None):
     custom.add_argument("--custom_classification_columns", default=None, metavar="TEXT,LABEL",
                         help="columns of the --custom_classification files, by header name or 0-based index "
                         "(default: a header naming text and label, or 2 columns)")
+    retrieval = parser.add_argument_group("retrieval on your own data (BEIR layout, see simcse/evaluation/beir.py)")
+    retrieval.add_argument("--custom_retrieval", nargs="+", action="extend", default=[], metavar="DIR[:NAME]",
+                           help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv; prints nDCG@10, MRR@10, "
+                           "MAP@100, Recall@1/10/100, Accuracy@1/10 (x100); repeatable; NAME defaults to the folder")
+    retrieval.add_argument("--query_prompt", default="", help="text put before every query (e.g. 'query: ')")
+    retrieval.add_argument("--document_prompt", default="", help="text put before every document (e.g. 'passage: ')")
     args = parser.parse_args(argv)
-    if args.task_set == "custom" and not (args.custom_sts or args.custom_classification):
-        parser.error("--task_set custom needs --custom_sts or --custom_classification")
+    if args.task_set == "custom" and not (args.custom_sts or args.custom_classification or args.custom_retrieval):
+        parser.error("--task_set custom needs --custom_sts, --custom_classification or --custom_retrieval")
+    if (args.query_prompt or args.document_prompt) and not args.custom_retrieval:
+        parser.error("--query_prompt / --document_prompt apply to --custom_retrieval sets, but none was given")
     for columns, files in (("--custom_columns", "--custom_sts"),
                            ("--custom_classification_columns", "--custom_classification")):
         if getattr(args, columns[2:]) and not getattr(args, files[2:]):
@@ -91,6 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.output_json and os.path.isdir(args.output_json):
         raise SimCSEError(f"--output_json {args.output_json!r} is a directory; give a file path such as result.json")
     config = EvaluationConfig(**{k: v for k, v in vars(args).items() if k != "output_json"})
+    notice = pooler_notice(config.model_name_or_path, config.pooler, config.trust_remote_code)
+    if notice:
+        print(f"evaluation.py: notice: {notice}", file=sys.stderr)
     payload = evaluate(config)
     if args.output_json:
         write_json_atomic(args.output_json, payload)

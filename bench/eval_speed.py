@@ -50,15 +50,14 @@ class Ours:
         from senteval.engine import SE
         from simcse import evaluators
         from simcse.encoder import build_encoder
+        from simcse.evaluation.senteval_tasks import senteval_hooks, senteval_params
 
         self.dev_tasks = evaluators.DEV_STS_TASKS
         self.encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)
         self.encoder._encode_new(WARMUP)  # warm-up outside the cache, like the peer's
 
-        def batcher(params, batch):
-            return self.encoder.encode([" ".join(s) for s in batch]).numpy()
-
-        self.se = SE(evaluators.senteval_params("test", str(data_dir), device), batcher)
+        batcher, _ = senteval_hooks(self.encoder)  # the batcher evaluation.py uses
+        self.se = SE(senteval_params("test", str(data_dir), device), batcher)
 
     def score(self, task: str) -> float:
         result = self.se.eval(task)

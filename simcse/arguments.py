@@ -20,6 +20,7 @@ from simcse.data import SUPPORTED_EXTENSIONS as TRAIN_EXTENSIONS
 from simcse.data import check_mlm_probability
 from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
+from simcse.evaluation.senteval_tasks import STSDevEvaluator
 from simcse.poolers import ALL_POOLERS, POOLER_HELP
 
 #: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
@@ -222,6 +223,17 @@ class DataTrainingArguments:
                   "repeatable or comma-separated: each evaluation logs eval_<name>_spearman, which "
                   "--metric_for_best_model <name>_spearman can select on", "action": "extend"},
     )
+    eval_custom_retrieval: list[str] | None = field(
+        default=None,
+        metadata={"help": "BEIR-layout folder(s) DIR[:NAME] (corpus.jsonl, queries.jsonl, qrels/test.tsv), "
+                  "repeatable: each evaluation logs eval_<name>_ndcg@10, _mrr@10, _map@100, _recall@k, "
+                  "_accuracy@k, which --metric_for_best_model (e.g. <name>_ndcg@10) can select on",
+                  "action": "extend"},
+    )
+    query_prompt: str = field(default="", metadata={"help": "text put before every query of the "
+                                                          "--eval_custom_retrieval sets, e.g. 'query: '"})
+    document_prompt: str = field(default="", metadata={"help": "text put before every document of the "
+                                                             "--eval_custom_retrieval sets, e.g. 'passage: '"})
 
     def __post_init__(self):
         if not self.train_file:
@@ -235,6 +247,9 @@ class DataTrainingArguments:
         if isinstance(self.eval_custom_sts, str):  # a JSON config may give one string
             self.eval_custom_sts = [self.eval_custom_sts]
         self.eval_custom_sts = [spec for item in self.eval_custom_sts or [] for spec in split_specs(item)]
+        if isinstance(self.eval_custom_retrieval, str):
+            self.eval_custom_retrieval = [self.eval_custom_retrieval]
+        self.eval_custom_retrieval = list(self.eval_custom_retrieval or [])
 
 
 def _zero_stage(deepspeed) -> int | None:
@@ -337,9 +352,11 @@ class SimCSETrainingArguments(TrainingArguments):
             flag = "--load_best_model_at_end" if self.load_best_model_at_end else "--save_strategy best"
             raise SimCSEError(f"{flag} needs evaluations to find the best model, but --eval_strategy is no; add "
                               "--eval_strategy steps --eval_steps N (or drop the flag)")
-        if self.metric_for_best_model in (None, "loss", "eval_loss"):
-            raise SimCSEError("--load_best_model_at_end / --save_strategy best need --metric_for_best_model: the "
-                              "evaluation reports STS dev scores, no loss; add --metric_for_best_model stsb_spearman")
+        if self.metric_for_best_model is None:  # the dev evaluation's primary metric (its first evaluator's)
+            self.metric_for_best_model = STSDevEvaluator.primary_metric
+        if self.metric_for_best_model in ("loss", "eval_loss"):
+            raise SimCSEError(f"--metric_for_best_model {self.metric_for_best_model}: the evaluation reports dev "
+                              f"scores, no loss; use {STSDevEvaluator.primary_metric} or another metric it logs")
         if (self.load_best_model_at_end and save == "steps" and evaluation == "steps"
                 and float(self.save_steps) != float(self.eval_steps or 0)):
             raise SimCSEError(

@@ -1,35 +1,33 @@
-"""Evaluation runs and their tables (the library side of ``evaluation.py``) and the dev evaluator used
-during training: one home for the SentEval parameters, the batcher and the dev tasks.
+"""Evaluation runs and their tables: the library side of ``evaluation.py``.
 
 :func:`evaluate` takes an :class:`EvaluationConfig` (the fields of ``evaluation.py``'s flags), prints the
 tables of princeton-nlp/SimCSE ``evaluation.py`` (STS Spearman x100 with the "all" aggregation by
-default; transfer accuracy x100) and returns them with the raw SentEval results.
-:class:`SentEvalDevEvaluator` scores a model during training on STS-B / SICK-R dev (and the transfer
-tasks' dev accuracy) with the same :func:`senteval_params` as ``evaluation.py --mode dev``.
+default; transfer accuracy x100) and returns them with the raw SentEval results. The SentEval
+parameters and the batcher are those of :mod:`simcse.evaluation.senteval_tasks`, shared with the
+evaluation during training (:mod:`simcse.evaluation.dev`).
 """
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-import numpy as np
 from prettytable import PrettyTable
 from tqdm.auto import tqdm
 
-from senteval.custom import CustomClassificationEval, CustomSTSEval, metric_name, parse_spec
+from senteval.custom import CustomClassificationEval, parse_spec
 from senteval.custom import evaluate as evaluate_custom
 from senteval.datapath import resolve_data_dir
 from senteval.engine import SE
-from senteval.errors import SentEvalError
-from senteval.registry import STS_TASKS, TRANSFER_TASKS, build_task
-from senteval.utils import FAST_CLASSIFIER, TEST_CLASSIFIER
-from simcse.encoder import SentenceEncoder, build_encoder
+from senteval.registry import STS_TASKS, TRANSFER_TASKS
+from simcse.encoder import build_encoder, load_pretrained
 from simcse.errors import SimCSEError
-from simcse.losses.diagnostics import alignment, uniformity
+from simcse.evaluation.dev import build_evaluators
+from simcse.evaluation.retrieval import retrieval_table
+from simcse.evaluation.senteval_tasks import CustomSTSEvaluator, senteval_hooks, senteval_params
+from simcse.models import is_simcse_checkpoint
+from simcse.poolers import inference_pooler
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS, "custom": []}
 DEV_STS_TASKS = ["STSBenchmark", "SICKRelatedness"]  # the only STS tasks with a dev split
@@ -38,8 +36,6 @@ AGG_HELP = {
     "mean": "plain mean of the per-subset Spearman",
     "wmean": "per-subset Spearman weighted by subset size",
 }
-# Sentences handed to the batcher per call: large, so the encoder can sort them by token length.
-SENTEVAL_CHUNK = 4096
 
 
 @dataclass
@@ -62,6 +58,9 @@ class EvaluationConfig:
     custom_columns: str | None = None
     custom_classification: list[str] = field(default_factory=list)
     custom_classification_columns: str | None = None
+    custom_retrieval: list[str] = field(default_factory=list)
+    query_prompt: str = ""
+    document_prompt: str = ""
 
 
 def select_tasks(task_set: str, tasks: list[str], mode: str) -> list[str]:
@@ -71,21 +70,6 @@ def select_tasks(task_set: str, tasks: list[str], mode: str) -> list[str]:
     if mode == "dev":  # STS12-16 have no dev split
         selected = [t for t in selected if t not in STS_TASKS or t in DEV_STS_TASKS]
     return list(selected)
-
-
-def senteval_params(mode: str, data_dir: str | None, device: str | None = None) -> dict:
-    """SentEval parameters of a mode: ``test`` the paper's probes (10-fold, Adam), ``dev`` / ``fasttest``
-    the fast ones (5-fold, RMSprop); STS scored on the dev split in ``dev`` mode, else on test."""
-    test = mode == "test"
-    return {
-        "task_path": data_dir,
-        "usepytorch": True,
-        "kfold": 10 if test else 5,
-        "classifier": dict(TEST_CLASSIFIER if test else FAST_CLASSIFIER),
-        "batch_size": SENTEVAL_CHUNK,
-        "device": device,
-        "sts_splits": ["dev"] if mode == "dev" else ["test"],
-    }
 
 
 def fmt(value: float) -> str:
@@ -130,13 +114,10 @@ def aggregation_note(mode: str, agg: str) -> str:
     return f"STS aggregation: {agg} ({AGG_HELP[agg]}; STSBenchmark and SICKRelatedness: test split)"
 
 
-def load_custom_tasks(args: EvaluationConfig) -> tuple[list[CustomSTSEval], list[CustomClassificationEval]]:
+def load_custom_tasks(args: EvaluationConfig) -> tuple[list[CustomSTSEvaluator], list[CustomClassificationEval]]:
     """Read every --custom_* file now, so a bad file fails before the model is loaded."""
-    sts = []
-    for spec in args.custom_sts:
-        path, name, columns = parse_spec(spec)
-        sts.append(CustomSTSEval(path, name=name, columns=columns or args.custom_columns,
-                                 flag=f"--custom_sts {spec!r}" if columns else "--custom_columns"))
+    sts = [CustomSTSEvaluator(spec, flag="--custom_sts", columns=args.custom_columns, columns_flag="--custom_columns")
+           for spec in args.custom_sts]
     classification = []
     for spec in args.custom_classification:
         body, name, columns = parse_spec(spec)
@@ -148,17 +129,30 @@ def load_custom_tasks(args: EvaluationConfig) -> tuple[list[CustomSTSEval], list
         classification.append(CustomClassificationEval(
             train, test, dev=dev, name=name, columns=columns or args.custom_classification_columns,
             flag=f"--custom_classification {spec!r}" if columns else "--custom_classification_columns"))
-    for task in sts:
-        print(f"custom STS {task.name}: {task.layout}", file=sys.stderr)
+    for evaluator in sts:
+        print(f"custom STS {evaluator.task.name}: {evaluator.task.layout}", file=sys.stderr)
     for task in classification:
         for split, layout in task.layout.items():
             print(f"custom classification {task.name} ({split}): {layout}", file=sys.stderr)
     for kind, tasks in (("--custom_sts", sts), ("--custom_classification", classification)):
-        names = [t.name for t in tasks]
+        names = [getattr(t, "task", t).name for t in tasks]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise SimCSEError(f"{kind}: the name {twice[0]!r} is used twice; tell the sets apart with FILE:NAME")
     return sts, classification
+
+
+def load_retrieval_sets(args: EvaluationConfig) -> list:
+    """The --custom_retrieval folders as retrieval evaluators, read now (before the model loads)."""
+    if not args.custom_retrieval:
+        return []
+    sequence = build_evaluators(sts_dev=False, custom_retrieval=args.custom_retrieval,
+                                retrieval_flag="--custom_retrieval", query_prompt=args.query_prompt,
+                                document_prompt=args.document_prompt)
+    for evaluator in sequence.evaluators:
+        print(f"custom retrieval {evaluator.name}: {len(evaluator.query_ids)} judged queries, "
+              f"{len(evaluator.doc_ids)} documents", file=sys.stderr)
+    return sequence.evaluators
 
 
 def custom_sts_table(results: dict) -> tuple[str, dict]:
@@ -186,6 +180,27 @@ def custom_classification_table(results: dict, kfold: int) -> tuple[str, dict]:
     return table.get_string(), figures
 
 
+def pooler_notice(model_name_or_path: str, pooler: str, trust_remote_code: bool = False) -> str | None:
+    """One line when ``pooler`` differs from the pooler a train.py checkpoint's dev scores were computed
+    with (e.g. the default ``cls`` on a ``--mlp_only_train`` checkpoint applies an MLP head training never
+    scored with); None for other checkpoints or when they agree."""
+    from transformers import AutoConfig
+
+    try:
+        config = load_pretrained(model_name_or_path,
+                                 lambda p: AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code))
+    except SimCSEError:
+        return None  # evaluate() reports an unreadable model, after checking the cheaper inputs first
+    if not is_simcse_checkpoint(config) or getattr(config, "pooler_type", None) is None:
+        return None
+    trained = inference_pooler(config.pooler_type, bool(getattr(config, "mlp_only_train", False)))
+    if trained == pooler:
+        return None
+    how = f"--pooler_type {config.pooler_type}" + (" --mlp_only_train" if config.mlp_only_train else "")
+    return (f"{model_name_or_path} was trained with {how}, whose dev scores were computed as --pooler {trained}; "
+            f"this evaluation uses --pooler {pooler}")
+
+
 def evaluate(args: EvaluationConfig, out=None) -> dict:
     """Evaluate ``args.model_name_or_path`` on the selected tasks; print the tables (as the original
     evaluation.py) to ``out`` (default stdout) and return every printed figure plus the raw results."""
@@ -194,6 +209,7 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
     # fail before loading the model, not after; custom-only runs need no SentEval data
     data_dir = resolve_data_dir(args.senteval_data) if tasks else None
     custom_sts, custom_classification = load_custom_tasks(args)
+    retrieval = load_retrieval_sets(args)
     encoder = build_encoder(
         args.model_name_or_path,
         args.pooler,
@@ -205,15 +221,7 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         truncate_dim=args.truncate_dim,
     )
 
-    def text(tokens: list) -> str:
-        return " ".join(w.decode("utf-8") if isinstance(w, bytes) else w for w in tokens)
-
-    def batcher(params, batch):
-        return encoder.encode([text(s) for s in batch]).numpy()
-
-    def prepare(params, samples):  # each task starts: keep only its sentences' embeddings (bounded memory)
-        encoder.retain(text(s) for s in samples)
-
+    batcher, prepare = senteval_hooks(encoder)
     params = senteval_params(args.mode, str(data_dir) if data_dir else None, args.device)
     started = time.perf_counter()
     results = {}
@@ -222,9 +230,11 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         for task in tqdm(tasks, desc="SentEval", unit="task", disable=not sys.stderr.isatty()):
             results[task] = se.eval(task)
     custom_results = {"custom_sts": {}, "custom_classification": {}}
-    for kind, custom_tasks in (("custom_sts", custom_sts), ("custom_classification", custom_classification)):
-        for task in custom_tasks:
-            custom_results[kind][task.name] = evaluate_custom(task, params, batcher, prepare)
+    for evaluator in custom_sts:
+        custom_results["custom_sts"][evaluator.task.name] = evaluator.result(encoder)
+    for task in custom_classification:
+        custom_results["custom_classification"][task.name] = evaluate_custom(task, params, batcher, prepare)
+    retrieval_results = {evaluator.name: evaluator(encoder) for evaluator in retrieval}
     seconds = time.perf_counter() - started
 
     tables: dict[str, dict[str, float]] = {}
@@ -245,6 +255,14 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         text, tables["custom_classification"] = custom_classification_table(
             custom_results["custom_classification"], params["kfold"])
         print(text, file=out)
+    if retrieval:
+        summaries = {evaluator.name: evaluator.last_summary for evaluator in retrieval}
+        print(retrieval_table(summaries), file=out)
+        tables["custom_retrieval"] = {name: {k: round(v * 100, 2) for k, v in summary.items()
+                                             if k not in ("queries", "documents", "unjudged_queries")}
+                                      for name, summary in summaries.items()}
+        custom_results["custom_retrieval"] = {name: {"metrics": retrieval_results[name], "summary": summaries[name]}
+                                              for name in summaries}
     results.update({kind: r for kind, r in custom_results.items() if r})
     return {
         "model_name_or_path": args.model_name_or_path,
@@ -258,102 +276,3 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         "sentences_encoded": encoder.sentences_encoded,
         "seconds": round(seconds, 3),
     }
-
-
-# metric name (without the eval_ prefix) -> (SentEval task, split)
-STS_DEV_METRICS = {"stsb_spearman": "STSBenchmark", "sickr_spearman": "SICKRelatedness"}
-
-
-class SentEvalDevEvaluator:
-    """STS-B and SICK-R dev Spearman (and the transfer tasks' dev accuracy) of a model, values in 0..1.
-
-    Uses the fast SentEval parameters of SimCSE's dev evaluation (princeton-nlp/SimCSE
-    ``evaluation.py`` ``--mode dev``; ``FAST_CLASSIFIER``) and the model's inference ``encode`` path (so an
-    ``mlp_only_train`` model is scored without its MLP head, as it will be used).
-
-    Once per training run, not once per evaluation: the SentEval files are read at the first evaluation
-    (STS-B and SICK-R keep only their dev split) and every sentence is tokenized the first time it is
-    encoded; later evaluations reuse both. Within an evaluation, embeddings are kept for one task at a
-    time (:meth:`SentenceEncoder.retain`), so memory does not grow with the number of tasks.
-
-    custom_sts: pair files given as ``FILE[:NAME[:COLUMNS]]`` (see :mod:`senteval.custom`); each adds the metric
-    ``<name>_spearman`` (NAME or the file stem, reduced to [a-z0-9_]), which ``metric_for_best_model`` can
-    select on. They are read here, so a bad file fails before training starts; ``avg_sts`` stays the
-    STS-B / SICK-R mean.
-    """
-
-    def __init__(self, tokenizer, data_dir: str, eval_transfer: bool = False, batch_size: int = 128,
-                 max_length: int | None = None, custom_sts: Sequence[str] = ()):
-        self.tokenizer = tokenizer
-        self.data_dir = data_dir
-        self.eval_transfer = eval_transfer
-        self.batch_size = batch_size
-        self.max_length = max_length
-        self.custom_sts: dict[str, CustomSTSEval] = {}
-        for spec in custom_sts:
-            path, name, columns = parse_spec(spec)
-            task = CustomSTSEval(path, name=name, columns=columns, flag=f"--eval_custom_sts {spec!r}")
-            metric = f"{metric_name(task.name)}_spearman"
-            if metric in STS_DEV_METRICS or metric in self.custom_sts:
-                raise SentEvalError(f"--eval_custom_sts {spec!r}: the metric name {metric!r} is already taken; "
-                                    "choose another name with FILE:NAME")
-            self.custom_sts[metric] = task
-        self._tasks: dict[str, object] = {}  # SentEval tasks, built (files read) at first use
-        self._token_ids: dict[str, np.ndarray] = {}  # sentence -> token ids, shared by every evaluation's encoder
-
-    def task(self, name: str):
-        """The SentEval task ``name``, its files read at the first call only (STS tasks: dev split only)."""
-        if name not in self._tasks:
-            task = build_task(name, Path(self.data_dir) / "downstream")
-            if name in STS_DEV_METRICS.values():
-                task.keep_only(["dev"])
-            self._tasks[name] = task
-        return self._tasks[name]
-
-    def __call__(self, model) -> dict[str, float]:
-        device = next(model.parameters()).device
-        encoder = SentenceEncoder(model.encode, self.tokenizer, device, batch_size=self.batch_size,
-                                  max_length=self.max_length, token_cache=self._token_ids)
-
-        def batcher(params, batch):
-            return encoder.encode([" ".join(tokens) for tokens in batch]).numpy()
-
-        def prepare(params, samples):
-            encoder.retain(" ".join(tokens) for tokens in samples)
-
-        se = SE(senteval_params("dev", self.data_dir), batcher, prepare)
-        was_training = model.training
-        model.eval()
-        try:
-            metrics = {}
-            for name, task in STS_DEV_METRICS.items():
-                metrics[name] = se.run(self.task(task))["dev"]["spearman"]
-                if task == "STSBenchmark":  # while the encoder still holds STS-B's embeddings
-                    geometry = self.alignment_uniformity(encoder)
-            metrics["avg_sts"] = sum(metrics.values()) / len(STS_DEV_METRICS)
-            for metric, task in self.custom_sts.items():
-                metrics[metric] = evaluate_custom(task, se.params, batcher, prepare)["spearman"]
-            metrics.update(geometry)
-            if self.eval_transfer:
-                accuracies = {task: se.run(self.task(task))["devacc"] for task in TRANSFER_TASKS}
-                metrics.update(accuracies)
-                metrics["avg_transfer"] = sum(accuracies.values()) / len(accuracies)
-        finally:
-            model.train(was_training)
-        return metrics
-
-    def alignment_uniformity(self, encoder: SentenceEncoder) -> dict[str, float]:
-        """The SimCSE paper's protocol (arXiv:2104.08821, after Wang and Isola 2020, arXiv:2005.10242) on
-        STS-B dev: alignment over pairs with gold score > 4, uniformity over all its sentences (the
-        encoder's cache makes this nearly free right after the STS-B run)."""
-        sent_a, sent_b, gold = self.task("STSBenchmark").data["dev"]
-        a = [" ".join(t) for t in sent_a]
-        b = [" ".join(t) for t in sent_b]
-        everything = encoder.encode(list(dict.fromkeys(a + b)))
-        metrics = {"stsb_uniform": uniformity(everything).item()}
-        positives = [i for i, score in enumerate(gold) if score > 4]
-        if positives:  # always on the real STS-B dev (hundreds of pairs); tiny test sets may have none
-            x = encoder.encode([a[i] for i in positives])
-            y = encoder.encode([b[i] for i in positives])
-            metrics["stsb_align"] = alignment(x, y).item()
-        return metrics

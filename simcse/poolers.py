@@ -135,6 +135,13 @@ def uses_mlp_head(pooler_type: str) -> bool:
     return pooler_type in MLP_HEAD_POOLERS
 
 
+def inference_pooler(pooler_type: str, mlp_only_train: bool) -> str:
+    """The ``evaluation.py --pooler`` equal to a training run's own dev scoring (the model's ``encode``):
+    a training-only MLP head is dropped at inference (SimCSE's ``--mlp_only_train``), so ``cls`` with it
+    is scored as ``cls_before_pooler``; every other pooler is itself."""
+    return "cls_before_pooler" if uses_mlp_head(pooler_type) and mlp_only_train else pooler_type
+
+
 def layer_weights(pooler_type: str, num_layers: int) -> tuple[int, torch.Tensor] | None:
     """(layer_start, weights over hidden_states[layer_start:]) whose weighted mean is the pooler's layer
     average (sentence-transformers' ``WeightedLayerPooling``), or None for a last-layer pooler."""

@@ -40,8 +40,9 @@ class SimCSETrainer(Trainer):
     """``Trainer`` with a pluggable contrastive loss on the model's embeddings and SentEval evaluation.
 
     loss_fn: a :class:`~simcse.losses.ContrastiveLoss`, called as ``loss_fn(z1, z2, z3)`` in fp32.
-    evaluator: ``evaluator(model) -> {metric: value}`` (e.g. :class:`SentEvalDevEvaluator`); the metrics
-    are logged with the ``eval_`` prefix and drive ``metric_for_best_model``.
+    evaluator: ``evaluator(model) -> {metric: value}`` (e.g. :class:`simcse.evaluation.dev.ModelEvaluation`);
+    the metrics are logged with the ``eval_`` prefix and drive ``metric_for_best_model``.
+    final_evaluator: the evaluator of the evaluation after training (default: ``evaluator``).
     mlm_weight: weight of the auxiliary MLM loss when the batch carries MLM inputs.
     guide: for guided losses, ``guide(inputs) -> (B, N, G)`` embeddings of the batch's sentences by a frozen
     encoder (:class:`simcse.guide.GuideEncoder`), computed once per batch without gradient.
@@ -49,13 +50,15 @@ class SimCSETrainer(Trainer):
     that ``--resume_from_checkpoint last`` resumes only checkpoints of the same run.
     """
 
-    def __init__(self, *args, loss_fn: ContrastiveLoss, evaluator: Callable | None = None, mlm_weight: float = 0.1,
-                 guide: Callable | None = None, run_record: dict | None = None, **kwargs):
+    def __init__(self, *args, loss_fn: ContrastiveLoss, evaluator: Callable | None = None,
+                 final_evaluator: Callable | None = None, mlm_weight: float = 0.1, guide: Callable | None = None,
+                 run_record: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.run_record = run_record
         self.loss_fn = loss_fn
         self.guide = guide
         self.evaluator = evaluator
+        self.final_evaluator = final_evaluator if final_evaluator is not None else evaluator
         self.mlm_weight = mlm_weight
         self.grad_cache_chunk = getattr(self.args, "grad_cache_mini_batch", None)
         self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)

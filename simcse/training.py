@@ -23,7 +23,8 @@ from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETraini
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
 from simcse.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
-from simcse.evaluators import STS_DEV_METRICS, SentEvalDevEvaluator
+from simcse.evaluation.dev import ModelEvaluation, build_evaluators
+from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluator
 from simcse.guide import GuideEncoder
 from simcse.losses import LOSSES, build_loss
 from simcse.models import configure, is_simcse_checkpoint, model_class_for
@@ -58,8 +59,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     """The trainer of one run, everything checked before the model loads where possible.
 
     evaluator: ``evaluator(model) -> {metric: value}`` used at every evaluation; default (None): the
-    STS-B / SICK-R dev evaluator (:class:`~simcse.evaluators.SentEvalDevEvaluator`) when evaluation is
-    on (``--eval_strategy``, ``--eval_on_start`` or ``--do_eval``). ``training_args.resume_from_checkpoint``
+    evaluators the flags ask for (STS-B / SICK-R dev, ``--eval_custom_sts``, ``--eval_custom_retrieval``,
+    ``--eval_transfer``; :func:`simcse.evaluation.dev.build_evaluators`) when evaluation is on
+    (``--eval_strategy``, ``--eval_on_start`` or ``--do_eval``); ``--do_eval`` adds the transfer tasks
+    to the final evaluation. ``training_args.resume_from_checkpoint``
     is resolved here ("last": the newest complete checkpoint of this run).
     """
     training_args.do_train = True
@@ -70,6 +73,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         data_dir = resolve_data_dir(data_args.senteval_data)
         transfer = training_args.eval_transfer or training_args.final_transfer_eval
         check_task_data(data_dir, list(STS_DEV_METRICS.values()) + (TRANSFER_TASKS if transfer else []))
+        evaluators = build_evaluators(str(data_dir), transfer_dev=training_args.eval_transfer,
+                                      custom_sts=data_args.eval_custom_sts or (),
+                                      custom_retrieval=data_args.eval_custom_retrieval or (),
+                                      query_prompt=data_args.query_prompt, document_prompt=data_args.document_prompt)
     # "last" means the newest COMPLETE checkpoint of THIS run (same fingerprint); a checkpoint cut off by a
     # crash, or left by a run with other arguments, is never resumed from. The choice is logged.
     training_args.resume_from_checkpoint = resolve_resume_checkpoint(training_args.resume_from_checkpoint,
@@ -138,12 +145,15 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         guide = GuideEncoder(model_args.guide_model, tokenizer, device=training_args.device,
                              pooler_type=model_args.guide_pooler)
     if evaluating and evaluator is None:
-        evaluator = SentEvalDevEvaluator(tokenizer, str(data_dir),
-                                         eval_transfer=training_args.eval_transfer,
-                                         custom_sts=data_args.eval_custom_sts)
-    elif not evaluating and data_args.eval_custom_sts:
-        raise SimCSEError("--eval_custom_sts is scored at each evaluation, but evaluation is off; "
+        evaluator = ModelEvaluation(evaluators, tokenizer)
+    elif not evaluating and (data_args.eval_custom_sts or data_args.eval_custom_retrieval):
+        flag = "--eval_custom_sts" if data_args.eval_custom_sts else "--eval_custom_retrieval"
+        raise SimCSEError(f"{flag} is scored at each evaluation, but evaluation is off; "
                           "add --eval_strategy steps --eval_steps N (or epoch)")
+    final_evaluator = evaluator
+    if (training_args.final_transfer_eval and not training_args.eval_transfer
+            and isinstance(evaluator, ModelEvaluation)):
+        final_evaluator = evaluator.extended(TransferDevEvaluator(data_dir))
     logger.info("mode: %s, %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
                 roles.describe(), len(train_dataset), loss_fn.name,
                 json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
@@ -157,6 +167,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         processing_class=tokenizer,
         loss_fn=loss_fn,
         evaluator=evaluator,
+        final_evaluator=final_evaluator,
         mlm_weight=model_args.mlm_weight,
         guide=guide,
         callbacks=list(callbacks),
@@ -177,8 +188,7 @@ def train_model(model_args: ModelArguments, data_args: DataTrainingArguments,
     trainer.save_metrics("train", metrics)
     trainer.save_state()
     if trainer.evaluator is not None:
-        if training_args.final_transfer_eval and hasattr(trainer.evaluator, "eval_transfer"):
-            trainer.evaluator.eval_transfer = True
+        trainer.evaluator = trainer.final_evaluator
         eval_metrics = trainer.evaluate()
         trainer.log_metrics("eval", eval_metrics)
         trainer.save_metrics("eval", eval_metrics)

@@ -129,3 +129,27 @@ def make_transfer_tree(root: Path) -> None:
             rows.append(f"1\t{i}\t{i}\t{same}\t{same}\n")
             rows.append(f"0\t{i}\t{i}\t{sentence('stocks')}\t{sentence('weather')}\n")
         write_bytes(d / "MRPC" / name, b"\xef\xbb\xbf" + "".join(rows).encode())
+
+
+class ScriptedEvaluation:
+    """A dev evaluation for ``train_model(evaluator=...)``: STS scores given in advance, one per call
+    (then the last one again when ``repeat_last``, else an error when they run out)."""
+
+    def __init__(self, values, repeat_last: bool = True):
+        self.values, self.repeat_last, self.calls = list(values), repeat_last, 0
+
+    def __call__(self, model) -> dict[str, float]:
+        if self.calls >= len(self.values) and not self.repeat_last:
+            raise AssertionError(f"evaluation {self.calls + 1} was not scripted")
+        value = self.values[min(self.calls, len(self.values) - 1)]
+        self.calls += 1
+        return {"stsb_spearman": value, "sickr_spearman": value, "avg_sts": value}
+
+
+def train_with(argv: list[str], evaluator) -> dict:
+    """train.py's path (parse the flags, train) with ``evaluator`` in place of the flags' dev evaluation."""
+    from simcse.arguments import parse_train_args
+    from simcse.training import train_model
+
+    model_args, data_args, training_args, _ = parse_train_args(argv)
+    return train_model(model_args, data_args, training_args, evaluator=evaluator)

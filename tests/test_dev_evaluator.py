@@ -16,9 +16,15 @@ from senteval.errors import SentEvalError
 from senteval.registry import build_task
 from senteval.utils import FAST_CLASSIFIER
 from simcse.encoder import SentenceEncoder
-from simcse.evaluators import STS_DEV_METRICS, SentEvalDevEvaluator
+from simcse.evaluation.dev import ModelEvaluation, build_evaluators
+from simcse.evaluation.senteval_tasks import STS_DEV_METRICS
 from simcse.losses.diagnostics import alignment, uniformity
 from simcse.models import BertForCL, configure
+
+
+def dev_evaluation(tokenizer, data: Path, transfer: bool = False) -> ModelEvaluation:
+    """train.py's default dev evaluation (STS-B / SICK-R dev, with --eval_transfer the transfer tasks)."""
+    return ModelEvaluation(build_evaluators(str(data), transfer_dev=transfer), tokenizer)
 
 
 class CountingTokenizer:
@@ -79,7 +85,7 @@ def test_files_read_and_sentences_tokenized_once_per_run_same_scores(tmp_path, m
     monkeypatch.setattr(senteval.sts, "read_lines",
                         lambda path, **kw: reads.append(path) or original_read_lines(path, **kw))
     tokenizer = CountingTokenizer(bert_tokenizer)
-    evaluator = SentEvalDevEvaluator(tokenizer, str(data))
+    evaluator = dev_evaluation(tokenizer, data)
     model = tiny_model(len(bert_tokenizer))
 
     first = evaluator(model)
@@ -112,7 +118,7 @@ def test_embeddings_are_kept_for_one_task_at_a_time(tmp_path, monkeypatch, bert_
         return out
 
     monkeypatch.setattr(SentenceEncoder, "encode", encode)
-    SentEvalDevEvaluator(bert_tokenizer, str(data))(tiny_model(len(bert_tokenizer)))
+    dev_evaluation(bert_tokenizer, data)(tiny_model(len(bert_tokenizer)))
     # STS-B dev has 12 distinct sentences, SICK trial 7: never both at once (19 without the bound). The
     # STS-B run, then alignment/uniformity's three calls from its cached embeddings, then SICK-R.
     assert held == [(12, 12)] * 4 + [(7, 19)]
@@ -145,14 +151,14 @@ def test_eval_transfer_adds_every_transfer_tasks_dev_accuracy(bert_tokenizer, tm
     engine computes it with the same encoder and fast settings) and their mean; without it, none."""
     from helpers import make_transfer_tree as make_tree
     from senteval.registry import TRANSFER_TASKS
-    from simcse.evaluators import senteval_params
+    from simcse.evaluation.senteval_tasks import senteval_params
 
     data_dir = write_sts_tree(tmp_path / "data")
     make_tree(data_dir)
     model = tiny_model(len(bert_tokenizer))
-    plain = SentEvalDevEvaluator(bert_tokenizer, str(data_dir))(model)
+    plain = dev_evaluation(bert_tokenizer, data_dir)(model)
     assert not set(TRANSFER_TASKS) & set(plain) and "avg_transfer" not in plain
-    metrics = SentEvalDevEvaluator(bert_tokenizer, str(data_dir), eval_transfer=True)(model)
+    metrics = dev_evaluation(bert_tokenizer, data_dir, transfer=True)(model)
     assert {k: metrics[k] for k in plain} == plain
     accuracies = [metrics[task] for task in TRANSFER_TASKS]
     assert metrics["avg_transfer"] == pytest.approx(sum(accuracies) / len(accuracies))

@@ -209,3 +209,48 @@ def test_truncate_dim_keeps_the_embedding_prefix(tiny_bert_dir, tmp_path, capsys
         evaluation.main(base)["results"]["STSBenchmark"]["test"]["spearman"]
     code, err = run(base + ["--truncate_dim", "100000"], capsys)
     assert code == 2 and "--truncate_dim must be an integer in [1," in err
+
+
+@pytest.mark.parametrize("mlp_only_train, pooler, notice", [
+    (True, "cls", "was trained with --pooler_type cls --mlp_only_train, whose dev scores were computed as "
+                  "--pooler cls_before_pooler; this evaluation uses --pooler cls"),
+    (True, "cls_before_pooler", None),
+    (False, "cls", None),
+    (False, "avg", "was trained with --pooler_type cls, whose dev scores were computed as --pooler cls; "
+                   "this evaluation uses --pooler avg"),
+])
+def test_a_pooler_other_than_the_one_training_scored_with_is_said(tmp_path, mlp_only_train, pooler, notice):
+    from test_tool import make_checkpoint
+
+    from simcse.evaluators import pooler_notice
+
+    ckpt = make_checkpoint(tmp_path / "ckpt", "bert", "cls", mlp_only_train=mlp_only_train)
+    assert pooler_notice(str(ckpt), pooler) == (None if notice is None else f"{ckpt} {notice}")
+    assert pooler_notice(str(tmp_path / "missing"), pooler) is None  # evaluate() reports that itself
+
+
+def test_custom_retrieval_prints_its_table_and_writes_the_json(tiny_bert_dir, tmp_path, capsys):
+    """evaluation.py --custom_retrieval: the table and the JSON hold what the retrieval evaluator computes
+    on the same encoder (x100, 2 decimals), with the prompts handed on."""
+    from helpers import REPO
+    from simcse.encoder import build_encoder
+    from simcse.evaluation.retrieval import METRICS, RetrievalEvaluator
+
+    folder = REPO / "tests" / "fixtures" / "beir_tiny"
+    out = tmp_path / "r.json"
+    code, err = run(["--model_name_or_path", str(tiny_bert_dir), "--pooler", "avg", "--task_set", "custom",
+                     "--custom_retrieval", f"{folder}:tiny", "--query_prompt", "query: ",
+                     "--document_prompt", "passage: ", "--output_json", str(out)], capsys)
+    assert code == 0, err
+    table = json.loads(out.read_text())["tables"]["custom_retrieval"]["tiny"]
+    expected = RetrievalEvaluator(folder, name="tiny", query_prompt="query: ", document_prompt="passage: ")(
+        build_encoder(str(tiny_bert_dir), "avg"))
+    assert table == {m: round(expected[f"tiny_{m}"] * 100, 2) for m in METRICS}
+    plain = RetrievalEvaluator(folder, name="tiny")(build_encoder(str(tiny_bert_dir), "avg"))
+    assert plain != expected  # the prompts reached the encoder
+
+
+def test_a_bad_retrieval_folder_fails_before_the_model_loads(tmp_path, capsys):
+    code, err = run(["--model_name_or_path", str(tmp_path / "no-model"), "--task_set", "custom",
+                     "--custom_retrieval", str(tmp_path)], capsys)
+    assert code == 2 and "corpus.jsonl" in err and "no-model" not in err and len(err.splitlines()) == 1, err

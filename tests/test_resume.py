@@ -18,8 +18,7 @@ from safetensors.torch import load_file
 from test_train import write_train_file
 
 import train
-from helpers import REPO, save_tiny_model, write_sts_tree
-from simcse import training
+from helpers import REPO, ScriptedEvaluation, save_tiny_model, train_with, write_sts_tree
 from simcse.reliability import MARKER, incomplete_reason, is_complete
 from simcse.trainers import SimCSETrainer
 
@@ -53,29 +52,15 @@ def best_of(out: Path) -> tuple[float, str]:
     return state["best_metric"], Path(state["best_model_checkpoint"]).name
 
 
-class ScriptedEvaluator:
-    """Scores the test sets in advance, one per evaluation, so the best checkpoint is known."""
-
-    scores: list[float] = []
-
-    def __init__(self, *args, **kwargs):
-        pass
-
-    def __call__(self, model):
-        value = ScriptedEvaluator.scores.pop(0)
-        return {"stsb_spearman": value, "sickr_spearman": value, "avg_sts": value}
-
-
 @pytest.mark.parametrize("extra", [[], ["--no_duplicates_in_batch"], ["--grad_cache_mini_batch", "2"]],
                          ids=["plain", "no_duplicates", "grad_cache"])
 def test_crash_while_writing_a_checkpoint_then_resume_last(extra, setup, tmp_path, monkeypatch):
     """The run dies inside the save of checkpoint-4 (after the weights and optimizer, before the RNG state
     and the marker). checkpoint-2, the best one, stays intact; `last` skips the cut-off checkpoint-4; the
     resumed run ends as the uninterrupted one, and still knows that checkpoint-2 (0.9) is the best."""
-    monkeypatch.setattr(training, "SentEvalDevEvaluator", ScriptedEvaluator)
     full, out = tmp_path / "full", tmp_path / "out"
-    ScriptedEvaluator.scores = [0.9, 0.5, 0.3, 0.0]  # steps 2, 4, 6, then the evaluation after training
-    train.main(run_args(setup, full, *extra))
+    # scores scripted in advance, so the best checkpoint is known: steps 2, 4, 6, then after training
+    train_with(run_args(setup, full, *extra), ScriptedEvaluation([0.9, 0.5, 0.3, 0.0], repeat_last=False))
 
     save_rng_state = SimCSETrainer._save_rng_state
 
@@ -84,10 +69,9 @@ def test_crash_while_writing_a_checkpoint_then_resume_last(extra, setup, tmp_pat
             raise OSError("No space left on device (simulated)")
         save_rng_state(self, output_dir)
 
-    ScriptedEvaluator.scores = [0.9, 0.5]
     with monkeypatch.context() as patch, pytest.raises(OSError, match="simulated"):
         patch.setattr(SimCSETrainer, "_save_rng_state", crash_at_step_4)
-        train.main(run_args(setup, out, *extra))
+        train_with(run_args(setup, out, *extra), ScriptedEvaluation([0.9, 0.5], repeat_last=False))
     assert is_complete(out / "checkpoint-2")
     assert "no simcse_checkpoint.json" in incomplete_reason(out / "checkpoint-4")
     assert (out / "checkpoint-4" / "model.safetensors").exists()  # it looks like a checkpoint, but is not one
@@ -95,8 +79,8 @@ def test_crash_while_writing_a_checkpoint_then_resume_last(extra, setup, tmp_pat
     assert_same_weights(out / "checkpoint-2", full / "checkpoint-2")
     kept = (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns
 
-    ScriptedEvaluator.scores = [0.5, 0.3, 0.0]  # steps 4 and 6, then after training
-    metrics = train.main(run_args(setup, out, "--resume_from_checkpoint", "last", *extra))
+    metrics = train_with(run_args(setup, out, "--resume_from_checkpoint", "last", *extra),
+                         ScriptedEvaluation([0.5, 0.3, 0.0], repeat_last=False))  # steps 4 and 6, then after
     assert (out / "checkpoint-2" / "model.safetensors").stat().st_mtime_ns == kept  # resumed, not retrained
     assert is_complete(out / "checkpoint-4") and is_complete(out / "checkpoint-6")
     assert_same_weights(out, full)

@@ -176,11 +176,11 @@ def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, 
 
 COUNT_EVALUATIONS = """
 import json, os
-import simcse.evaluators as evaluators
+import simcse.evaluation.dev as dev
 import simcse.trainers as trainers
 
 RANK = int(os.environ.get("RANK", "0"))
-call, train = evaluators.SentEvalDevEvaluator.__call__, trainers.SimCSETrainer.train
+call, train = dev.ModelEvaluation.__call__, trainers.SimCSETrainer.train
 
 def counted(self, model):
     with open(os.path.join(os.environ["EVAL_LOG_DIR"], f"evaluations-rank{RANK}.txt"), "a") as handle:
@@ -195,7 +195,7 @@ def train_and_dump(self, *args, **kwargs):
         json.dump({"evals": evals, "best": self.state.best_metric}, handle)
     return result
 
-evaluators.SentEvalDevEvaluator.__call__ = counted
+dev.ModelEvaluation.__call__ = counted
 trainers.SimCSETrainer.train = train_and_dump
 """
 

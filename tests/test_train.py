@@ -11,8 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from helpers import save_tiny_model
-from simcse import training
+from helpers import ScriptedEvaluation, save_tiny_model, train_with
 from simcse.cli import run_cli
 from simcse.models import BertForCL
 
@@ -119,27 +118,16 @@ def test_mlm_loss_trains_the_mlm_head(mlm_weight, tiny_mlm_bert, tmp_path):
     assert metrics["train_loss"] > plain["train_loss"] + 1.0
 
 
-def test_best_checkpoint_is_kept_when_it_is_not_the_last(tiny_models, tmp_path, monkeypatch):
+def test_best_checkpoint_is_kept_when_it_is_not_the_last(tiny_models, tmp_path):
     """A fake evaluator scores 0.5, 0.9, 0.2 at steps 1, 2, 3: output_dir must hold the step-2 model."""
-    scores = iter([0.5, 0.9, 0.2, 0.9])
-
-    class FakeEvaluator:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __call__(self, model):
-            value = next(scores)
-            return {"stsb_spearman": value, "sickr_spearman": value, "avg_sts": value}
-
-    monkeypatch.setattr(training, "SentEvalDevEvaluator", FakeEvaluator)
     out = tmp_path / "out"
     args = base_args(tiny_models["bert"], write_train_file(tmp_path, 1), out, "--learning_rate", "1e-2")
     args = [a for a in args if a not in ("--save_strategy", "--eval_strategy")]
     args = [a for a in args if a != "no"]
     args[args.index("--max_steps") + 1] = "3"
-    metrics = train.main(args + ["--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps",
+    metrics = train_with(args + ["--eval_strategy", "steps", "--eval_steps", "1", "--save_strategy", "steps",
                                  "--save_steps", "1", "--metric_for_best_model", "stsb_spearman",
-                                 "--load_best_model_at_end"])
+                                 "--load_best_model_at_end"], ScriptedEvaluation([0.5, 0.9, 0.2, 0.9]))
     assert metrics["best_model_checkpoint"].endswith("checkpoint-2") and metrics["best_metric"] == 0.9
     final = load_file(out / "model.safetensors")
     best = load_file(out / "checkpoint-2" / "model.safetensors")
@@ -228,3 +216,29 @@ def test_no_duplicates_flag_reaches_the_sampler(flag, tiny_models, tmp_path, mon
     extra = ["--no_duplicates_in_batch"] if flag else []
     train.main(base_args(tiny_models["bert"], write_train_file(tmp_path, 2), tmp_path / "out", *extra))
     assert bool(built) == flag
+
+
+def test_the_best_checkpoint_is_chosen_by_a_retrieval_metric(tiny_models, tmp_path):
+    """--eval_custom_retrieval DIR:NAME logs eval_NAME_ndcg@10 (and the other retrieval metrics) at every
+    evaluation; --metric_for_best_model NAME_ndcg@10 keeps the step with the highest nDCG@10."""
+    from helpers import REPO, write_sts_tree
+
+    data = write_sts_tree(tmp_path / "senteval")
+    out = tmp_path / "out"
+    args = base_args(tiny_models["bert"], write_train_file(tmp_path, 1), out, "--learning_rate", "5e-2",
+                     "--senteval_data", str(data))
+    args = [a for a in args if a not in ("--save_strategy", "--eval_strategy", "no")]
+    args[args.index("--max_steps") + 1] = "4"
+    metrics = train.main(args + ["--eval_strategy", "steps", "--eval_steps", "1",
+                                 "--eval_custom_retrieval", f"{REPO / 'tests' / 'fixtures' / 'beir_tiny'}:tiny",
+                                 "--metric_for_best_model", "tiny_ndcg@10", "--load_best_model_at_end"])
+    state = json.loads((out / "trainer_state.json").read_text())
+    evals = [h for h in state["log_history"] if "eval_tiny_ndcg@10" in h]
+    assert [h["step"] for h in evals] == [1, 2, 3, 4]
+    for key in ("mrr@10", "map@100", "recall@1", "recall@10", "recall@100", "accuracy@1", "accuracy@10"):
+        assert 0 <= evals[0][f"eval_tiny_{key}"] <= 1
+    best = max(evals, key=lambda h: h["eval_tiny_ndcg@10"])  # the Trainer keeps the first of equal bests
+    assert metrics["best_metric"] == best["eval_tiny_ndcg@10"]
+    assert metrics["best_model_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    assert metrics["eval_tiny_ndcg@10"] == best["eval_tiny_ndcg@10"]  # the final evaluation: the best model
+    assert len({h["eval_tiny_ndcg@10"] for h in evals}) > 1  # the steps differ: the choice is not vacuous

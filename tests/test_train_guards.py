@@ -14,31 +14,16 @@ from safetensors.torch import load_file
 from test_train import base_args, run, write_train_file
 
 import train
-from helpers import save_tiny_model
-from simcse import training
+from helpers import ScriptedEvaluation, save_tiny_model, train_with
 from simcse.arguments import SimCSETrainingArguments
 from simcse.errors import SimCSEError
+from simcse.evaluation.dev import build_evaluators
+from simcse.evaluation.senteval_tasks import STSDevEvaluator, TransferDevEvaluator
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
     return save_tiny_model(tmp_path_factory.mktemp("guards") / "bert", "bert")
-
-
-def scripted_evaluator(monkeypatch, values: list[float]) -> None:
-    """Replace the SentEval dev evaluator by one returning ``values`` in turn (then the last one)."""
-    scores = iter(values)
-    last = [values[-1]]
-
-    class Scripted:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __call__(self, model):
-            last[0] = next(scores, last[0])
-            return {"stsb_spearman": last[0], "sickr_spearman": last[0], "avg_sts": last[0]}
-
-    monkeypatch.setattr(training, "SentEvalDevEvaluator", Scripted)
 
 
 def original_flags(model_dir: Path, tmp_path: Path, steps: int, *extra: str) -> list[str]:
@@ -51,11 +36,9 @@ def original_flags(model_dir: Path, tmp_path: Path, steps: int, *extra: str) -> 
                    "--load_best_model_at_end"]
 
 
-def test_original_flags_keep_the_best_model_that_is_neither_last_nor_on_a_save_step(tiny_bert, tmp_path,
-                                                                                     monkeypatch):
+def test_original_flags_keep_the_best_model_that_is_neither_last_nor_on_a_save_step(tiny_bert, tmp_path):
     # Best at step 3 of 5; the Trainer's own default would save only at step 500 and lose it.
-    scripted_evaluator(monkeypatch, [0.1, 0.5, 0.9, 0.3, 0.2])
-    metrics = train.main(original_flags(tiny_bert, tmp_path, 5))
+    metrics = train_with(original_flags(tiny_bert, tmp_path, 5), ScriptedEvaluation([0.1, 0.5, 0.9, 0.3, 0.2]))
     out = tmp_path / "out"
     assert metrics["best_model_checkpoint"] == str(out / "checkpoint-3") and metrics["best_metric"] == 0.9
     final, best = load_file(out / "model.safetensors"), load_file(out / "checkpoint-3" / "model.safetensors")
@@ -76,6 +59,12 @@ def test_save_strategy_defaults():
     assert parse().ddp_find_unused_parameters is False
 
 
+def test_the_default_metric_for_best_model_is_the_dev_evaluation_primary_metric():
+    args = parse(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5)
+    assert args.metric_for_best_model == STSDevEvaluator.primary_metric == "stsb_spearman"
+    assert build_evaluators("unused-data-dir", custom_sts=()).primary_metric == STSDevEvaluator.primary_metric
+
+
 def test_deepspeed_zero3_is_refused(tmp_path):
     config = tmp_path / "ds.json"
     config.write_text(json.dumps({"zero_optimization": {"stage": 3}}), encoding="utf-8")
@@ -86,8 +75,8 @@ def test_deepspeed_zero3_is_refused(tmp_path):
 @pytest.mark.parametrize("flags, message", [
     (dict(load_best_model_at_end=True, metric_for_best_model="stsb_spearman"),
      "--load_best_model_at_end needs evaluations to find the best model, but --eval_strategy is no"),
-    (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5),
-     "add --metric_for_best_model stsb_spearman"),
+    (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5, metric_for_best_model="loss"),
+     "--metric_for_best_model loss: the evaluation reports dev scores, no loss; use stsb_spearman"),
     (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5, save_strategy="steps", save_steps=10,
           metric_for_best_model="stsb_spearman"),
      "--save_steps 10 differs from --eval_steps 5"),
@@ -138,17 +127,18 @@ def test_do_eval_runs_the_transfer_dev_evaluation_after_training(tiny_bert, tmp_
     with no evaluation during training."""
     calls = []
 
-    class Recording:
-        def __init__(self, tokenizer, data_dir, eval_transfer=False, **kwargs):
-            self.eval_transfer = eval_transfer
+    def sts(self, encoder):
+        calls.append("sts")
+        return {"stsb_spearman": 0.5}
 
-        def __call__(self, model):
-            calls.append(self.eval_transfer)
-            return {"stsb_spearman": 0.5, **({"MR": 70.0, "avg_transfer": 70.0} if self.eval_transfer else {})}
+    def transfer(self, encoder):
+        calls.append("transfer")
+        return {"MR": 70.0, "avg_transfer": 70.0}
 
-    monkeypatch.setattr(training, "SentEvalDevEvaluator", Recording)
+    monkeypatch.setattr(STSDevEvaluator, "__call__", sts)
+    monkeypatch.setattr(TransferDevEvaluator, "__call__", transfer)
     metrics = train.main(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out", "--do_eval"))
-    assert calls == [True] and metrics["eval_MR"] == 70.0 and metrics["eval_avg_transfer"] == 70.0
+    assert calls == ["sts", "transfer"] and metrics["eval_MR"] == 70.0 and metrics["eval_avg_transfer"] == 70.0
     calls.clear()
     train.main(base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "out2"))
     assert calls == []  # without --do_eval (and no --eval_strategy) nothing is evaluated

@@ -509,8 +509,8 @@ def test_per_file_columns_override_the_flag_for_that_file_only(tmp_path, capsys,
     args = evaluation.parse_args(["--model_name_or_path", "m", "--task_set", "custom",
                                   "--custom_sts", f"{a}:a:2,3,1", f"{b}::0,1,2"])
     sts, _ = evaluators.load_custom_tasks(args)
-    assert [t.name for t in sts] == ["a", "b"]
-    for task, gold in zip(sts, (SCORES, BINARY)):
+    assert [e.name for e in sts] == ["a", "b"]
+    for task, gold in zip((e.task for e in sts), (SCORES, BINARY)):
         assert [s[0] for s in task.data["pairs"][0]] == [x for x, _ in PAIRS]
         assert list(task.data["pairs"][2]) == gold
     assert "custom STS a: no header: line 1 is data; columns [2, 3, 1]" in capsys.readouterr().err
