@@ -14,7 +14,7 @@ the standard ones. ``--custom_retrieval DIR[:NAME]`` ranks a BEIR-layout folder'
 (exact cosine search) and prints nDCG@10, MRR@10, MAP@100, Recall@1/10/100 and Accuracy@1/10 ×100
 (:mod:`simcse.evaluation.retrieval`). ``--task_set custom`` runs only these.
 
-The work is :func:`simcse.evaluators.evaluate`; this script parses, calls it and writes the JSON.
+The work is :func:`simcse.evaluation.report.evaluate`; this script parses, calls it and writes the JSON.
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from transformers.utils import logging as transformers_logging
 from senteval.registry import STS_TASKS, TASKS
 from senteval.sts import AGGREGATIONS
 from simcse.cli import OneLineArgumentParser, run_cli
-from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
-from simcse.evaluators import EvaluationConfig, evaluate, pooler_notice
+from simcse.evaluation.report import EvaluationConfig, evaluate
 from simcse.files import atomic_write_json as write_json_atomic
-from simcse.poolers import ALL_POOLERS, POOLER_HELP
+from simcse.modeling.encoder import check_max_length
+from simcse.modeling.poolers import ALL_POOLERS, POOLER_HELP
 
 
 def parse_args(argv: list[str] | None):
@@ -101,10 +101,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.output_json and os.path.isdir(args.output_json):
         raise SimCSEError(f"--output_json {args.output_json!r} is a directory; give a file path such as result.json")
     config = EvaluationConfig(**{k: v for k, v in vars(args).items() if k != "output_json"})
-    notice = pooler_notice(config.model_name_or_path, config.pooler, config.trust_remote_code)
-    if notice:
-        print(f"evaluation.py: notice: {notice}", file=sys.stderr)
     payload = evaluate(config)
+    for notice in payload["notices"]:  # e.g. a pooler other than the one training scored with
+        print(f"evaluation.py: notice: {notice}", file=sys.stderr)
     if args.output_json:
         write_json_atomic(args.output_json, payload)
     return payload

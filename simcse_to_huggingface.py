@@ -2,7 +2,7 @@
 
     python simcse_to_huggingface.py --path result/my-sup-simcse [--output_dir result/my-sup-simcse-hf]
 
-Parses the flags, calls :func:`simcse.convert.convert` (which documents the key mapping) and prints
+Parses the flags, calls :func:`simcse.modeling.convert.convert` (which documents the key mapping) and prints
 what it wrote.
 """
 
@@ -14,9 +14,9 @@ import sys
 
 from transformers import AutoConfig
 
-from simcse import export
 from simcse.cli import OneLineArgumentParser, run_cli
-from simcse.convert import convert
+from simcse.inference import export
+from simcse.modeling.convert import convert
 
 
 def main(argv: list[str] | None = None) -> dict:

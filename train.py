@@ -8,21 +8,21 @@
 
 A single ``.json`` argument holding the same keys also works. Every flag: ``python train.py --help``.
 A killed run continues with ``--resume_from_checkpoint last`` (the newest complete checkpoint).
-The work is :func:`simcse.training.train_model`; this script parses, configures logging and calls it.
+The work is :func:`simcse.training.run.train_model`; this script parses, configures logging and calls it.
 """
 
 from __future__ import annotations
 
 import sys
 
-from simcse.arguments import parse_train_args
 from simcse.cli import configure_training_logging, print_notices, run_cli
-from simcse.training import train_model
+from simcse.training.arguments import parse_train_args
+from simcse.training.run import train_model
 
 
 def parse_args(argv: list[str] | None):
     """(model, data, training) arguments; flags of the original train.py are translated, each change
-    announced on stderr in one line (see simcse.arguments.LEGACY_FLAGS)."""
+    announced on stderr in one line (see simcse.training.legacy_flags.LEGACY_FLAGS)."""
     *groups, notices = parse_train_args(sys.argv[1:] if argv is None else argv)
     print_notices(notices, "train.py")
     return groups

@@ -9,7 +9,7 @@ where the [CLS] vector is not yet a sentence embedding, so the loss has somethin
 with its registry defaults (the recommended hyperparameters of its paper) on the data it is made for:
 
 * plain-sentence losses (SimCSE-style, two dropout views): the wiki1m sample (``--train_file``);
-* graded losses (cosent, angle): STS-B train as scored pairs (written by :mod:`simcse.prepare`);
+* graded losses (cosent, angle): STS-B train as scored pairs (written by :mod:`simcse.data.prepare`);
 * guided losses (gist): the wiki1m sample, guided by the start model with its own mean pooling
   (``--guide_model``, default the start model, ``--guide_pooler avg``).
 
@@ -44,12 +44,12 @@ from pathlib import Path
 from bench_defaults import default_model
 
 from senteval.datapath import resolve_data_dir
-from simcse.arguments import make_train_args
-from simcse.evaluators import EvaluationConfig, evaluate
+from simcse.data.prepare import read_stsb_pairs, write_scored_pairs
+from simcse.evaluation.report import EvaluationConfig, evaluate
 from simcse.files import atomic_write_text
 from simcse.losses import LOSSES
-from simcse.prepare import read_stsb_pairs, write_scored_pairs
-from simcse.training import train_model
+from simcse.training.arguments import make_train_args
+from simcse.training.run import train_model
 
 
 def data_kind(loss: str) -> str:
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--reference", default="infonce", help="the loss every other is compared with")
     parser.add_argument("--output_dir", default="result/compare_losses")
     args = parser.parse_args(argv)
-    from simcse.demo import default_train_file
+    from simcse.training.demo import default_train_file
 
     args.model = args.model or default_model()
     args.guide_model = args.guide_model or args.model

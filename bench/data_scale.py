@@ -14,8 +14,8 @@ max length 32, each stage in a fresh process so that its peak resident memory is
 * ``prepare (first run)``: :func:`simcse.data.load_training_dataset` + :func:`simcse.data.tokenize_dataset`
   on an empty cache (parse, Arrow file, tokenize with ``datasets.map``, token cache);
 * ``prepare (second run)``: the same calls again, served from the cache;
-* ``sampler epoch``: :func:`simcse.sampler.sentence_keys` and one epoch of
-  :class:`simcse.sampler.NoDuplicatesBatchSampler` (the ``--no_duplicates_in_batch`` path), planned and
+* ``sampler epoch``: :func:`simcse.data.sampler.sentence_keys` and one epoch of
+  :class:`simcse.data.sampler.NoDuplicatesBatchSampler` (the ``--no_duplicates_in_batch`` path), planned and
   iterated;
 * ``fetch + collate epoch``: a DataLoader over that epoch fetching each batch from the memory-mapped
   Arrow table and padding it with :class:`simcse.data.SimCSECollator`.
@@ -156,7 +156,7 @@ def stage_sampler(train_file: Path, tokenizer_dir: str, cache: Path, batch_size:
     import torch
 
     from simcse.data import SimCSECollator
-    from simcse.sampler import NoDuplicatesBatchSampler, sentence_keys
+    from simcse.data.sampler import NoDuplicatesBatchSampler, sentence_keys
 
     examples, tokenizer, opened = _prepare(train_file, tokenizer_dir, cache)
     started = time.perf_counter()
@@ -199,7 +199,7 @@ def stage_main(stage: str, spec: str) -> None:
 
     datasets.disable_progress_bars()
     import simcse.data  # noqa: F401  (imports counted in rss_before_mb, not in the stage)
-    import simcse.sampler  # noqa: F401
+    import simcse.data.sampler  # noqa: F401
     print(json.dumps(measured(stage, json.loads(spec))))
 
 

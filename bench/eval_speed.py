@@ -48,9 +48,9 @@ class Ours:
 
     def __init__(self, model_path: str, pooler: str, batch_size: int, device: str, data_dir):
         from senteval.engine import SE
-        from simcse import evaluators
-        from simcse.encoder import build_encoder
+        from simcse.evaluation import report as evaluators
         from simcse.evaluation.senteval_tasks import senteval_hooks, senteval_params
+        from simcse.modeling.encoder import build_encoder
 
         self.dev_tasks = evaluators.DEV_STS_TASKS
         self.encoder = build_encoder(model_path, pooler, device=device, batch_size=batch_size)

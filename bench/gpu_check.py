@@ -11,7 +11,7 @@ wiki1m sample, in one process, one side after the other:
 
 * ``floor``: a plain PyTorch loop over pre-collated batches already on the device: the same model and
   loss, ``torch.autocast`` + ``torch.amp.GradScaler`` for fp16 (autocast alone for bf16), fused AdamW;
-* ``ours``: :class:`simcse.trainers.SimCSETrainer` as train.py runs it, fp32, ``--fp16`` and ``--bf16``;
+* ``ours``: :class:`simcse.training.trainers.SimCSETrainer` as train.py runs it, fp32, ``--fp16`` and ``--bf16``;
 * ``peer``: sentence-transformers' unsupervised SimCSE recipe on the same random backbone
   (``SentenceTransformer`` with its default mean pooling, ``MultipleNegativesRankingLoss(scale=20)``,
   (sentence, sentence) pairs, ``SentenceTransformerTrainer``), in the same precisions.
@@ -57,11 +57,15 @@ from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback  
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from senteval.datapath import shared_dir  # noqa: E402
-from simcse.arguments import SimCSETrainingArguments  # noqa: E402
-from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset  # noqa: E402
+from simcse.data import (  # noqa: E402
+    SimCSECollator,
+    load_training_dataset,
+    tokenize_dataset,  # noqa: E402
+)
 from simcse.losses import build_loss  # noqa: E402
-from simcse.models import BertForCL, configure  # noqa: E402
-from simcse.trainers import SimCSETrainer  # noqa: E402
+from simcse.modeling.models import BertForCL, configure  # noqa: E402
+from simcse.training.arguments import SimCSETrainingArguments  # noqa: E402
+from simcse.training.trainers import SimCSETrainer  # noqa: E402
 
 MAX_LENGTH = 32
 LR = 3e-5

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from senteval.datapath import resolve_data_dir  # noqa: E402
 from senteval.engine import SE  # noqa: E402
 from senteval.registry import STS_TASKS  # noqa: E402
-from simcse.encoder import build_encoder  # noqa: E402
+from simcse.evaluation.report import sts_row  # noqa: E402
 from simcse.evaluation.senteval_tasks import senteval_params  # noqa: E402
-from simcse.evaluators import sts_row  # noqa: E402
+from simcse.modeling.encoder import build_encoder  # noqa: E402
 
 
 def sts_average_by_width(model: str, pooler: str, dims: list[int], data_dir: str) -> dict[int, dict]:

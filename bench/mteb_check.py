@@ -4,7 +4,7 @@
 
 MTEB's side runs ``mteb.evaluate`` through :func:`simcse.evaluation.mteb_tasks.run_mteb` (our encoder behind
 mteb's encoder protocol, local tasks, no result cache); ours is ``evaluation.py``'s code path
-(:func:`simcse.evaluators.evaluate`, STS-B test Spearman) and, for each BEIR folder, our
+(:func:`simcse.evaluation.report.evaluate`, STS-B test Spearman) and, for each BEIR folder, our
 :class:`simcse.evaluation.retrieval.RetrievalEvaluator` (nDCG@10), when that module is there. Prints one row
 per figure, x100 with 2 decimals: MTEB, ours and their difference. Without --model_name_or_path: the
 packaged all-MiniLM-L6-v2 (MTEB's leaderboard gives it 82.03 on STSBenchmark).
@@ -26,7 +26,7 @@ def ours_retrieval(model_name_or_path: str, pooler: str, specs: list[str], args)
         from simcse.evaluation.retrieval import RetrievalEvaluator
     except ImportError:
         return {f"{name}_ndcg@10": None for _, name in pairs}
-    from simcse.encoder import build_encoder
+    from simcse.modeling.encoder import build_encoder
 
     encoder = build_encoder(model_name_or_path, pooler, device=args.device, batch_size=args.batch_size,
                             max_length=args.max_seq_length)
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     from prettytable import PrettyTable
 
     from simcse.evaluation.mteb_tasks import run_mteb
-    from simcse.evaluators import EvaluationConfig, evaluate
+    from simcse.evaluation.report import EvaluationConfig, evaluate
 
     mteb_scores = run_mteb(args.model_name_or_path, args.pooler, tasks=args.tasks, senteval_data=args.senteval_data,
                            retrieval=args.retrieval, split=args.split, batch_size=args.batch_size,

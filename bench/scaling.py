@@ -33,11 +33,11 @@ def rss_mb() -> float:
 def worker(args) -> dict:
     from transformers import AutoConfig, AutoTokenizer
 
-    from simcse.arguments import SimCSETrainingArguments
     from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
     from simcse.losses import build_loss
-    from simcse.models import configure, model_class_for
-    from simcse.trainers import SimCSETrainer
+    from simcse.modeling.models import configure, model_class_for
+    from simcse.training.arguments import SimCSETrainingArguments
+    from simcse.training.trainers import SimCSETrainer
 
     workdir = tempfile.mkdtemp(prefix="bench-scaling-")
     with open(args.train_file, encoding="utf-8") as handle:
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         args.model = default_model()
     if args.train_file is None:
-        from simcse.demo import default_train_file
+        from simcse.training.demo import default_train_file
 
         args.train_file = default_train_file()
     if args.worker:

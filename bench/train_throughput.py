@@ -80,11 +80,11 @@ class StepClock:
 def worker_ours(args, sents: list[str]) -> tuple[float, list[float]]:
     from transformers import AutoConfig, AutoTokenizer
 
-    from simcse.arguments import SimCSETrainingArguments
     from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
     from simcse.losses import build_loss
-    from simcse.models import configure, model_class_for
-    from simcse.trainers import SimCSETrainer
+    from simcse.modeling.models import configure, model_class_for
+    from simcse.training.arguments import SimCSETrainingArguments
+    from simcse.training.trainers import SimCSETrainer
 
     workdir = tempfile.mkdtemp(prefix="bench-ours-")
     train_file = os.path.join(workdir, "train.txt")
@@ -138,7 +138,7 @@ def worker_floor(args, sents: list[str]) -> tuple[float, list[float]]:
     from transformers import AutoModel, AutoTokenizer
 
     from simcse.losses import build_loss
-    from simcse.poolers import pool
+    from simcse.modeling.poolers import pool
 
     torch.manual_seed(42)
     model = AutoModel.from_pretrained(args.model).to(args.device).train()
@@ -188,7 +188,7 @@ def default_model() -> str:
 
 
 def default_train_file() -> str:
-    from simcse.demo import default_train_file as find
+    from simcse.training.demo import default_train_file as find
 
     return find()
 

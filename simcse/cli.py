@@ -53,6 +53,6 @@ def configure_training_logging(should_log: bool) -> None:
 
 
 def print_notices(notices: list[str], prog: str) -> None:
-    """The notices of :func:`simcse.arguments.parse_train_args`, one ``<prog>: notice: ...`` line each."""
+    """The notices of :func:`simcse.training.arguments.parse_train_args`, one ``<prog>: notice: ...`` line each."""
     for notice in notices:
         print(f"{prog}: notice: {notice}", file=sys.stderr)

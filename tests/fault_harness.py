@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
     work.mkdir(parents=True, exist_ok=True)
 
     import train  # noqa: F401 - the heavy imports, once, before any fork
-    from simcse.reliability import (
+    from simcse.training.reliability import (
         MARKER,
         SAVE_MARKER,
         STAGING,

@@ -148,8 +148,17 @@ class ScriptedEvaluation:
 
 def train_with(argv: list[str], evaluator) -> dict:
     """train.py's path (parse the flags, train) with ``evaluator`` in place of the flags' dev evaluation."""
-    from simcse.arguments import parse_train_args
-    from simcse.training import train_model
+    from simcse.training.arguments import parse_train_args
+    from simcse.training.run import train_model
 
     model_args, data_args, training_args, _ = parse_train_args(argv)
     return train_model(model_args, data_args, training_args, evaluator=evaluator)
+
+
+def slow_except_first(rows, ids=None) -> list:
+    """A parametrised table for the two tiers: the first row runs in the fast tier (``pytest``), every
+    other row only in the slow tier (``pytest -m slow``, which CI runs too)."""
+    rows = list(rows)
+    ids = list(ids) if ids is not None else [None] * len(rows)
+    return [pytest.param(*(row if isinstance(row, tuple) else (row,)), id=i, marks=() if n == 0 else pytest.mark.slow)
+            for n, (row, i) in enumerate(zip(rows, ids))]

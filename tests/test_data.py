@@ -244,7 +244,8 @@ def test_fetched_batches_collate_like_example_dicts(tmp_path):
 
 def test_second_preparation_hits_both_caches(tmp_path, monkeypatch):
     """The second run on the same file neither parses it nor tokenizes it: it memory-maps both results."""
-    import simcse.data as data
+    import simcse.data.reading as reading
+    import simcse.data.tokenizing as tokenizing
 
     path = tmp_path / "wiki.txt"
     path.write_text("".join(f"sentence number {i}\n" for i in range(50)), encoding="utf-8")
@@ -257,8 +258,8 @@ def test_second_preparation_hits_both_caches(tmp_path, monkeypatch):
             return function(*args, **kwargs)
         return wrapper
 
-    monkeypatch.setattr(data, "_parse", counted("parse", data._parse))
-    monkeypatch.setattr(data, "_tokenize_batch", counted("tokenize", data._tokenize_batch))
+    monkeypatch.setattr(reading, "_parse", counted("parse", reading._parse))
+    monkeypatch.setattr(tokenizing, "_tokenize_batch", counted("tokenize", tokenizing._tokenize_batch))
     first = tokenize_dataset(load_training_dataset(path, cache_dir=tmp_path / "cache"), tokenizer, max_seq_length=8)
     assert calls == {"parse": 1, "tokenize": 1}
     cached = sorted(p.name for p in (tmp_path / "cache").rglob("*.arrow"))

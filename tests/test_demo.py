@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from helpers import save_tiny_model, write_sts_tree
-from simcse import demo
+from simcse.training import demo
 
 
 def test_demo_runs_and_reports_both_rows(tmp_path, capsys):

@@ -15,11 +15,11 @@ from senteval.engine import SE
 from senteval.errors import SentEvalError
 from senteval.registry import build_task
 from senteval.utils import FAST_CLASSIFIER
-from simcse.encoder import SentenceEncoder
 from simcse.evaluation.dev import ModelEvaluation, build_evaluators
 from simcse.evaluation.senteval_tasks import STS_DEV_METRICS
 from simcse.losses.diagnostics import alignment, uniformity
-from simcse.models import BertForCL, configure
+from simcse.modeling.encoder import SentenceEncoder
+from simcse.modeling.models import BertForCL, configure
 
 
 def dev_evaluation(tokenizer, data: Path, transfer: bool = False) -> ModelEvaluation:

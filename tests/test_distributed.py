@@ -16,8 +16,8 @@ from test_gradcache import NUM_SENT_CASES, B, batch, loss_of, tiny_model
 from simcse.cli import run_cli
 from simcse.distributed import gather_with_grad, process_group_teardown
 from simcse.errors import SimCSEError
-from simcse.gradcache import cached_step
 from simcse.losses import build_loss
+from simcse.training.gradcache import cached_step
 
 WORLD = 2
 
@@ -80,6 +80,7 @@ def ddp_results(tmp_path_factory):
     return [torch.load(result_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cache", ["", "+gradcache"])
 @pytest.mark.parametrize("name, num_sent", NUM_SENT_CASES, ids=[f"{n}-{k}" for n, k in NUM_SENT_CASES])
 def test_two_processes_equal_one_process_with_the_double_batch(name, num_sent, cache, ddp_results):

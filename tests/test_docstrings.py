@@ -8,8 +8,8 @@ import pkgutil
 
 import pytest
 
+import simcse.inference.tool
 import simcse.losses
-import simcse.tool
 from helpers import save_tiny_model
 
 LOSS_MODULES = sorted(m.name for m in pkgutil.iter_modules(simcse.losses.__path__, "simcse.losses."))
@@ -30,9 +30,9 @@ def test_loss_module_examples_run(name):
 
 
 def test_tool_module_example_runs(tmp_path):
-    """The example at the top of simcse/tool.py, line by line, on a small BERT checkpoint."""
+    """The example at the top of simcse/inference/tool.py, line by line, on a small BERT checkpoint."""
     checkpoint = save_tiny_model(tmp_path / "ckpt", "bert")
-    examples = doctest.DocTestParser().get_examples(simcse.tool.__doc__)
+    examples = doctest.DocTestParser().get_examples(simcse.inference.tool.__doc__)
     assert len(examples) >= 4
     namespace: dict = {}
     with pytest.warns(UserWarning, match="records no pooler"):  # a plain BERT directory: cls, with a warning

@@ -11,8 +11,8 @@ import torch
 
 import evaluation
 from helpers import REPO, write_sts_tree
-from simcse import evaluators
 from simcse.cli import run_cli
+from simcse.evaluation import report as evaluators
 
 ORIGINAL_TABLE = """\
 +-------+-------+-------+-------+-------+--------------+-----------------+-------+
@@ -169,6 +169,7 @@ def test_gpt2_wavg_runs(tiny_gpt2_dir, tmp_path):
     assert list(payload["tables"]["sts"]) == ["SICKRelatedness"]
 
 
+@pytest.mark.slow
 def test_subprocess_exit_code_and_no_traceback():
     proc = subprocess.run(
         [sys.executable, "evaluation.py", "--model_name_or_path", "/no/such/model", "--pooler", "avg"],
@@ -194,7 +195,7 @@ def test_cls_pooler_without_trained_pooling_layer_is_refused(tmp_path, capsys):
 
 
 def test_truncate_dim_keeps_the_embedding_prefix(tiny_bert_dir, tmp_path, capsys):
-    from simcse.encoder import build_encoder
+    from simcse.modeling.encoder import build_encoder
 
     full = build_encoder(str(tiny_bert_dir), "avg", device="cpu")
     short = build_encoder(str(tiny_bert_dir), "avg", device="cpu", truncate_dim=4)
@@ -219,22 +220,23 @@ def test_truncate_dim_keeps_the_embedding_prefix(tiny_bert_dir, tmp_path, capsys
     (False, "avg", "was trained with --pooler_type cls, whose dev scores were computed as --pooler cls; "
                    "this evaluation uses --pooler avg"),
 ])
-def test_a_pooler_other_than_the_one_training_scored_with_is_said(tmp_path, mlp_only_train, pooler, notice):
+def test_a_pooler_other_than_the_one_training_scored_with_is_said(tmp_path, mlp_only_train, pooler, notice, capsys):
     from test_tool import make_checkpoint
 
-    from simcse.evaluators import pooler_notice
-
     ckpt = make_checkpoint(tmp_path / "ckpt", "bert", "cls", mlp_only_train=mlp_only_train)
-    assert pooler_notice(str(ckpt), pooler) == (None if notice is None else f"{ckpt} {notice}")
-    assert pooler_notice(str(tmp_path / "missing"), pooler) is None  # evaluate() reports that itself
+    write_sts_tree(tmp_path / "data")
+    code, err = run(["--model_name_or_path", str(ckpt), "--pooler", pooler, "--task_set", "na", "--tasks",
+                     "STSBenchmark", "--senteval_data", str(tmp_path / "data")], capsys)
+    said = [line for line in err.splitlines() if "notice" in line]
+    assert code == 0 and said == ([] if notice is None else [f"evaluation.py: notice: {ckpt} {notice}"])
 
 
 def test_custom_retrieval_prints_its_table_and_writes_the_json(tiny_bert_dir, tmp_path, capsys):
     """evaluation.py --custom_retrieval: the table and the JSON hold what the retrieval evaluator computes
     on the same encoder (x100, 2 decimals), with the prompts handed on."""
     from helpers import REPO
-    from simcse.encoder import build_encoder
     from simcse.evaluation.retrieval import METRICS, RetrievalEvaluator
+    from simcse.modeling.encoder import build_encoder
 
     folder = REPO / "tests" / "fixtures" / "beir_tiny"
     out = tmp_path / "r.json"

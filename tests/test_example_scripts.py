@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from helpers import REPO
-from simcse.arguments import SimCSETrainingArguments, parse_train_args
 from simcse.errors import SimCSEError
+from simcse.training.arguments import SimCSETrainingArguments, parse_train_args
 
 
 def script_flags(name: str) -> list[str]:

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from test_tool import make_checkpoint
 
 import simcse_to_huggingface as convert_cli
-from helpers import save_tiny_model
+from helpers import save_tiny_model, slow_except_first
 from simcse import SimCSE
 from simcse.cli import run_cli
 
@@ -73,8 +73,8 @@ CASES = [  # (model type, trained pooler, mlp_only_train, inference pooler, ST m
 ]
 
 
-@pytest.mark.parametrize("model_type, trained, mlp_only_train, pooler, modules", CASES,
-                         ids=[f"{c[0]}-{c[1]}{'-mlp_only_train' if c[2] else ''}" for c in CASES])
+@pytest.mark.parametrize("model_type, trained, mlp_only_train, pooler, modules", slow_except_first(
+    CASES, [f"{c[0]}-{c[1]}{'-mlp_only_train' if c[2] else ''}" for c in CASES]))
 def test_sentence_transformers_parity(tmp_path, bases, model_type, trained, mlp_only_train, pooler, modules):
     ckpt, out, report = export(tmp_path, bases, model_type, trained, mlp_only_train)
     assert report["sentence_transformers"]["pooler"] == pooler

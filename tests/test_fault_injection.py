@@ -16,7 +16,9 @@ import pytest
 from test_train import write_train_file
 
 from helpers import REPO, save_tiny_model
-from simcse.reliability import MARKER, final_save_incomplete, is_complete
+from simcse.training.reliability import MARKER, final_save_incomplete, is_complete
+
+pytestmark = pytest.mark.slow  # kills real training processes at file operations
 
 
 @pytest.mark.slow  # about 20 s per 5 instants on 2 shared cores

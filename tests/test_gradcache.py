@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import BertConfig
 
-from simcse import gradcache
-from simcse.gradcache import cached_step, split_batch
+from helpers import slow_except_first
 from simcse.losses import LOSSES, build_loss
-from simcse.models import BertForCL, configure
+from simcse.modeling.models import BertForCL, configure
+from simcse.training import gradcache
+from simcse.training.gradcache import cached_step, split_batch
 
 B, L, CHUNK = 8, 10, 2
 
@@ -81,7 +82,7 @@ def sentence_counts(name: str) -> tuple[int, ...]:
 NUM_SENT_CASES = [(name, n) for name in sorted(LOSSES) for n in sentence_counts(name)]
 
 
-@pytest.mark.parametrize("name, num_sent", NUM_SENT_CASES, ids=[f"{n}-{k}" for n, k in NUM_SENT_CASES])
+@pytest.mark.parametrize("name, num_sent", slow_except_first(NUM_SENT_CASES, [f"{n}-{k}" for n, k in NUM_SENT_CASES]))
 def test_cached_equals_uncached_with_dropout_on(name, num_sent):
     model = tiny_model(dropout=0.1)
     loss_fn = build_loss(name)

@@ -1,4 +1,4 @@
-"""The guide encoder of GISTEmbed (simcse/guide.py) and guided training through train.py."""
+"""The guide encoder of GISTEmbed (simcse/modeling/guide.py) and guided training through train.py."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from test_train import SENTENCES, base_args, write_train_file
 from transformers import AutoTokenizer
 
 import train
-from helpers import save_tiny_model
+from helpers import save_tiny_model, slow_except_first
 from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
-from simcse.encoder import build_encoder
 from simcse.errors import SimCSEError
-from simcse.guide import GuideEncoder
+from simcse.modeling.encoder import build_encoder
+from simcse.modeling.guide import GuideEncoder
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,11 @@ def test_a_sentence_transformers_guide_uses_its_own_pooling(models, st_guide, tm
     torch.testing.assert_close(got, torch.nn.functional.normalize(plain, dim=-1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "3"]], ids=["plain", "gradcache"])
-@pytest.mark.parametrize("columns", [1, 3])
+GIST_CASES = [(c, e) for e in ([], ["--grad_cache_mini_batch", "3"]) for c in (1, 3)]
+
+
+@pytest.mark.parametrize("columns, extra", slow_except_first(
+    GIST_CASES, [f"{c}-{'gradcache' if e else 'plain'}" for c, e in GIST_CASES]))
 def test_gist_trains_with_the_guide_run_once_per_batch(models, st_guide, tmp_path, monkeypatch, columns, extra):
     import simcse.losses.gist as gist
 

@@ -10,8 +10,9 @@ import os
 
 import pytest
 
-from simcse.arguments import LEGACY_FLAGS, parse_train_args
 from simcse.errors import SimCSEError
+from simcse.training.arguments import parse_train_args
+from simcse.training.legacy_flags import LEGACY_FLAGS
 
 # flag -> (tokens after the flag, (arguments group 0/1/2, attribute, expected value)); same meaning as the
 # original. Groups: 0 model, 1 data, 2 training.

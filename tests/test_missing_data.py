@@ -11,6 +11,7 @@ import pytest
 from helpers import REPO
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ci, outcome", [("1", "1 failed"), ("", "1 skipped")])
 def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(ci, outcome, tmp_path):
     env = {**os.environ, "SIMCSE_SHARED": str(tmp_path / "renamed"), "CI": ci}

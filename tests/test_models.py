@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, RobertaConfig
 
-from simcse.models import BertForCL, RobertaForCL, configure
+from simcse.modeling.models import BertForCL, RobertaForCL, configure
 
 
 def tiny(name: str):
@@ -79,7 +79,7 @@ def test_the_recipe_fresh_head_is_not_reported_as_a_broken_checkpoint(tmp_path, 
     from transformers import AutoConfig
 
     from helpers import save_tiny_model
-    from simcse.models import BertForCL, configure
+    from simcse.modeling.models import BertForCL, configure
 
     base = save_tiny_model(tmp_path / "base", "bert")
     with caplog.at_level(logging.WARNING):

@@ -1,5 +1,6 @@
-"""The mteb adapter (simcse/evaluation/mteb_tasks.py), offline: MTEB's STS-B and retrieval scores equal ours,
-mteb's result cache never hands one model's scores to another, and prompts reach the encoder."""
+"""The mteb adapter (simcse/evaluation/mteb_tasks.py), offline: MTEB's STS-B and retrieval scores equal ours
+(with a folder's ignore_identical_ids declaration too), mteb's result cache never hands one model's scores to
+another, and prompts reach the encoder."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from helpers import SHARED, require_shared, write_sts_tree
-from simcse.evaluators import EvaluationConfig, evaluate
+from simcse.evaluation.report import EvaluationConfig, evaluate
+
+pytestmark = pytest.mark.slow  # encodes STS-B test with a real model through mteb, several times
 
 try:
     import mteb
@@ -21,7 +25,14 @@ try:
     from mteb.models.model_meta import ModelMeta
     from mteb.models.models_protocols import EncoderProtocol
 
-    from simcse.evaluation.mteb_tasks import LocalSTSBenchmark, MTEBEncoder, model_meta, parse_retrieval, run_mteb
+    from simcse.evaluation.mteb_tasks import (
+        LocalSTSBenchmark,
+        MTEBEncoder,
+        beir_task,
+        model_meta,
+        parse_retrieval,
+        run_mteb,
+    )
 except ImportError as err:  # mteb is an optional package: fail in CI, skip elsewhere
     if os.environ.get("CI") or not (err.name or "").startswith("mteb"):
         raise
@@ -199,7 +210,7 @@ def test_prompts_reach_the_encoder_through_mteb(tmp_path):
 
 def test_retrieval_ndcg_equals_ours(tmp_path, minilm):
     retrieval = pytest.importorskip("simcse.evaluation.retrieval")
-    from simcse.encoder import build_encoder
+    from simcse.modeling.encoder import build_encoder
 
     folder = write_beir(tmp_path / "toy")
     assert parse_retrieval(str(folder)) == (str(folder), "toy")
@@ -208,3 +219,57 @@ def test_retrieval_ndcg_equals_ours(tmp_path, minilm):
     ours = retrieval.RetrievalEvaluator(folder, name="toy", **prompts)(build_encoder(str(minilm), "avg"))
     assert 0.3 < theirs < 1.0, theirs
     assert abs(theirs - ours["toy_ndcg@10"]) <= 1e-4, (theirs, ours)
+
+
+class Table(Recorder):
+    """A fake encoder with a fixed vector per text (a query and the document of the same text share one)."""
+
+    def __init__(self, table: dict[str, np.ndarray]):
+        super().__init__()
+        self.table = table
+
+    def encode(self, texts):
+        self.calls.append(list(texts))
+        return torch.from_numpy(np.stack([self.table[t] for t in texts]).astype(np.float32))
+
+
+def test_identical_ids_rule_reaches_mteb_and_matches_ours(tmp_path):
+    """A proxy-like folder (a query's id is the id of the document with its text) declaring
+    ignore_identical_ids: the mteb task takes the rule from dataset.json, and MTEB's nDCG@10 equals ours
+    with it on, with it overridden off, and without the file (off); on and off differ."""
+    retrieval = pytest.importorskip("simcse.evaluation.retrieval")
+    rng = np.random.default_rng(5)
+    texts = {f"s{i}": f"sentence number {i}" for i in range(1, 25)}
+    qrels = [("s1", "s2"), ("s3", "s4"), ("s3", "s12"), ("s5", "s6"), ("s7", "s8"), ("s9", "s10"), ("s11", "s13"),
+             ("s11", "s14"), ("s15", "s16"), ("s17", "s18")]
+    table = {text: rng.standard_normal(16) for text in texts.values()}
+    for n, (query, doc) in enumerate(qrels):  # relevant documents near their query, some nearer than others
+        table[texts[doc]] = table[texts[query]] + rng.standard_normal(16) * (0.4, 0.8, 1.2, 1.6)[n % 4]
+    folder = tmp_path / "proxy"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
+                                                 for i, t in texts.items()), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": texts[q]}) + "\n"
+                                                  for q in dict.fromkeys(q for q, _ in qrels)), encoding="utf-8")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n"
+                                                                                     for q, d in qrels))
+    (folder / "dataset.json").write_text('{"ignore_identical_ids": true}\n', encoding="utf-8")
+    declared, overridden = beir_task(folder), beir_task(folder, ignore_identical_ids=False)
+    assert declared.ignore_identical_ids is True and overridden.ignore_identical_ids is False
+    revision = lambda task: task.metadata.dataset["revision"]  # noqa: E731
+    assert revision(declared) != revision(overridden)  # a result cache never mixes the two
+
+    def both(rule: bool | None) -> tuple[float, float]:
+        theirs = run_mteb("fake/model", "avg", tasks=[], retrieval=[f"{folder}:proxy"], encoder=Table(table),
+                          ignore_identical_ids=rule)["proxy_ndcg@10"]
+        ours = retrieval.RetrievalEvaluator(folder, name="proxy", ignore_identical_ids=rule)(Table(table))
+        return theirs, ours["proxy_ndcg@10"]
+
+    on, off = both(None), both(False)
+    (folder / "dataset.json").unlink()
+    assert beir_task(folder).ignore_identical_ids is False
+    absent = both(None)
+    for theirs, ours in (on, off, absent):
+        assert abs(theirs - ours) <= 1e-4, (on, off, absent)
+    assert absent == pytest.approx(off, abs=1e-12)
+    assert on[1] - off[1] > 0.1 and 0.3 < off[1] < on[1] < 1.0, (on, off)

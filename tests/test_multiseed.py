@@ -1,4 +1,4 @@
-"""python -m simcse.multiseed: three seeds of a tiny CPU run, evaluated with the recorded pooler; mean ± std
+"""python -m simcse.training.multiseed: three seeds of a tiny CPU run, evaluated with the recorded pooler; mean ± std
 and the t-interval from the unrounded scores (numpy / scipy recomputed), n=1 without a fake spread,
 resuming after a crash at each stage, and the paired comparison (scipy's ttest_rel)."""
 
@@ -14,9 +14,11 @@ from safetensors.torch import load_file
 from scipy import stats
 
 from helpers import save_tiny_model, write_sts_tree
-from simcse import evaluators, multiseed, training
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
+from simcse.evaluation import report as evaluators
+from simcse.training import multiseed, seed_statistics
+from simcse.training import run as training
 
 SENTENCES = [f"sentence number {i} about a topic {i % 3}" for i in range(12)]
 TASKS = ["STSBenchmark", "SICKRelatedness"]
@@ -37,6 +39,7 @@ def parse_cell(cell: str) -> tuple[float, float]:
     return mean, std
 
 
+@pytest.mark.slow
 def test_three_seeds_mean_std_ci_and_resume(tmp_path, capsys, monkeypatch):
     data = write_sts_tree(tmp_path / "data")
     out = tmp_path / "runs"
@@ -110,6 +113,7 @@ def test_three_seeds_mean_std_ci_and_resume(tmp_path, capsys, monkeypatch):
         multiseed.main(["--seeds", "1", "--tasks", *TASKS, "--senteval_data", str(data), "--", *other])
 
 
+@pytest.mark.slow
 def test_a_seed_killed_mid_training_resumes_from_its_checkpoint(tmp_path, capsys):
     data = write_sts_tree(tmp_path / "data")
     out = tmp_path / "runs"
@@ -167,11 +171,11 @@ def test_missing_train_arguments(capsys):
 
 
 def test_one_seed_says_n_1_instead_of_a_zero_spread():
-    summary = multiseed.summarize({1: {"A": 70.0}})
+    summary = seed_statistics.summarize({1: {"A": 70.0}})
     assert summary == {"A": {"mean": 70.0, "std": None, "n": 1, "ci95": None}}
-    table = multiseed.render({1: {"A": 70.0}}, summary)
+    table = seed_statistics.render({1: {"A": 70.0}}, summary)
     assert "70.00 (n=1)" in table and "n/a (n=1)" in table and "± 0.00" not in table
-    assert "1 seed (n=1" in multiseed.summary_title("test", 1)
+    assert "1 seed (n=1" in seed_statistics.summary_title("test", 1)
     with pytest.raises(SimCSEError):
         multiseed.parse_seeds(" , ")
 
@@ -180,9 +184,9 @@ def test_statistics_use_the_unrounded_scores():
     # printed 70.00, 70.00, 70.01 (mean 70.00); the unrounded mean is 70.0073 -> 70.01
     payloads = [{"mode": "dev", "sts_agg": "all", "tables": {"sts": {"STSBenchmark": round(v * 100, 2)}},
                  "results": {"STSBenchmark": {"dev": {"spearman": v}}}} for v in (0.700040, 0.700040, 0.700140)]
-    per_seed = {seed: multiseed.unrounded_scores(p) for seed, p in enumerate(payloads)}
+    per_seed = {seed: seed_statistics.unrounded_scores(p) for seed, p in enumerate(payloads)}
     assert [row["STSBenchmark"] for row in per_seed.values()] == pytest.approx([70.004, 70.004, 70.014])
-    summary = multiseed.summarize(per_seed)
+    summary = seed_statistics.summarize(per_seed)
     assert f"{summary['STSBenchmark']['mean']:.2f}" == "70.01"
     assert np.mean([p["tables"]["sts"]["STSBenchmark"] for p in payloads]) == pytest.approx(70.0033, abs=1e-4)
 
@@ -194,7 +198,7 @@ def test_unrounded_scores_follow_the_printed_columns():
     payload = {"mode": "test", "sts_agg": "mean", "results": results,
                "tables": {"sts": {"STS12": 60.0, "STSBenchmark": 80.01, "Avg.": 70.0},
                           "transfer": {"MR": 80.5, "CR": 85.25, "Avg.": 82.88}}}
-    scores = multiseed.unrounded_scores(payload)
+    scores = seed_statistics.unrounded_scores(payload)
     assert scores == pytest.approx({"STS12": 60.0, "STSBenchmark": 80.006, "Avg. (STS)": 70.003,
                                     "MR": 80.5, "CR": 85.25, "Avg. (transfer)": 82.875})
     assert list(scores) == ["STS12", "STSBenchmark", "Avg. (STS)", "MR", "CR", "Avg. (transfer)"]
@@ -203,7 +207,7 @@ def test_unrounded_scores_follow_the_printed_columns():
 def test_paired_comparison_is_the_paired_t_test(tmp_path, capsys):
     a = {1: {"X": 80.1, "Y": 70.0}, 2: {"X": 79.5, "Y": 71.0}, 3: {"X": 80.9, "Y": 69.5}, 4: {"X": 81.2, "Y": 70.2}}
     b = {1: {"X": 79.0, "Y": 70.1}, 2: {"X": 79.1, "Y": 70.4}, 3: {"X": 80.0, "Y": 70.0}, 9: {"X": 1.0, "Y": 1.0}}
-    comparison = multiseed.paired_comparison(a, b)
+    comparison = seed_statistics.paired_comparison(a, b)
     for column in ("X", "Y"):
         x, y = [a[s][column] for s in (1, 2, 3)], [b[s][column] for s in (1, 2, 3)]
         test = stats.ttest_rel(x, y)
@@ -212,11 +216,11 @@ def test_paired_comparison_is_the_paired_t_test(tmp_path, capsys):
         assert c["t"] == pytest.approx(test.statistic) and c["p"] == pytest.approx(test.pvalue)
         d = np.subtract(x, y)
         assert c["ci95"] == pytest.approx(list(stats.t.interval(0.95, 2, loc=d.mean(), scale=stats.sem(d))))
-    one = multiseed.paired_comparison({1: {"X": 2.0}}, {1: {"X": 1.5}})
-    assert one["X"]["mean_diff"] == 0.5 and one["X"]["p"] is None and "n/a (n=1)" in multiseed.render_comparison(
+    one = seed_statistics.paired_comparison({1: {"X": 2.0}}, {1: {"X": 1.5}})
+    assert one["X"]["mean_diff"] == 0.5 and one["X"]["p"] is None and "n/a (n=1)" in seed_statistics.render_comparison(
         one, "A", "B")
     with pytest.raises(SimCSEError, match=r"no seed in common"):
-        multiseed.paired_comparison({1: {"X": 1.0}}, {2: {"X": 1.0}})
+        seed_statistics.paired_comparison({1: {"X": 1.0}}, {2: {"X": 1.0}})
     # from the command line, on two multiseed.json files
     paths = []
     for name, per_seed in (("a", a), ("b", b)):

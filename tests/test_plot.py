@@ -1,4 +1,4 @@
-"""python -m simcse.plot on a real (tiny) training run, and TensorBoard logging through the Trainer."""
+"""python -m simcse.training.plot on a real (tiny) training run, and TensorBoard logging through the Trainer."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 import train
 from helpers import save_tiny_model, write_sts_tree
-from simcse import plot
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
+from simcse.training import plot
 
 SENTENCES = [f"sentence number {i} about a topic {i % 3}" for i in range(12)]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -49,6 +49,7 @@ def check_png(path):
     assert len(content) > 5_000, (path, len(content))
 
 
+@pytest.mark.slow
 def test_plots_of_a_training_run(run_dir, tmp_path, capsys):
     history = json.loads((run_dir / "trainer_state.json").read_text())["log_history"]
     logged = set().union(*history)

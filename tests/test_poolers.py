@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from simcse.errors import SimCSEError
-from simcse.poolers import (
+from simcse.modeling.poolers import (
     ALL_POOLERS,
     DECODER_POOLERS,
     ENCODER_POOLERS,

@@ -1,4 +1,4 @@
-"""simcse.prepare: STS-B as graded training pairs, read back by the training data path."""
+"""simcse.data.prepare: STS-B as graded training pairs, read back by the training data path."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 
 from helpers import write_sts_tree
 from simcse.data import column_roles, load_training_dataset
+from simcse.data.prepare import main, read_stsb_pairs
 from simcse.errors import SimCSEError
-from simcse.prepare import main, read_stsb_pairs
 
 
 def test_stsb_train_becomes_scored_pairs_the_trainer_reads(tmp_path, capsys):

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import simcse.evaluation.proxy_sets as proxy_sets
 from helpers import REPO, SHARED, require_shared
 from simcse.errors import SimCSEError
+from simcse.evaluation.beir import read_beir_folder
 from simcse.evaluation.proxy_sets import build_proxy_set, main, nli_split_of
 
 FIXTURE = Path(__file__).parent / "fixtures" / "beir_tiny"
@@ -158,18 +160,26 @@ def test_default_data_dir_resolves_like_evaluation(tmp_path, monkeypatch):
         build_proxy_set("stsb", "test", tmp_path / "c")
 
 
-def test_rebuild_is_byte_identical_and_readme_says_proxy(tmp_path):
+def test_rebuild_is_byte_identical_and_readme_says_proxy(tmp_path, monkeypatch):
     tree = write_senteval_tree(tmp_path / "data")
+    written: list[str] = []
+    record = lambda path, text: (written.append(Path(path).name), write(path, text))  # noqa: E731
+    write = proxy_sets.atomic_write_text
+    monkeypatch.setattr(proxy_sets, "atomic_write_text", record)
     build_proxy_set("stsb", "test", tmp_path / "one", data_dir=tree)
+    assert written == ["corpus.jsonl", "queries.jsonl", "test.tsv", "dataset.json", "README.txt"]  # atomic, README last
     build_proxy_set("stsb", "test", tmp_path / "two", data_dir=tree)
     first = snapshot(tmp_path / "one")
-    assert sorted(first) == ["README.txt", "corpus.jsonl", "qrels/test.tsv", "queries.jsonl"]
+    assert sorted(first) == ["README.txt", "corpus.jsonl", "dataset.json", "qrels/test.tsv", "queries.jsonl"]
     assert first == snapshot(tmp_path / "two")
     build_proxy_set("stsb", "test", tmp_path / "one", data_dir=tree, overwrite=True)
     assert snapshot(tmp_path / "one") == first
+    assert first["dataset.json"] == b'{"ignore_identical_ids": true}\n'
+    assert read_beir_folder(tmp_path / "one").ignore_identical_ids is True  # the folder declares the rule
     readme = first["README.txt"].decode("utf-8")
     assert "proxy built from STS Benchmark test, not a BEIR dataset" in readme
     assert "sts-test.csv" in readme and "self_pairs_skipped: 1" in readme and "qrels: 3" in readme
+    assert 'dataset.json declares it ({"ignore_identical_ids": true})' in readme
 
 
 def test_refuses_non_empty_folder_and_deletes_nothing(tmp_path):
@@ -177,12 +187,15 @@ def test_refuses_non_empty_folder_and_deletes_nothing(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine", encoding="utf-8")
+    (out / "dataset.json").write_text('{"ignore_identical_ids": false}', encoding="utf-8")
     with pytest.raises(SimCSEError, match="--overwrite") as info:
         build_proxy_set("stsb", "test", out, data_dir=tree)
     assert str(out) in str(info.value) and "\n" not in str(info.value)
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "notes.txt"]
+    assert (out / "dataset.json").read_text(encoding="utf-8") == '{"ignore_identical_ids": false}'
     build_proxy_set("stsb", "test", out, data_dir=tree, overwrite=True)
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"
+    assert (out / "dataset.json").read_text(encoding="utf-8") == '{"ignore_identical_ids": true}\n'  # replaced
     # A dev build over a test build would leave qrels/test.tsv pointing into the wrong corpus: refused.
     with pytest.raises(SimCSEError, match="qrels/test.tsv"):
         build_proxy_set("stsb", "dev", out, data_dir=tree, overwrite=True)
@@ -284,6 +297,7 @@ def test_real_stsb_test(tmp_path):
     assert counts["rows_read"] == 1379 and counts["pairs_qualifying"] == 338
     assert (counts["queries"], counts["documents"], counts["qrels"]) == (len(queries), len(corpus), len(qrels))
     assert 250 <= len(queries) <= 338 and 2400 <= len(corpus) <= 2 * 1379 and len(qrels) == 338
+    assert read_beir_folder(tmp_path / "out").ignore_identical_ids is True
     assert all(q != d for q, d, _ in qrels)
 
 

@@ -20,13 +20,13 @@ from test_train import base_args, write_train_file
 
 import train
 from helpers import REPO, save_tiny_model, write_sts_tree
-from simcse import training
-from simcse.arguments import SimCSETrainingArguments
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
 from simcse.losses import build_loss
-from simcse.models import BertForCL, configure
-from simcse.reliability import (
+from simcse.modeling.models import BertForCL, configure
+from simcse.training import run as training
+from simcse.training.arguments import SimCSETrainingArguments
+from simcse.training.reliability import (
     MARKER,
     STAGING,
     incomplete_reason,
@@ -38,7 +38,7 @@ from simcse.reliability import (
     staged_directory,
     unmark,
 )
-from simcse.trainers import SimCSETrainer
+from simcse.training.trainers import SimCSETrainer
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +206,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(extra
 
 @pytest.mark.parametrize("extra", GRAD_CACHE, ids=["plain", "grad_cache"])
 def test_skip_nonfinite_skips_the_update_and_warns(extra, tiny_bert, tmp_path, caplog, nan_at_step_2):
-    with caplog.at_level(logging.WARNING, logger="simcse.trainers"):
+    with caplog.at_level(logging.WARNING, logger="simcse.training.trainers"):
         metrics = train.main(nan_args(tiny_bert, tmp_path, "--skip_nonfinite", *extra))
     out = tmp_path / "out"
     w1, w2, w3 = (load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3))
@@ -316,6 +316,7 @@ def test_missing_senteval_file_fails_before_training(missing, tiny_bert, tmp_pat
     assert not out.exists()  # nothing was trained or saved
 
 
+@pytest.mark.slow
 def test_user_errors_reach_a_real_terminal_without_traceback(tiny_bert, tmp_path):
     path = tmp_path / "train.txt"
     path.write_bytes(b"good line\n\xff bad\n")
@@ -401,8 +402,8 @@ def _contents(target: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("kill_at", range(1, 8))
 def test_final_save_killed_at_each_replace_rolls_forward(kill_at, tmp_path, monkeypatch):
-    import simcse.reliability as reliability
-    from simcse.reliability import final_save_incomplete
+    import simcse.training.reliability as reliability
+    from simcse.training.reliability import final_save_incomplete
 
     target = tmp_path / "out"
     _save(target, "old")
@@ -431,7 +432,7 @@ def test_final_save_killed_at_each_replace_rolls_forward(kill_at, tmp_path, monk
 
 
 def test_rotation_runs_only_after_the_new_checkpoint_is_marked(tiny_bert, tmp_path, monkeypatch, capsys):
-    import simcse.trainers as trainers
+    import simcse.training.trainers as trainers
 
     seen = []
 
@@ -476,7 +477,7 @@ def test_last_skips_checkpoints_of_another_run_and_says_which_it_picked(tmp_path
         mark_complete(folder, step, run=run)
     fake_checkpoint(tmp_path, 8, complete=False)  # killed while writing
     fake_checkpoint(tmp_path, 7)  # a marker without a fingerprint (an older train.py)
-    with caplog.at_level(logging.INFO, logger="simcse.reliability"):
+    with caplog.at_level(logging.INFO, logger="simcse.training.reliability"):
         assert resolve_resume_checkpoint("last", tmp_path, run=this) == str(tmp_path / "checkpoint-6")
     assert "skipped checkpoint-9 (another run (learning_rate 3e-05 there, 5e-05 now))" in caplog.text
     assert "skipped checkpoint-8 (no simcse_checkpoint.json" in caplog.text
@@ -489,11 +490,12 @@ def test_last_skips_checkpoints_of_another_run_and_says_which_it_picked(tmp_path
                                           r"seed 42 there, 1 now\)\)"):
         resolve_resume_checkpoint("last", tmp_path, run=third)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="simcse.reliability"):  # an explicit path: as asked, warned
+    with caplog.at_level(logging.WARNING, logger="simcse.training.reliability"):  # an explicit path: as asked, warned
         assert resolve_resume_checkpoint(str(tmp_path / "checkpoint-9"), tmp_path, run=this).endswith("checkpoint-9")
     assert "another run (learning_rate 3e-05 there, 5e-05 now); resuming it as asked" in caplog.text
 
 
+@pytest.mark.slow
 def test_train_resumes_its_own_checkpoint_not_a_newer_one_left_by_another_run(tiny_bert, tmp_path, caplog):
     """Run A (lr 1e-2) leaves checkpoint-1 and checkpoint-2; run B (lr 2e-2, --overwrite_output_dir) is
     killed after writing its checkpoint-1. `last` for B must take B's checkpoint-1, not A's newer step 2."""

@@ -19,8 +19,10 @@ from test_train import write_train_file
 
 import train
 from helpers import REPO, ScriptedEvaluation, save_tiny_model, train_with, write_sts_tree
-from simcse.reliability import MARKER, incomplete_reason, is_complete
-from simcse.trainers import SimCSETrainer
+from simcse.training.reliability import MARKER, incomplete_reason, is_complete
+from simcse.training.trainers import SimCSETrainer
+
+pytestmark = pytest.mark.slow  # training runs killed and resumed
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""simcse.evaluation.beir and simcse.evaluation.retrieval: every reader error names its file and line,
-metrics match hand-computed answers, ties keep corpus order, exact and faiss rank alike, each distinct text
-is encoded once with its prompt, the memmap's directory goes away, and memory does not grow with the
-corpus. Every folder is written into tmp_path; no model is loaded except the tiny random BERT."""
+"""simcse.evaluation.beir and simcse.evaluation.retrieval: every reader error (dataset.json's included) names
+its file and line, the evaluator's metrics match hand-computed answers, with a query's own document dropped
+when the folder declares ignore_identical_ids (or the constructor overrides it), ties keep corpus order,
+exact and faiss rank alike, each distinct text is encoded once with its prompt, the memmap's directory goes
+away, and memory does not grow with the corpus. Every folder is written into tmp_path; no model is loaded
+except the tiny random BERT. The metric functions' hand-computed answers are in test_retrieval_parity.py."""
 
 from __future__ import annotations
 
@@ -24,8 +26,6 @@ from simcse.evaluation.retrieval import (
     METRICS,
     RetrievalEvaluator,
     default_name,
-    mean_metrics,
-    query_metrics,
     retrieval_table,
 )
 
@@ -95,7 +95,7 @@ def test_reader_reads_a_valid_folder_with_bom_crlf_and_trailing_blank_lines(tmp_
     assert data.corpus == {"d1": "Title one alpha", "d2": "beta", "d3": "gamma", "d4": "only title"}
     assert data.queries == {"q1": "first", "q2": "second", "q3": "third"}
     assert data.qrels == {"q1": {"d1": 1, "d2": 0}, "q2": {"d3": 2}}
-    assert data.unjudged_queries == 1 and data.scored_queries() == ["q1", "q2"]
+    assert data.unjudged_queries == 1 and data.scored_queries() == ["q1", "q2"] and not data.ignore_identical_ids
     # a query whose only judgements are 0 is not scored either
     only_zero = read_beir_folder(write_beir(tmp_path / "zero", qrels=["q1\td1\t0", "q2\td3\t1"]))
     assert only_zero.scored_queries() == ["q2"] and only_zero.unjudged_queries == 2
@@ -162,6 +162,15 @@ def test_reader_file_level_errors(tmp_path):
     ("queries.jsonl", "", "holds no queries"),
     ("qrels/test.tsv", "", "is empty"),
     ("qrels/test.tsv", f"{HEADER}\nq1\td1\t0\nq2\td2\t0\n", "no row has a score >= 1 (2 judgement(s), all 0)"),
+    ("dataset.json", "", "invalid JSON (Expecting value at line 1 column 1)"),
+    ("dataset.json", "{'ignore_identical_ids': true}", "invalid JSON"),
+    ("dataset.json", "[true]", "expected a JSON object, got list"),
+    ("dataset.json", "{}", "no 'ignore_identical_ids' key"),
+    ("dataset.json", '{"ignore_identical_ids": true, "split": "test"}', "unknown key(s) 'split'"),
+    ("dataset.json", '{"ignore_identical_ids": "true"}', 'must be a JSON bool (true or false, unquoted), got "true"'),
+    ("dataset.json", '{"ignore_identical_ids": 1}', "must be a JSON bool"),
+    ("dataset.json", '{"ignore_identical_ids": null}', "got null"),
+    ("dataset.json", '{"ignore_identical_ids": true, "ignore_identical_ids": false}', "appears more than once"),
 ])
 def test_reader_whole_file_errors_name_the_file(tmp_path, name, content, fragment):
     root = write_beir(tmp_path / "bad")
@@ -169,49 +178,10 @@ def test_reader_whole_file_errors_name_the_file(tmp_path, name, content, fragmen
     with pytest.raises(SimCSEError) as err:
         read_beir_folder(root)
     assert str(root / name) in str(err.value) and fragment in str(err.value) and "\n" not in str(err.value)
+    assert name != "dataset.json" or str(err.value).endswith('{"ignore_identical_ids": false}, or delete the file')
 
 
-# ------------------------------------------------------------------ metrics by hand
-
-
-def test_metric_known_answers_with_graded_gains():
-    # relevant: d1 (2), d2 (1), d4 (1, never retrieved); d3 judged 0; d5 unjudged
-    ranked, judged = ["d3", "d1", "d5", "d2"], {"d1": 2, "d2": 1, "d4": 1, "d3": 0}
-    got = query_metrics(ranked, judged)
-    dcg = 0 / math.log2(2) + 2 / math.log2(3) + 0 / math.log2(4) + 1 / math.log2(5)
-    ideal = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
-    assert got["ndcg@10"] == pytest.approx(dcg / ideal, abs=1e-12)
-    assert got["ndcg@10"] == pytest.approx(0.5405858, abs=1e-6)  # (1.2618595 + 0.4306766) / 3.1309298
-    assert got["mrr@10"] == 0.5
-    assert got["map@100"] == pytest.approx((1 / 2 + 2 / 4) / 3, abs=1e-12)
-    assert (got["recall@1"], got["recall@10"], got["recall@100"]) == (0.0, pytest.approx(2 / 3), pytest.approx(2 / 3))
-    assert (got["accuracy@1"], got["accuracy@10"]) == (0.0, 1.0)
-
-
-def test_metric_known_answers_at_the_cutoffs():
-    late = [f"x{i}" for i in range(10)] + ["r"]  # the only relevant document at rank 11
-    got = query_metrics(late, {"r": 1})
-    assert got == {"ndcg@10": 0.0, "mrr@10": 0.0, "map@100": pytest.approx(1 / 11), "recall@1": 0.0, "recall@10": 0.0,
-                   "recall@100": 1.0, "accuracy@1": 0.0, "accuracy@10": 0.0}
-    beyond = [f"x{i}" for i in range(100)] + ["r"]  # rank 101: outside every cutoff
-    assert all(value == 0.0 for value in query_metrics(beyond, {"r": 3}).values())
-    top = query_metrics(["a", "b"], {"a": 3, "b": 0})
-    assert all(value == 1.0 for value in top.values())
-    # MAP@100 divides by min(100, R): 150 relevant documents, all of the top 100 relevant -> 1.0
-    many = [f"r{i}" for i in range(150)]
-    assert query_metrics(many, dict.fromkeys(many, 1))["map@100"] == pytest.approx(1.0)
-    assert query_metrics(many, dict.fromkeys(many, 1))["recall@100"] == pytest.approx(100 / 150)
-
-
-def test_mean_is_over_scored_queries_only():
-    run = {"a": ["d1"], "b": ["d9", "d2"], "z": ["d1"]}
-    qrels = {"a": {"d1": 1}, "b": {"d2": 1}, "z": {"d1": 0}}  # z has no relevant document: not scored
-    got = mean_metrics(run, qrels)
-    assert got["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
-    assert got["accuracy@1"] == pytest.approx(0.5)
-    assert mean_metrics({}, {"a": {"d1": 1}})["recall@100"] == 0.0  # a scored query without a ranking scores 0
-    with pytest.raises(SimCSEError, match="no query has a relevant document"):
-        mean_metrics(run, {"z": {"d1": 0}})
+# ------------------------------------------------------------------ the evaluator
 
 
 def test_evaluator_end_to_end_known_answer(tmp_path):
@@ -239,6 +209,32 @@ def test_evaluator_end_to_end_known_answer(tmp_path):
             for cells in [[cell.strip() for cell in line.strip("|").split("|")]]}
     assert rows["summary"][:4] == ["2", "4", "56.55", "41.67"]  # (1/log2(3) + 1/2) / 2, (1/2 + 1/3) / 2
     assert rows["nf_proxy_v2"] == ["-", "4"] + rows["summary"][2:]  # documents given, queries not
+
+
+def test_identical_ids_known_answer_and_override(tmp_path):
+    """Query s1's text is also document s1: with the rule off s1 ranks first and the relevant d2 third; on
+    (declared in dataset.json, or the override) s1 is gone and d2 is second. q2 is no document id."""
+    corpus = [{"_id": i, "text": t} for i, t in (("s1", "first"), ("d1", "alpha"), ("d2", "beta"), ("d3", "gamma"))]
+    root = write_beir(tmp_path / "own", corpus, [{"_id": "s1", "text": "first"}, {"_id": "q2", "text": "second"}],
+                      ["s1\td2\t1", "q2\td3\t1"])
+    angle = {"first": 0.0, "alpha": 0.2, "beta": 0.4, "gamma": 1.5, "second": 1.6}
+    table = {text: np.array([math.cos(a), math.sin(a)]) for text, a in angle.items()}
+    rank_of_d2 = {False: 3, True: 2}  # q2 finds its d3 first either way; nDCG@10 off 0.75, on 0.8155
+    for declared, override, rule in ((None, None, False), (None, True, True), (True, None, True), (True, False, False),
+                                     (False, None, False), (False, True, True)):
+        if declared is not None:  # a BOM and spaces are fine
+            (root / "dataset.json").write_text(f'\ufeff {{ "ignore_identical_ids" : {json.dumps(declared)} }}\n')
+        evaluator = RetrievalEvaluator(root, name="own", ignore_identical_ids=override)
+        metrics = evaluator(FakeEncoder(table))
+        assert evaluator.ignore_identical_ids is rule and evaluator.data.ignore_identical_ids is bool(declared)
+        assert evaluator.last_run == {"s1": ["d1", "d2", "d3"] if rule else ["s1", "d1", "d2", "d3"],
+                                      "q2": ["d3", "d2", "d1", "s1"]}
+        r = rank_of_d2[rule]
+        assert metrics["own_ndcg@10"] == pytest.approx((1 / math.log2(r + 1) + 1) / 2, abs=1e-12)
+        assert metrics["own_mrr@10"] == metrics["own_map@100"] == pytest.approx((1 / r + 1) / 2, abs=1e-12)
+        assert metrics["own_recall@10"] == 1.0 and metrics["own_accuracy@1"] == 0.5  # d1 beats d2 for s1
+    with pytest.raises(SimCSEError, match="ignore_identical_ids must be None"):
+        RetrievalEvaluator(root, ignore_identical_ids="yes")
 
 
 def test_default_name_and_bad_arguments(tmp_path):
@@ -386,7 +382,7 @@ def test_memory_does_not_grow_with_the_corpus(tmp_path):
 
 
 def test_with_a_real_sentence_encoder(tiny_bert_dir, tmp_path):
-    from simcse.encoder import build_encoder
+    from simcse.modeling.encoder import build_encoder
 
     encoder = build_encoder(str(tiny_bert_dir), "avg", device="cpu", batch_size=2)
     evaluator = RetrievalEvaluator(write_beir(tmp_path / "real"), corpus_chunk_size=3)

@@ -1,10 +1,13 @@
-"""RetrievalEvaluator against its peers on the same embeddings: every metric equals sentence-transformers'
-InformationRetrievalEvaluator (binary qrels), nDCG@10 and MAP@100 equal trec_eval's ``ndcg_cut_10`` and
-``map_cut_100`` through pytrec_eval (graded qrels); then the three places where the definitions differ,
-each with its exact difference: graded gains, MAP's normaliser beyond 100 relevant documents, and ties."""
+"""The metric definitions by hand, then RetrievalEvaluator against its peers on the same embeddings: every
+metric equals sentence-transformers' InformationRetrievalEvaluator (binary qrels), nDCG@10 and MAP@100
+equal trec_eval's ``ndcg_cut_10`` and ``map_cut_100`` through pytrec_eval (graded qrels); the same with
+identical ids ignored (BEIR's ``ignore_identical_ids``); then the three places where the definitions
+differ, each with its exact difference: graded gains, MAP's normaliser beyond 100 relevant documents, and
+ties."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -13,7 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from simcse.evaluation.retrieval import RetrievalEvaluator, query_metrics
+from simcse.errors import SimCSEError
+from simcse.evaluation.retrieval import RetrievalEvaluator, mean_metrics, query_metrics
+from simcse.search import exact_scores
+
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
 N_DOCS, N_QUERIES, DIM = 200, 30, 32
 # our metric -> (sentence-transformers' result group, k)
@@ -22,8 +29,12 @@ PEER_KEYS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "map@100": ("ma
              "accuracy@1": ("accuracy@k", 1), "accuracy@10": ("accuracy@k", 10)}
 
 
-def write_beir(root: Path, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]]) -> Path:
+def write_beir(root: Path, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
+               ignore_identical_ids: bool | None = None) -> Path:
+    """A BEIR folder; with ``ignore_identical_ids`` not None, a dataset.json declaring it."""
     root.mkdir(parents=True)
+    if ignore_identical_ids is not None:
+        (root / "dataset.json").write_text(json.dumps({"ignore_identical_ids": ignore_identical_ids}))
     (root / "qrels").mkdir()
     (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in corpus.items()))
     (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items()))
@@ -67,6 +78,52 @@ def peer_metrics(queries, corpus, qrels, table, tmp_path: Path) -> tuple[dict[st
 def trec(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
     pytrec_eval = pytest.importorskip("pytrec_eval")
     return pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "map_cut.100"}).evaluate(run)
+
+
+# ------------------------------------------------------------------ metrics by hand
+
+
+def test_metric_known_answers_with_graded_gains():
+    # relevant: d1 (2), d2 (1), d4 (1, never retrieved); d3 judged 0; d5 unjudged
+    ranked, judged = ["d3", "d1", "d5", "d2"], {"d1": 2, "d2": 1, "d4": 1, "d3": 0}
+    got = query_metrics(ranked, judged)
+    dcg = 0 / math.log2(2) + 2 / math.log2(3) + 0 / math.log2(4) + 1 / math.log2(5)
+    ideal = 2 / math.log2(2) + 1 / math.log2(3) + 1 / math.log2(4)
+    assert got["ndcg@10"] == pytest.approx(dcg / ideal, abs=1e-12)
+    assert got["ndcg@10"] == pytest.approx(0.5405858, abs=1e-6)  # (1.2618595 + 0.4306766) / 3.1309298
+    assert got["mrr@10"] == 0.5
+    assert got["map@100"] == pytest.approx((1 / 2 + 2 / 4) / 3, abs=1e-12)
+    assert (got["recall@1"], got["recall@10"], got["recall@100"]) == (0.0, pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert (got["accuracy@1"], got["accuracy@10"]) == (0.0, 1.0)
+
+
+def test_metric_known_answers_at_the_cutoffs():
+    late = [f"x{i}" for i in range(10)] + ["r"]  # the only relevant document at rank 11
+    got = query_metrics(late, {"r": 1})
+    assert got == {"ndcg@10": 0.0, "mrr@10": 0.0, "map@100": pytest.approx(1 / 11), "recall@1": 0.0, "recall@10": 0.0,
+                   "recall@100": 1.0, "accuracy@1": 0.0, "accuracy@10": 0.0}
+    beyond = [f"x{i}" for i in range(100)] + ["r"]  # rank 101: outside every cutoff
+    assert all(value == 0.0 for value in query_metrics(beyond, {"r": 3}).values())
+    top = query_metrics(["a", "b"], {"a": 3, "b": 0})
+    assert all(value == 1.0 for value in top.values())
+    # MAP@100 divides by min(100, R): 150 relevant documents, all of the top 100 relevant -> 1.0
+    many = [f"r{i}" for i in range(150)]
+    assert query_metrics(many, dict.fromkeys(many, 1))["map@100"] == pytest.approx(1.0)
+    assert query_metrics(many, dict.fromkeys(many, 1))["recall@100"] == pytest.approx(100 / 150)
+
+
+def test_mean_is_over_scored_queries_only():
+    run = {"a": ["d1"], "b": ["d9", "d2"], "z": ["d1"]}
+    qrels = {"a": {"d1": 1}, "b": {"d2": 1}, "z": {"d1": 0}}  # z has no relevant document: not scored
+    got = mean_metrics(run, qrels)
+    assert got["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    assert got["accuracy@1"] == pytest.approx(0.5)
+    assert mean_metrics({}, {"a": {"d1": 1}})["recall@100"] == 0.0  # a scored query without a ranking scores 0
+    with pytest.raises(SimCSEError, match="no query has a relevant document"):
+        mean_metrics(run, {"z": {"d1": 0}})
+
+
+# ------------------------------------------------------------------ against the peers
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +180,66 @@ def test_ndcg_and_map_equal_trec_eval_on_graded_qrels(collection, tmp_path):
     for ours_key, trec_key in (("ndcg@10", "ndcg_cut_10"), ("map@100", "map_cut_100")):
         mean = sum(per_query[trec_key] for per_query in theirs.values()) / len(theirs)
         assert ours.last_metrics[f"parity_{ours_key}"] == pytest.approx(mean, abs=1e-6)
+
+
+def brute_force(corpus: dict[str, str], table, query: str, exclude: str, k: int = 100) -> dict[str, float]:
+    """The top ``k`` of every document but ``exclude``: exact float64 cosines, score descending then file order."""
+    ids = [doc for doc in corpus if doc != exclude]
+    scores = exact_scores(np.stack([table[corpus[d]] for d in ids]).astype(np.float32),
+                          np.asarray(table[query], dtype=np.float32))
+    return {ids[i]: float(scores[i]) for i in sorted(range(len(ids)), key=lambda i: (-scores[i], i))[:k]}
+
+
+def test_identical_ids_ignored_equal_trec_eval_and_sentence_transformers(collection, tmp_path):
+    """A proxy-like folder: every query's text is also a document under the query's id (and q1's text a second
+    time as 'twin', which must stay). With the rule on, ours equals pytrec_eval on a brute-force run that
+    excludes each query's own id (graded qrels), and sentence-transformers' evaluator (binary qrels) run
+    query by query on the corpus without that query's own document. sentence-transformers 6.3's
+    InformationRetrievalEvaluator has no ignore_identical_ids option (its search loop notes that it does not
+    skip ``corpus_id == query_id`` on purpose), hence one peer run per query."""
+    base, queries, graded, table = collection
+    corpus = base | {q: text for q, text in queries.items()} | {"twin": queries["q1"]}
+    ours = run_ours(write_beir(tmp_path / "graded", corpus, queries, graded, True), table, corpus_chunk_size=50)
+    assert ours.ignore_identical_ids and len(ours.last_run) == N_QUERIES
+    expected = {q: brute_force(corpus, table, queries[q], exclude=q) for q in ours.query_ids}
+    assert ours.last_run == {q: list(run) for q, run in expected.items()}  # 100 hits each, own id never among them
+    assert ours.last_run["q1"][0] == "twin" and all(q not in ours.last_run[q] for q in ours.query_ids)
+    if HAS_FAISS:
+        assert run_ours(tmp_path / "graded", table, search="faiss").last_run == ours.last_run
+    theirs = trec({q: graded[q] for q in ours.query_ids}, expected)
+    for ours_key, trec_key in (("ndcg@10", "ndcg_cut_10"), ("map@100", "map_cut_100")):
+        for q in ours.query_ids:
+            assert query_metrics(ours.last_run[q], graded[q])[ours_key] == pytest.approx(theirs[q][trec_key], abs=1e-9)
+        mean = sum(per_query[trec_key] for per_query in theirs.values()) / len(theirs)
+        assert ours.last_metrics[f"parity_{ours_key}"] == pytest.approx(mean, abs=1e-6)
+    off = run_ours(tmp_path / "graded", table, ignore_identical_ids=False)
+    assert all(off.last_run[q][0] in (q, "twin") for q in off.query_ids)  # each query finds itself first
+    assert off.last_metrics["parity_ndcg@10"] < ours.last_metrics["parity_ndcg@10"] - 0.05
+
+    binary = {q: {d: int(rel >= 1) for d, rel in judged.items()} for q, judged in graded.items()}
+    ours = run_ours(write_beir(tmp_path / "binary", corpus, queries, binary, True), table)
+    totals = dict.fromkeys(PEER_KEYS, 0.0)
+    for q in ours.query_ids:
+        peer = peer_evaluator({q: queries[q]}, {d: t for d, t in corpus.items() if d != q}, {q: binary[q]})
+        scores = peer.compute_all_metrics(FixedEncoder(table))["cosine"]
+        for metric, (group, k) in PEER_KEYS.items():
+            totals[metric] += float(scores[group][k]) / len(ours.query_ids)
+    for metric, value in totals.items():
+        assert ours.last_metrics[f"parity_{metric}"] == pytest.approx(value, abs=1e-6), metric
+
+
+def test_identical_ids_refill_to_100_under_ties(tmp_path):
+    """103 documents of one text (all tie), the query's own document 51st in the file: with the rule on the
+    ranking is the first 100 others in file order (the search's tie rule), so d099, 102nd in the file and
+    relevant, is rank 100; with it off, d099 is rank 101 and scores nothing."""
+    ids = [f"d{i:03d}" for i in range(50)] + ["q"] + [f"d{i:03d}" for i in range(50, 102)]
+    root = write_beir(tmp_path / "tie", dict.fromkeys(ids, "same"), {"q": "same"}, {"q": {"d099": 1}})
+    for rule, chunk, search in ((True, 7, "exact"), (True, 50_000, "exact"), (False, 50_000, "exact"),
+                                *([(True, 50_000, "faiss")] if HAS_FAISS else [])):
+        ours = run_ours(root, {"same": np.ones(3)}, corpus_chunk_size=chunk, search=search, ignore_identical_ids=rule)
+        assert ours.last_run["q"] == [i for i in ids if not (rule and i == "q")][:100]
+        recall, average_precision = ours.last_metrics["parity_recall@100"], ours.last_metrics["parity_map@100"]
+        assert (recall, average_precision) == ((1.0, pytest.approx(1 / 100)) if rule else (0.0, 0.0))
 
 
 # ------------------------------------------------------------------ where the definitions differ

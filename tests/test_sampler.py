@@ -8,7 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from simcse.sampler import NoDuplicatesBatchSampler, hash_sentences, sentence_keys
+from simcse.data.sampler import NoDuplicatesBatchSampler, hash_sentences, sentence_keys
 
 
 def repeated_keys(n: int = 200, distinct: int = 30, seed: int = 0) -> list[tuple[str, ...]]:

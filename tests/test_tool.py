@@ -1,4 +1,4 @@
-"""simcse.tool.SimCSE: nearest neighbours on a real model, faiss = torch, shapes, errors, and the pooler
+"""simcse.inference.tool.SimCSE: nearest neighbours on a real model, faiss = torch, shapes, errors, and the pooler
 rule (config, sentence-transformers layout, default; never the model's name)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import simcse_to_huggingface as convert_cli
 from helpers import SHARED, require_shared, save_tiny_model
 from simcse import SimCSE
 from simcse.errors import SimCSEError
-from simcse.models import configure, model_class_for
+from simcse.modeling.models import configure, model_class_for
 
 MINILM = SHARED / "models" / "paraphrase-MiniLM-L3-v2"  # a plain BertModel, mean pooling, no pooling layer
 CORPUS = [
@@ -282,7 +282,7 @@ def test_sentence_transformers_pooling_config_is_read(tmp_path):
 
 def test_package_reexports_the_tool():
     import simcse
-    from simcse.tool import SimCSE as direct
+    from simcse.inference.tool import SimCSE as direct
 
     assert simcse.SimCSE is direct and "SimCSE" in simcse.__all__
 
@@ -382,8 +382,8 @@ def test_save_and_load_index_round_trip(minilm, tmp_path):
 def test_position_limit_counts_only_usable_positions(tmp_path):
     from transformers import BertConfig, GPT2Config, RobertaConfig
 
-    from simcse.encoder import position_limit
-    from simcse.export import check_max_seq_length
+    from simcse.inference.export import check_max_seq_length
+    from simcse.modeling.encoder import position_limit
 
     roberta = RobertaConfig(max_position_embeddings=514, pad_token_id=1)
     assert position_limit(roberta) == 512 == position_limit(roberta.to_dict())

@@ -24,6 +24,8 @@ from transformers import AutoConfig
 
 from helpers import REPO, save_tiny_model
 
+pytestmark = pytest.mark.slow  # every test launches torchrun (2 processes) and a 1-process run
+
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop")
 SENTENCES = [f"sentence number {i} says something about topic {i % 3} ." for i in range(8)]
 
@@ -125,7 +127,7 @@ def test_two_hard_negatives_per_anchor_two_processes_equal_one(models, tmp_path,
 # per-process MLM term can), and each rank saves its final weights.
 NAN_ON_RANK_1 = """
 import os, torch
-import simcse.trainers as trainers
+import simcse.training.trainers as trainers
 
 RANK = int(os.environ.get("RANK", "0"))
 Trainer = trainers.SimCSETrainer
@@ -177,7 +179,7 @@ def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, 
 COUNT_EVALUATIONS = """
 import json, os
 import simcse.evaluation.dev as dev
-import simcse.trainers as trainers
+import simcse.training.trainers as trainers
 
 RANK = int(os.environ.get("RANK", "0"))
 call, train = dev.ModelEvaluation.__call__, trainers.SimCSETrainer.train

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 import train
-from helpers import ScriptedEvaluation, save_tiny_model, train_with
+from helpers import ScriptedEvaluation, save_tiny_model, slow_except_first, train_with
 from simcse.cli import run_cli
-from simcse.models import BertForCL
+from simcse.modeling.models import BertForCL
 
 SENTENCES = [f"sentence number {i} about a topic {i % 3}" for i in range(12)]
 
@@ -42,8 +42,10 @@ def base_args(model_dir: Path, train_file: Path, out: Path, *extra: str) -> list
             "--save_strategy", "no", "--eval_strategy", "no", "--max_seq_length", "16", *extra]
 
 
-@pytest.mark.parametrize("columns", [1, 2, 3])
-@pytest.mark.parametrize("model_type", ["bert", "roberta", "gpt2"])
+ONE_STEP = [(m, c) for m in ("bert", "roberta", "gpt2") for c in (1, 2, 3)]
+
+
+@pytest.mark.parametrize("model_type, columns", slow_except_first(ONE_STEP, [f"{c}-{m}" for m, c in ONE_STEP]))
 def test_one_training_step_changes_the_weights(model_type, columns, tiny_models, tmp_path):
     model_dir = tiny_models[model_type]
     pooler = "wavg" if model_type == "gpt2" else "cls"
@@ -87,7 +89,7 @@ def tiny_mlm_bert(tiny_models, tmp_path_factory):
 def test_mlm_head_starts_from_the_checkpoint_head(tiny_mlm_bert):
     from transformers import AutoConfig, BertForMaskedLM
 
-    from simcse.models import configure
+    from simcse.modeling.models import configure
 
     reference = BertForMaskedLM.from_pretrained(tiny_mlm_bert).cls.predictions
     ours = BertForCL.from_pretrained(tiny_mlm_bert, config=configure(AutoConfig.from_pretrained(tiny_mlm_bert),
@@ -203,21 +205,22 @@ def test_old_flag_names_still_work(tiny_models, tmp_path):
 @pytest.mark.parametrize("flag", [True, False])
 def test_no_duplicates_flag_reaches_the_sampler(flag, tiny_models, tmp_path, monkeypatch):
     """train.py --no_duplicates_in_batch makes the trainer batch with NoDuplicatesBatchSampler (and only then)."""
-    import simcse.trainers
+    import simcse.training.trainers
 
     built = []
 
-    class Recording(simcse.trainers.NoDuplicatesBatchSampler):
+    class Recording(simcse.training.trainers.NoDuplicatesBatchSampler):
         def __init__(self, *args, **kwargs):
             built.append(kwargs.get("batch_size", args[1] if len(args) > 1 else None))
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(simcse.trainers, "NoDuplicatesBatchSampler", Recording)
+    monkeypatch.setattr(simcse.training.trainers, "NoDuplicatesBatchSampler", Recording)
     extra = ["--no_duplicates_in_batch"] if flag else []
     train.main(base_args(tiny_models["bert"], write_train_file(tmp_path, 2), tmp_path / "out", *extra))
     assert bool(built) == flag
 
 
+@pytest.mark.slow
 def test_the_best_checkpoint_is_chosen_by_a_retrieval_metric(tiny_models, tmp_path):
     """--eval_custom_retrieval DIR:NAME logs eval_NAME_ndcg@10 (and the other retrieval metrics) at every
     evaluation; --metric_for_best_model NAME_ndcg@10 keeps the step with the highest nDCG@10."""

@@ -15,10 +15,10 @@ from test_train import base_args, run, write_train_file
 
 import train
 from helpers import ScriptedEvaluation, save_tiny_model, train_with
-from simcse.arguments import SimCSETrainingArguments
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import build_evaluators
 from simcse.evaluation.senteval_tasks import STSDevEvaluator, TransferDevEvaluator
+from simcse.training.arguments import SimCSETrainingArguments
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,7 @@ def test_settings_that_cannot_keep_the_best_model_or_run_are_refused(flags, mess
         parse(**flags)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--no_duplicates_in_batch"]], ids=["shuffled", "no_duplicates"])
 def test_dataset_size_mod_batch_one_trains_through_epochs_and_resumes(extra, tiny_bert, tmp_path):
     """9 sentences, batch 4: the last batch would hold one example (InfoNCE is undefined on it). Two whole

@@ -102,7 +102,7 @@ CPU_TRAIN_THREADS = 1  # intra-op threads while a probe trains on the CPU (see _
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """``None`` (or "" / "auto") means CUDA when available, else the CPU; a CUDA device without a visible
     GPU, or a name torch does not know, is an error saying what to pass instead. The one device rule of
-    the engine and of :mod:`simcse` (``simcse.encoder`` re-exports it)."""
+    the engine and of :mod:`simcse` (``simcse.modeling.encoder`` re-exports it)."""
     if isinstance(device, torch.device):
         resolved = device
     elif device in (None, "", "auto"):

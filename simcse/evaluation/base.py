@@ -2,7 +2,7 @@
 with a name, the metrics it reports and the one metric that selects checkpoints, called on an encoder.
 
 An encoder is anything with ``encode(sentences: Sequence[str]) -> torch.Tensor`` of shape (N, D) (the
-raw, unnormalised embeddings, float32 on any device); :class:`simcse.encoder.SentenceEncoder` is the one
+raw, unnormalised embeddings, float32 on any device); :class:`simcse.modeling.encoder.SentenceEncoder` is the one
 used everywhere. It may also have ``retain(sentences)``, which drops every cached embedding except those
 of ``sentences``; an evaluator that encodes a large collection calls ``encoder.retain(())`` after each
 chunk, so memory stays bounded.

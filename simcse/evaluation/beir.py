@@ -29,7 +29,9 @@ holds the three dictionaries and one line.
 (a JSON bool), says that a document whose id equals the query's id is removed from that query's ranking,
 as BEIR's ``ignore_identical_ids=True`` and mteb's ``AbsTaskRetrieval.ignore_identical_ids`` do: a folder
 whose queries are also documents under the same ids (Quora, ArguAna, our proxy sets) needs it, or every
-query finds itself first. Without the file the rule is off (BEIR's default), read into
+query finds itself first. Without the file the rule is off, as in mteb (whose attribute defaults to
+False) and sentence-transformers (which has no such option); BEIR's ``evaluate`` defaults to True, so a
+folder meant to be scored as BEIR scores it should declare ``true``. The value is
 :attr:`BeirData.ignore_identical_ids`. The file is read strictly: UTF-8 JSON holding exactly one object
 with exactly that key, once, and a bool value; anything else is a one-line :class:`SimCSEError`.
 """
@@ -47,6 +49,7 @@ from simcse.errors import SimCSEError
 QRELS_HEADER = ("query-id", "corpus-id", "score")
 DATASET_FILE = "dataset.json"
 DATASET_KEYS = ("ignore_identical_ids",)
+_DATASET_FIX = 'write exactly {"ignore_identical_ids": true} or {"ignore_identical_ids": false}, or delete the file'
 
 
 @dataclass(frozen=True)
@@ -203,7 +206,7 @@ def _unique_keys(path: Path, pairs: list[tuple[str, object]]) -> dict:
     keys = [key for key, _ in pairs]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
-        raise SimCSEError(f"{path}: the key {repeated[0]!r} appears more than once; keep one")
+        raise SimCSEError(f"{path}: the key {repeated[0]!r} appears more than once; {_DATASET_FIX}")
     return dict(pairs)
 
 
@@ -211,7 +214,7 @@ def read_dataset_json(folder: str | os.PathLike) -> bool:
     """The ``ignore_identical_ids`` that ``<folder>/dataset.json`` declares; False when there is no such file.
     Strict (see the module docstring): any other content is a one-line :class:`SimCSEError` naming the file."""
     path = Path(folder) / DATASET_FILE
-    fix = 'write exactly {"ignore_identical_ids": true} or {"ignore_identical_ids": false}, or delete the file'
+    fix = _DATASET_FIX
     if not path.exists():
         return False
     if not path.is_file():

@@ -5,7 +5,7 @@
 into one :class:`~simcse.evaluation.base.EvaluatorSequence`, reading every file now so that a bad one
 fails before the model loads. :class:`ModelEvaluation` is what the trainer calls: ``evaluation(model)``
 wraps the model's inference ``encode`` (so an ``mlp_only_train`` model is scored without its MLP head, as
-it will be used) in a :class:`~simcse.encoder.SentenceEncoder` and runs the evaluators on it.
+it will be used) in a :class:`~simcse.modeling.encoder.SentenceEncoder` and runs the evaluators on it.
 
 Once per training run, not once per evaluation: the SentEval and custom files are read when the
 evaluators are built, and every text is tokenized the first time it is encoded (a token cache kept
@@ -20,10 +20,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from simcse.encoder import SentenceEncoder
 from simcse.errors import SimCSEError
 from simcse.evaluation.base import Evaluator, EvaluatorSequence
 from simcse.evaluation.senteval_tasks import CustomSTSEvaluator, STSDevEvaluator, TransferDevEvaluator
+from simcse.modeling.encoder import SentenceEncoder
 
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 

@@ -3,7 +3,7 @@
 Three parts, written against mteb 2.x (embeddings-benchmark/mteb ``mteb/models/models_protocols.py``,
 ``mteb/models/abs_encoder.py``, ``mteb/abstasks/sts.py``, ``mteb/abstasks/retrieval.py``, ``mteb/evaluate.py``):
 
-* :class:`MTEBEncoder` implements mteb's ``EncoderProtocol`` around :func:`simcse.encoder.build_encoder`.
+* :class:`MTEBEncoder` implements mteb's ``EncoderProtocol`` around :func:`simcse.modeling.encoder.build_encoder`.
   mteb hands ``encode`` a DataLoader whose batches carry a ``text`` column; the adapter collects every
   text of the call, prepends ``query_prompt`` / ``document_prompt`` when mteb's ``prompt_type`` says
   query / document (nothing for symmetric tasks such as STS, where ``prompt_type`` is None, as mteb's own
@@ -16,7 +16,9 @@ Three parts, written against mteb 2.x (embeddings-benchmark/mteb ``mteb/models/m
   :class:`LocalSICKR` (the SentEval test files, read by our own SentEval loaders so the pairs and gold
   scores are exactly those of ``evaluation.py``; sentences are the loaders' tokens joined by spaces, gold
   0..5 as in MTEB, which rescales it) and :func:`beir_task` (a BEIR folder read by
-  :func:`simcse.evaluation.beir.read_beir_folder`).
+  :func:`simcse.evaluation.beir.read_beir_folder`; the task's ``ignore_identical_ids``, the class attribute
+  mteb's retrieval evaluation passes on to drop a query's own id from its results, is the folder's
+  ``dataset.json`` declaration, as :class:`simcse.evaluation.retrieval.RetrievalEvaluator` applies it).
 * :func:`run_mteb`: one model, several tasks, ``{"STSBenchmark": spearman, "<name>_ndcg@10": ...}``.
 
 The result cache. ``mteb.evaluate`` keeps results in a ``ResultCache`` (``~/.cache/mteb`` or
@@ -52,8 +54,8 @@ from mteb.types import PromptType
 
 from senteval.datapath import resolve_data_dir
 from senteval.registry import build_task
-from simcse.encoder import build_encoder
 from simcse.errors import SimCSEError
+from simcse.modeling.encoder import build_encoder
 
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -96,7 +98,7 @@ def model_meta(model_name_or_path: str, experiment: dict[str, Any] | None = None
 class MTEBEncoder(AbsEncoder):
     """mteb 2.x ``EncoderProtocol`` around our encoder (see the module docstring for prompts and normalisation).
 
-    model_name: checkpoint directory (or hub id) given to :func:`simcse.encoder.build_encoder` with ``pooler``,
+    model_name: checkpoint directory (or hub id) given to :func:`simcse.modeling.encoder.build_encoder` with ``pooler``,
     ``device``, ``batch_size`` and ``max_length``. encoder: an already built encoder (anything with
     ``encode(list[str]) -> (N, D) tensor``) used instead of loading one; ``model_name`` still names it.
     """
@@ -195,10 +197,15 @@ class LocalRetrievalTask(AbsTaskRetrieval):
     """Retrieval on a BEIR-layout folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``), read by
     :func:`simcse.evaluation.beir.read_beir_folder`; build one with :func:`beir_task`. A document's text is
     the reader's (title + " " + text; mteb strips it). Only the reader's scored queries (a judgement >= 1) are
-    kept, with their qrels: mteb drops queries without qrels rows but would average in a query judged all 0."""
+    kept, with their qrels: mteb drops queries without qrels rows but would average in a query judged all 0.
+
+    ``ignore_identical_ids`` (mteb's attribute: a document whose id equals the query id is dropped from that
+    query's results before scoring) is :attr:`BeirData.ignore_identical_ids`, the folder's ``dataset.json``,
+    unless :func:`beir_task` was given an override (``identical_ids_override``)."""
 
     folder: str
     split: str
+    identical_ids_override: bool | None = None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
         if self.data_loaded:
@@ -206,6 +213,8 @@ class LocalRetrievalTask(AbsTaskRetrieval):
         from simcse.evaluation.beir import read_beir_folder
 
         data = read_beir_folder(self.folder, self.split)
+        override = self.identical_ids_override
+        self.ignore_identical_ids = data.ignore_identical_ids if override is None else override
         scored = data.scored_queries()
         corpus = Dataset.from_dict({"id": list(data.corpus), "text": list(data.corpus.values())})
         queries = Dataset.from_dict({"id": scored, "text": [data.queries[q] for q in scored]})
@@ -215,20 +224,30 @@ class LocalRetrievalTask(AbsTaskRetrieval):
         self.data_loaded = True
 
 
-def beir_task(folder: str | os.PathLike, name: str | None = None, split: str = "test") -> LocalRetrievalTask:
+def beir_task(folder: str | os.PathLike, name: str | None = None, split: str = "test",
+              ignore_identical_ids: bool | None = None) -> LocalRetrievalTask:
     """An mteb retrieval task (main score nDCG@10) on a BEIR folder, named ``LocalBEIR-<name>`` (name: the
-    folder's name by default). Each call makes its own class, as mteb keeps a task's metadata on the class."""
+    folder's name by default). Each call makes its own class, as mteb keeps a task's metadata on the class.
+    ignore_identical_ids: None follows the folder's ``dataset.json`` (read now for the class attribute and
+    again when the data loads); True or False overrides it, as in ``RetrievalEvaluator``."""
+    from simcse.evaluation.beir import DATASET_FILE, read_dataset_json
+
+    if ignore_identical_ids is not None and not isinstance(ignore_identical_ids, bool):
+        raise SimCSEError(f"ignore_identical_ids must be None (the folder's dataset.json), True or False, got "
+                          f"{ignore_identical_ids!r}")
     path = Path(folder).expanduser().resolve()
     if not path.is_dir():
         raise SimCSEError(f"BEIR folder {str(folder)!r} does not exist")
     name = name or path.name
+    declared = read_dataset_json(path) if ignore_identical_ids is None else ignore_identical_ids
     qrels = path / "qrels" / f"{split}.tsv"
-    files = (path / "corpus.jsonl", path / "queries.jsonl", qrels)
-    revision = short_hash(":".join(files_fingerprint(p) for p in files))
+    files = (path / "corpus.jsonl", path / "queries.jsonl", qrels, path / DATASET_FILE)
+    revision = short_hash(":".join(files_fingerprint(p) for p in files) + f":ignore_identical_ids={declared}")
     metadata = _metadata(f"LocalBEIR-{name}", f"BEIR folder {path} ({split} qrels).", "Retrieval", "ndcg_at_10",
                          str(path), revision, split=split)
     cls = type(f"LocalBEIR_{UNSAFE.sub('_', name)}", (LocalRetrievalTask,),
-               {"metadata": metadata, "folder": str(path), "split": split, "__module__": __name__})
+               {"metadata": metadata, "folder": str(path), "split": split, "ignore_identical_ids": declared,
+                "identical_ids_override": ignore_identical_ids, "__module__": __name__})
     return cls()
 
 
@@ -250,12 +269,14 @@ def run_mteb(model_name_or_path: str, pooler: str = "avg", tasks: Iterable[str] 
              senteval_data: str | os.PathLike | None = None,
              retrieval: Sequence[str | os.PathLike | tuple[str, str]] = (), *, split: str = "test",
              batch_size: int = 64, max_length: int | None = None, device: str | None = None, normalize: bool = False,
-             query_prompt: str = "", document_prompt: str = "", encoder=None) -> dict[str, float]:
+             query_prompt: str = "", document_prompt: str = "", encoder=None,
+             ignore_identical_ids: bool | None = None) -> dict[str, float]:
     """Score one model with ``mteb.evaluate`` on local tasks, without mteb's result cache (``cache=None``).
 
     tasks: STS tasks by SentEval name (``STSBenchmark``, ``SICKRelatedness``; test split). retrieval: BEIR
-    folders (see :func:`parse_retrieval`), scored on ``split``. Returns ``{task: cosine Spearman}`` and
-    ``{"<name>_ndcg@10": ...}``, values in 0..1.
+    folders (see :func:`parse_retrieval`), scored on ``split``, each with its ``dataset.json``'s
+    ``ignore_identical_ids`` unless ``ignore_identical_ids`` overrides it for all. Returns
+    ``{task: cosine Spearman}`` and ``{"<name>_ndcg@10": ...}``, values in 0..1.
     """
     import mteb
 
@@ -270,7 +291,7 @@ def run_mteb(model_name_or_path: str, pooler: str = "avg", tasks: Iterable[str] 
         (STS_TASKS[t](senteval_data=senteval_data), t, "test") for t in tasks]
     for spec in retrieval:
         folder, name = parse_retrieval(spec)
-        todo.append((beir_task(folder, name, split), f"{name}_ndcg@10", split))
+        todo.append((beir_task(folder, name, split, ignore_identical_ids), f"{name}_ndcg@10", split))
     names = [task.metadata.name for task, _, _ in todo]
     if len(set(names)) != len(names):
         raise SimCSEError(f"two tasks share a name in {names}; give each retrieval folder its own DIR:NAME")

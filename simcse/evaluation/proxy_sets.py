@@ -9,7 +9,8 @@ These are PROXIES, not BEIR datasets: small retrieval problems made from sentenc
 already on disk, so a retrieval evaluator can run offline. Their numbers are not comparable to published
 BEIR results. Each output folder holds ``corpus.jsonl`` (``{"_id", "title", "text"}``, title empty),
 ``queries.jsonl`` (``{"_id", "text"}``), ``qrels/<split>.tsv`` (header ``query-id corpus-id score``,
-tab-separated) and a ``README.txt`` that says what the set was built from and how.
+tab-separated), ``dataset.json`` (``{"ignore_identical_ids": true}``, see below) and a ``README.txt`` that
+says what the set was built from and how.
 
 Rules:
 
@@ -26,13 +27,17 @@ Rules:
 * Ids are ``s<n>``, numbered in first-seen order of the sentences (row by row, left to right), so a rebuild
   writes byte-identical files. A query's id is the id of the corpus document with the same text (BEIR's
   convention when queries and corpus overlap, as in Quora and ArguAna): evaluate with identical ids
-  ignored (BEIR's ``ignore_identical_ids=True``), or every query finds itself first.
+  ignored (BEIR's ``ignore_identical_ids=True``), or every query finds itself first. ``dataset.json``
+  declares it, so :class:`~simcse.evaluation.retrieval.RetrievalEvaluator` and the mteb task of
+  :func:`~simcse.evaluation.mteb_tasks.beir_task` apply it without being told
+  (:func:`simcse.evaluation.beir.read_dataset_json`).
 * A pair whose sentence 1 equals its sentence 2 gives no qrel (it is skipped and counted); a query is only
   written when it has at least one relevant document; a pair that repeats a (query, document) qrel is
   counted, not written twice.
 
-Files are written atomically (:mod:`simcse.files`), the README last. A non-empty output folder is refused
-unless ``overwrite`` is set; overwriting replaces only the files named above and never deletes anything.
+Files are written atomically (:mod:`simcse.files`): corpus, queries, qrels, ``dataset.json``, then the
+README last. A non-empty output folder is refused unless ``overwrite`` is set; overwriting replaces only
+the files named above (``dataset.json`` included) and never deletes anything.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ SPLITS = ("dev", "test")
 SICK_FILES = {"dev": "SICK_trial.txt", "test": "SICK_test_annotated.txt"}
 NLI_COLUMNS = ("sent0", "sent1", "hard_neg")
 SOURCE_NAMES = {"stsb": "STS Benchmark", "sickr": "SICK-R", "nli": "SNLI (SimCSE dev/test csv)"}
+# Every proxy set shares ids between queries and documents: the folder declares the evaluation rule.
+DATASET_JSON = {"ignore_identical_ids": True}
 
 # One row of a source: (line number, its sentences left to right, gold score; None for nli, where every row counts).
 Row = tuple[int, tuple[str, ...], float | None]
@@ -230,6 +237,8 @@ def _readme(source: str, split: str, path: Path, min_score: float, counts: dict)
         "The corpus is every distinct sentence of the split (exact text after stripping outer whitespace).",
         "Ids are s<n> in first-seen order; a query's id is the id of the corpus document with the same text,",
         "so evaluate with identical ids ignored (BEIR ignore_identical_ids=True) or each query finds itself.",
+        'dataset.json declares it ({"ignore_identical_ids": true}); simcse\'s RetrievalEvaluator and mteb task',
+        "read it and drop a query's own document from its ranking.",
         "A pair whose two sentences are identical is skipped (self_pairs_skipped).",
         "",
         "Counts:",
@@ -282,6 +291,7 @@ def build_proxy_set(source: str, split: str, output: str | os.PathLike, data_dir
                       _jsonl({"_id": query_id, "text": texts[query_id]} for query_id in collection.qrels))
     qrel_lines = [f"{q}\t{d}\t{score}\n" for q, judged in collection.qrels.items() for d, score in judged.items()]
     atomic_write_text(output / "qrels" / f"{split}.tsv", "query-id\tcorpus-id\tscore\n" + "".join(qrel_lines))
+    atomic_write_text(output / "dataset.json", json.dumps(DATASET_JSON) + "\n")
     atomic_write_text(output / "README.txt", _readme(source, split, path, min_score, counts))
     return counts
 
@@ -310,7 +320,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--min_score", type=float, default=None,
                         help="gold score a pair needs to count as relevant (stsb/sickr; 4.0 when not given)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace the proxy files in a non-empty --output (nothing is deleted)")
+                        help="replace the proxy files (dataset.json and README.txt included) in a non-empty "
+                             "--output (nothing is deleted)")
     args = parser.parse_args(argv)
     if args.min_score is not None and args.source == "nli":
         raise SimCSEError("--min_score applies to --source stsb/sickr; nli pairs are entailments")

@@ -14,8 +14,10 @@ never appears in that query's ranking. This follows BEIR's ``ignore_identical_id
 The search is asked for 101 hits and the query's own document, if among them, is dropped, the rest cut at
 100: since the ranking is a total order (score descending, then corpus position), the exact top 101 less
 one document is the exact top 100 of the corpus without it, ties included, so every query still gets up to
-100 hits. sentence-transformers' evaluator has no such option; with the rule off (the default without
-``dataset.json``) a query's own id stays in its ranking, as there.
+100 hits (BEIR and mteb drop the document from their own top k, 1000 by default, without refilling,
+which leaves every cutoff up to 100 the same). sentence-transformers' evaluator has no such option; with
+the rule off (the default without ``dataset.json``, as mteb's; BEIR's ``evaluate`` defaults to on) a
+query's own id stays in its ranking, as there.
 
 Metrics, per scored query (at least one judgement >= 1), then the mean over scored queries; a document is
 relevant when its graded relevance is >= 1, unjudged documents count as 0; rank r starts at 1:
@@ -268,7 +270,8 @@ class RetrievalEvaluator(Evaluator):
                 del corpus  # unmap before the directory goes
         run, scores = {}, {}
         for qid, row in zip(self.query_ids, self._query_rows):
-            kept = [hit for hit in hits[row] if not (self.ignore_identical_ids and self.doc_ids[hit["corpus_id"]] == qid)]
+            kept = [hit for hit in hits[row]
+                    if not (self.ignore_identical_ids and self.doc_ids[hit["corpus_id"]] == qid)]
             run[qid] = [self.doc_ids[hit["corpus_id"]] for hit in kept[:TOP_K]]
             scores[qid] = [hit["score"] for hit in kept[:TOP_K]]
         metrics = mean_metrics(run, {qid: self.data.qrels[qid] for qid in self.query_ids})

@@ -6,7 +6,7 @@ Embedding Fine-tuning", arXiv:2402.16829. sentence-transformers implements it as
 that this loss equals it, values and gradients, on the same embeddings and guide embeddings.
 
 The guide's embeddings of the batch's sentences are computed by the trainer, without gradient, once per
-batch (:class:`simcse.guide.GuideEncoder`, ``train.py --guide_model``), and handed to the loss as
+batch (:class:`simcse.modeling.guide.GuideEncoder`, ``train.py --guide_model``), and handed to the loss as
 ``guide`` (B, 2 + K, G): anchor, positive and the K hard negatives of each example.
 """
 

@@ -11,6 +11,8 @@ import pytest
 
 from helpers import REPO, write_sts_tree
 
+pytestmark = pytest.mark.slow  # runs a bench script end to end
+
 # STS avg of each fake run: infonce 70 ± 1, dcl 70.5 ± 1 (overlaps), cosent 80 ± 1 (beyond the spread)
 FAKE = {"infonce": 70.0, "dcl": 70.5, "cosent": 80.0}
 

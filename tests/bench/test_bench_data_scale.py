@@ -6,7 +6,11 @@ import csv
 import importlib.util
 import json
 
+import pytest
+
 from helpers import REPO, SHARED
+
+pytestmark = pytest.mark.slow  # runs a bench script end to end
 
 
 def load_bench():

@@ -7,7 +7,11 @@ import json
 import math
 import sys
 
+import pytest
+
 from helpers import REPO, write_sts_tree
+
+pytestmark = pytest.mark.slow  # runs a bench script end to end
 
 
 def test_tiny_cpu_run_writes_one_json(tmp_path, capsys):

@@ -214,7 +214,7 @@ def test_matryoshka_2d_is_matryoshka2d_loss(tmp_path, k, with_dims):
 
     from helpers import save_tiny_model
     from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
-    from simcse.poolers import pool
+    from simcse.modeling.poolers import pool
 
     body = Transformer(str(save_tiny_model(tmp_path / "bert", "bert")))
     model = SentenceTransformer(modules=[body, Pooling(body.get_word_embedding_dimension(), "mean")]).double().eval()

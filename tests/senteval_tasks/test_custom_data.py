@@ -29,8 +29,8 @@ from senteval.custom import (
 from senteval.registry import build_task
 from senteval.sts import STSBenchmarkEval, word_count
 from senteval.utils import FAST_CLASSIFIER
-from simcse import evaluators
 from simcse.cli import run_cli
+from simcse.evaluation import report as evaluators
 
 
 def write(path: Path, text: str) -> Path:
@@ -519,7 +519,7 @@ def test_per_file_columns_override_the_flag_for_that_file_only(tmp_path, capsys,
                      str(a), f"{b}:b:0,1,5", "--custom_columns", "2,3,1"], capsys)
     assert code == 2 and f"--custom_sts '{b}:b:0,1,5' names column 5 for the score" in err
     # train.py: FILE:NAME:COLUMNS inside a comma-separated --eval_custom_sts
-    from simcse.arguments import DataTrainingArguments
+    from simcse.training.arguments import DataTrainingArguments
     train_file = write(tmp_path / "t.txt", "x\n")
     data_args = DataTrainingArguments(train_file=str(train_file), eval_custom_sts=[f"{b},{a}:a:2,3,1"])
     assert data_args.eval_custom_sts == [str(b), f"{a}:a:2,3,1"]

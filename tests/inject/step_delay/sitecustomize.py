@@ -7,7 +7,7 @@ import time
 
 from transformers import TrainerCallback
 
-import simcse.trainers as trainers
+import simcse.training.trainers as trainers
 
 
 class _StepDelay(TrainerCallback):

@@ -6,7 +6,7 @@ after which, in Python, ``SentenceTransformer("out").encode(sentences)`` equals
 ``SimCSE("result/my-sup-simcse").encode(sentences, normalize_to_unit=False)`` (``tests/test_export.py``
 checks this for every pooler).
 
-The pipeline reproduces the pooler SimCSE uses at inference (:func:`simcse.tool.pooler_from_config`),
+The pipeline reproduces the pooler SimCSE uses at inference (:func:`simcse.modeling.checkpoint.pooler_from_config`),
 with no approximation. Checked against the sentence-transformers 6.2 source:
 
 =====================  ==========================================================================
@@ -43,11 +43,11 @@ import os
 
 from safetensors.torch import load_file, save_file
 
-from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
 from simcse.files import atomic_write_json
-from simcse.poolers import ST_POOLING_MODE, layer_weights, uses_mlp_head
-from simcse.tool import pooler_from_config
+from simcse.modeling.checkpoint import pooler_from_config
+from simcse.modeling.encoder import check_max_length
+from simcse.modeling.poolers import ST_POOLING_MODE, layer_weights, uses_mlp_head
 
 DEFAULT_MAX_SEQ_LENGTH = 128
 _LEGACY_MODE_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
@@ -146,7 +146,7 @@ def _ensure_padding_token(model_dir: str, model_type: str) -> list[str]:
     """Decoders (GPT-2) ship without a padding token; ST pads batches, so save pad = eos as training did."""
     from transformers import AutoTokenizer
 
-    from simcse.encoder import prepare_tokenizer
+    from simcse.modeling.encoder import prepare_tokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     if tokenizer.pad_token is not None:

@@ -1,11 +1,11 @@
 """Assembling and running a training run: the library side of ``train.py``.
 
-:func:`build_trainer` turns the three argument dataclasses (:mod:`simcse.arguments`) into a ready
-:class:`~simcse.trainers.SimCSETrainer` (model, tokenizer, tokenized data, collator, loss, evaluator);
+:func:`build_trainer` turns the three argument dataclasses (:mod:`simcse.training.arguments`) into a ready
+:class:`~simcse.training.trainers.SimCSETrainer` (model, tokenizer, tokenized data, collator, loss, evaluator);
 :func:`train_model` runs it, saves the final model and returns the metrics. Both take typed arguments,
 so the demo, the multi-seed runner and the benches call them directly; ``train.py`` only parses the
 command line, configures logging and prints. Make the arguments in Python with
-:func:`simcse.arguments.make_train_args`.
+:func:`simcse.training.arguments.make_train_args`.
 """
 
 from __future__ import annotations
@@ -19,18 +19,19 @@ from transformers import AutoConfig, AutoTokenizer, TrainerCallback, set_seed
 
 from senteval.datapath import resolve_data_dir
 from senteval.registry import TRANSFER_TASKS
-from simcse.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.data import SimCSECollator, column_roles, load_training_dataset, tokenize_dataset
-from simcse.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import ModelEvaluation, build_evaluators
 from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluator
-from simcse.guide import GuideEncoder
-from simcse.losses import LOSSES, build_loss
-from simcse.models import configure, is_simcse_checkpoint, model_class_for
-from simcse.poolers import uses_mlp_head
-from simcse.reliability import check_task_data, resolve_resume_checkpoint, run_record
-from simcse.trainers import SimCSETrainer
+from simcse.losses import LOSSES
+from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
+from simcse.modeling.guide import GuideEncoder
+from simcse.modeling.models import configure, is_simcse_checkpoint, model_class_for
+from simcse.modeling.poolers import uses_mlp_head
+from simcse.training.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
+from simcse.training.loss_flags import model_temp
+from simcse.training.reliability import check_task_data, resolve_resume_checkpoint, run_record
+from simcse.training.trainers import SimCSETrainer
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                                                                   trust_remote_code=model_args.trust_remote_code))
     model_cls = model_class_for(config.model_type)
     configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
-              temp=model_args.model_temp(), do_mlm=model_args.do_mlm)
+              temp=model_temp(model_args), do_mlm=model_args.do_mlm)
     tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
                                 lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
                                                                         use_fast=model_args.use_fast_tokenizer,
@@ -123,7 +124,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                               mask_seed=training_args.seed)
 
     # 6. Loss and evaluation.
-    loss_fn = model_args.wrap_loss(build_loss(model_args.loss_type, **model_args.resolved_loss_kwargs()))
+    loss_fn = model_args.loss  # built once, when the arguments were parsed
     if getattr(loss_fn, "needs_layers", False) and training_args.grad_cache_mini_batch:
         raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
                           "embeds without the earlier layers); drop one of them")

@@ -1,6 +1,6 @@
 """Plot a training run from its ``trainer_state.json``: loss, learning rate, STS dev scores, diagnostics.
 
-    python -m simcse.plot result/my-unsup-simcse [--out_dir result/my-unsup-simcse/plots]
+    python -m simcse.training.plot result/my-unsup-simcse [--out_dir result/my-unsup-simcse/plots]
 
 Reads ``OUTPUT_DIR/trainer_state.json`` (train.py saves it at the end) or, while a run is going, the
 one in the latest ``checkpoint-*``; a ``trainer_state.json`` path is read as it is (the plots then go
@@ -174,7 +174,7 @@ def plot_training(output_dir: str | Path, out_dir: str | Path | None = None) -> 
 def main(argv: list[str] | None = None) -> list[Path]:
     from simcse.cli import OneLineArgumentParser
 
-    parser = OneLineArgumentParser(prog="python -m simcse.plot", description=__doc__.split("\n\n")[0],
+    parser = OneLineArgumentParser(prog="python -m simcse.training.plot", description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output_dir", help="the --output_dir of a train.py run, a checkpoint-N folder, or a "
                         "trainer_state.json file")
@@ -189,4 +189,4 @@ def main(argv: list[str] | None = None) -> list[Path]:
 if __name__ == "__main__":
     from simcse.cli import run_cli
 
-    sys.exit(run_cli(main, prog="python -m simcse.plot"))
+    sys.exit(run_cli(main, prog="python -m simcse.training.plot"))

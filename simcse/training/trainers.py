@@ -3,7 +3,7 @@
 The training loop, checkpointing, best-model tracking (``--metric_for_best_model stsb_spearman
 --load_best_model_at_end``), logging and resuming are the standard Hugging Face ``Trainer``'s; the
 small overrides around ``_save_checkpoint``, ``save_model`` and the loss add the guarantees of
-:mod:`simcse.reliability` (complete-checkpoint markers, atomic final save, non-finite losses).
+:mod:`simcse.training.reliability` (complete-checkpoint markers, atomic final save, non-finite losses).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import torch
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
+from simcse.data.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
 from simcse.distributed import gather_no_grad, gather_with_grad, rank, world_size
-from simcse.gradcache import cached_step
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
-from simcse.reliability import NonFiniteLoss, mark_complete, nonfinite_error, staged_directory, unmark
-from simcse.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
+from simcse.training.gradcache import cached_step
+from simcse.training.reliability import NonFiniteLoss, mark_complete, nonfinite_error, staged_directory, unmark
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class SimCSETrainer(Trainer):
     final_evaluator: the evaluator of the evaluation after training (default: ``evaluator``).
     mlm_weight: weight of the auxiliary MLM loss when the batch carries MLM inputs.
     guide: for guided losses, ``guide(inputs) -> (B, N, G)`` embeddings of the batch's sentences by a frozen
-    encoder (:class:`simcse.guide.GuideEncoder`), computed once per batch without gradient.
-    run_record: :func:`simcse.reliability.run_record` of this run, stored in every checkpoint's marker so
+    encoder (:class:`simcse.modeling.guide.GuideEncoder`), computed once per batch without gradient.
+    run_record: :func:`simcse.training.reliability.run_record` of this run, stored in every checkpoint's marker so
     that ``--resume_from_checkpoint last`` resumes only checkpoints of the same run.
     """
 

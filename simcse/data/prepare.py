@@ -1,6 +1,6 @@
 """Training files made from the SentEval data: STS-B's pairs with their gold scores, for graded losses.
 
-    python -m simcse.prepare stsb --split train --output /tmp/stsb-train-scored.csv
+    python -m simcse.data.prepare stsb --split train --output /tmp/stsb-train-scored.csv
 
 STS Benchmark (Cer et al. 2017, "SemEval-2017 Task 1", arXiv:1708.00055) ships as tab-separated
 ``sts-{train,dev,test}.csv`` (genre, file, year, id, score, sentence 1, sentence 2[, sources]); the
@@ -65,7 +65,7 @@ def write_scored_pairs(pairs: list[tuple[str, str, float]], output: str | Path) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m simcse.prepare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simcse.data.prepare", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="dataset", required=True)
     stsb = sub.add_parser("stsb", help="STS Benchmark pairs with their 0..5 scores")
     stsb.add_argument("--split", choices=["train", "dev", "test"], default="train")
@@ -84,4 +84,4 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from simcse.cli import run_cli
 
-    raise SystemExit(run_cli(main, prog="python -m simcse.prepare"))
+    raise SystemExit(run_cli(main, prog="python -m simcse.data.prepare"))

@@ -1,6 +1,6 @@
 """The offline demo: unsupervised SimCSE on the packaged all-MiniLM-L6-v2, before and after.
 
-    python -m simcse.demo [--output_dir result/demo] [--max_steps 125] [--eval_steps 25]
+    python -m simcse.training.demo [--output_dir result/demo] [--max_steps 125] [--eval_steps 25]
 
 1. evaluates the starting model on the STS suite with the pooler being trained (``cls_before_pooler``:
    the [CLS] state; the model was trained with mean pooling, so its [CLS] vector has room to learn);
@@ -25,12 +25,12 @@ from pathlib import Path
 from prettytable import PrettyTable
 
 from senteval.datapath import REPO_ROOT, resolve_data_dir, shared_dir
-from simcse.arguments import make_train_args
 from simcse.cli import configure_training_logging, run_cli
-from simcse.convert import convert
 from simcse.errors import SimCSEError
-from simcse.evaluators import EvaluationConfig, evaluate
-from simcse.training import train_model
+from simcse.evaluation.report import EvaluationConfig, evaluate
+from simcse.modeling.convert import convert
+from simcse.training.arguments import make_train_args
+from simcse.training.run import train_model
 
 WIKI_SAMPLE = "wiki1m_for_simcse.head11913.txt"
 
@@ -62,7 +62,7 @@ def sts_suite(model: str, pooler: str, data: str) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m simcse.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m simcse.training.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model_name_or_path", default=None, help="default: the packaged all-MiniLM-L6-v2")
     parser.add_argument("--train_file", default=None, help="default: the wiki1m sample in ../shared/data/train")
     parser.add_argument("--senteval_data", default=None)
@@ -134,4 +134,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, prog="simcse.demo"))
+    sys.exit(run_cli(main, prog="simcse.training.demo"))

@@ -1,7 +1,7 @@
 """Inference-time sentence encoding shared by ``evaluation.py``, the in-training dev evaluation and the tool.
 
 :class:`SentenceEncoder` tokenises once, sorts by token length so each batch carries little padding,
-runs the model without gradient tracking, pools with :mod:`simcse.poolers` and remembers the sentences
+runs the model without gradient tracking, pools with :mod:`simcse.modeling.poolers` and remembers the sentences
 it has encoded, so a sentence that appears in several tasks is encoded once per run. The memory stays
 bounded: :meth:`SentenceEncoder.retain`, called as each SentEval task starts (its ``prepare`` hook),
 forgets the embeddings the new task does not need.
@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from senteval.classifier import resolve_device as resolve_device  # the one device rule
 from simcse.errors import SimCSEError
-from simcse.models import is_simcse_checkpoint, model_class_for
-from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool, uses_mlp_head
+from simcse.modeling.models import is_simcse_checkpoint, model_class_for
+from simcse.modeling.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool, uses_mlp_head
 
 # embed(input_ids, attention_mask) -> (B, H) sentence vectors
 EmbedFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -21,13 +21,13 @@ from senteval.custom import evaluate as evaluate_custom
 from senteval.datapath import resolve_data_dir
 from senteval.engine import SE
 from senteval.registry import STS_TASKS, TRANSFER_TASKS
-from simcse.encoder import build_encoder, load_pretrained
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import build_evaluators
 from simcse.evaluation.retrieval import retrieval_table
 from simcse.evaluation.senteval_tasks import CustomSTSEvaluator, senteval_hooks, senteval_params
-from simcse.models import is_simcse_checkpoint
-from simcse.poolers import inference_pooler
+from simcse.modeling.encoder import build_encoder
+from simcse.modeling.models import is_simcse_checkpoint
+from simcse.modeling.poolers import inference_pooler
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS, "custom": []}
 DEV_STS_TASKS = ["STSBenchmark", "SICKRelatedness"]  # the only STS tasks with a dev split
@@ -180,18 +180,11 @@ def custom_classification_table(results: dict, kfold: int) -> tuple[str, dict]:
     return table.get_string(), figures
 
 
-def pooler_notice(model_name_or_path: str, pooler: str, trust_remote_code: bool = False) -> str | None:
+def pooler_notice(config, pooler: str, model_name_or_path: str) -> str | None:
     """One line when ``pooler`` differs from the pooler a train.py checkpoint's dev scores were computed
     with (e.g. the default ``cls`` on a ``--mlp_only_train`` checkpoint applies an MLP head training never
-    scored with); None for other checkpoints or when they agree."""
-    from transformers import AutoConfig
-
-    try:
-        config = load_pretrained(model_name_or_path,
-                                 lambda p: AutoConfig.from_pretrained(p, trust_remote_code=trust_remote_code))
-    except SimCSEError:
-        return None  # evaluate() reports an unreadable model, after checking the cheaper inputs first
-    if not is_simcse_checkpoint(config) or getattr(config, "pooler_type", None) is None:
+    scored with); None for other checkpoints or when they agree. ``config``: the checkpoint's config."""
+    if config is None or not is_simcse_checkpoint(config) or getattr(config, "pooler_type", None) is None:
         return None
     trained = inference_pooler(config.pooler_type, bool(getattr(config, "mlp_only_train", False)))
     if trained == pooler:
@@ -221,6 +214,8 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         truncate_dim=args.truncate_dim,
     )
 
+    model = getattr(encoder, "model", None)
+    notice = pooler_notice(getattr(model, "config", None), args.pooler, args.model_name_or_path)
     batcher, prepare = senteval_hooks(encoder)
     params = senteval_params(args.mode, str(data_dir) if data_dir else None, args.device)
     started = time.perf_counter()
@@ -273,6 +268,7 @@ def evaluate(args: EvaluationConfig, out=None) -> dict:
         "sts_agg": args.sts_agg,
         "tables": tables,
         "results": results,
+        "notices": [notice] if notice else [],
         "sentences_encoded": encoder.sentences_encoded,
         "seconds": round(seconds, 3),
     }

@@ -18,21 +18,12 @@ from transformers import TrainingArguments
 from senteval.custom import split_specs
 from simcse.data import SUPPORTED_EXTENSIONS as TRAIN_EXTENSIONS
 from simcse.data import check_mlm_probability
-from simcse.encoder import check_max_length
 from simcse.errors import SimCSEError
 from simcse.evaluation.senteval_tasks import STSDevEvaluator
-from simcse.poolers import ALL_POOLERS, POOLER_HELP
-
-#: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
-#: defaults to None ("not given"), so a flag the chosen loss does not take is an error only when given.
-LOSS_FLAGS = {
-    "temp": "temp",
-    "hard_negative_weight": "hard_negative_weight",
-    "margin": "margin",
-    "loss_lambda": "lam",
-    "align_alpha": "alpha",
-    "uniform_t": "t",
-}
+from simcse.modeling.encoder import check_max_length
+from simcse.modeling.poolers import ALL_POOLERS, POOLER_HELP
+from simcse.training.legacy_flags import translate_legacy_argv, translate_legacy_config
+from simcse.training.loss_flags import build_training_loss
 
 
 @dataclass
@@ -99,14 +90,14 @@ class ModelArguments:
             raise SimCSEError(f"unknown --pooler_type {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
         if self.mlm_weight < 0:
             raise SimCSEError(f"--mlm_weight must be >= 0, got {self.mlm_weight}")
-        from simcse.losses import LOSSES, build_loss
+        from simcse.losses import LOSSES
 
         if self.loss_type not in LOSSES:
             raise SimCSEError(f"unknown --loss_type {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
         if self.margin is not None and self.margin < 0:
             raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
-        self.resolved_loss_kwargs()  # fail now, not after the model has loaded
-        self.wrap_loss(build_loss(self.loss_type, **self.resolved_loss_kwargs()))
+        # Built once, here (a bad hyperparameter fails now, not after the model has loaded), and passed on.
+        self.loss = build_training_loss(self)
         needs_guide = LOSSES[self.loss_type].needs_guide
         if needs_guide and not self.guide_model:
             raise SimCSEError(f"--loss_type {self.loss_type} needs a frozen guide encoder: add --guide_model PATH "
@@ -115,90 +106,6 @@ class ModelArguments:
             guided = ", ".join(name for name, cls in LOSSES.items() if cls.needs_guide)
             raise SimCSEError(f"--guide_model is used by guided losses only ({guided}), not --loss_type "
                               f"{self.loss_type}; drop it or pick a guided loss")
-        self.resolved_matryoshka()
-
-    def resolved_loss_kwargs(self) -> dict:
-        """The chosen loss's hyperparameters from the flags the user GAVE (--temp, --hard_negative_weight,
-        --margin, --loss_lambda, --align_alpha, --uniform_t), then --loss_kwargs JSON on top; the others
-        keep the loss's own defaults. A flag given for a loss that does not take it is an error (it would
-        otherwise be silently ignored: e.g. --hard_negative_weight with dcl)."""
-        from simcse.losses import loss_kwargs_of
-
-        valid = loss_kwargs_of(self.loss_type)
-        kwargs = {}
-        for flag, key in LOSS_FLAGS.items():
-            value = getattr(self, flag)
-            if value is None:  # not given: the loss's default
-                continue
-            if key not in valid:
-                raise SimCSEError(f"--{flag} does not apply to --loss_type {self.loss_type} "
-                                  f"(its hyperparameters: {', '.join(valid) or 'none'}); drop the flag")
-            kwargs[key] = value
-        if self.loss_kwargs:
-            try:
-                extra = json.loads(self.loss_kwargs)
-            except json.JSONDecodeError as err:
-                raise SimCSEError(f"--loss_kwargs {self.loss_kwargs!r} is not valid JSON ({err.msg}); "
-                                  'write it like \'{"temp": 0.1}\'') from None
-            if not isinstance(extra, dict):
-                raise SimCSEError(f"--loss_kwargs must be a JSON object, got {self.loss_kwargs!r}")
-            unknown = sorted(set(extra) - set(valid))
-            if unknown:
-                raise SimCSEError(f"--loss_kwargs has {unknown} that --loss_type {self.loss_type} does not take; "
-                                  f"valid: {', '.join(valid) or 'none'}")
-            clash = sorted(set(extra) & set(kwargs))
-            if clash:
-                raise SimCSEError(f"--loss_kwargs sets {clash}, which a flag also sets; give each value once")
-            kwargs.update(extra)
-        return kwargs
-
-    def resolved_matryoshka(self) -> tuple[list[int], list[float] | None] | None:
-        """(dims, weights) of --matryoshka_dims / --matryoshka_weights, or None without Matryoshka."""
-        if self.matryoshka_dims is None:
-            if self.matryoshka_weights is not None:
-                raise SimCSEError("--matryoshka_weights needs --matryoshka_dims (the widths they weight)")
-            return None
-        try:
-            dims = [int(d) for d in str(self.matryoshka_dims).split(",") if d.strip()]
-            weights = None if self.matryoshka_weights is None else [
-                float(w) for w in str(self.matryoshka_weights).split(",") if w.strip()]
-        except ValueError:
-            raise SimCSEError(f"--matryoshka_dims {self.matryoshka_dims!r} / --matryoshka_weights "
-                              f"{self.matryoshka_weights!r}: write comma-separated numbers, e.g. 384,128,64") from None
-        from simcse.losses import build_loss
-        from simcse.losses.matryoshka import MatryoshkaLoss
-
-        MatryoshkaLoss(build_loss(self.loss_type, **self.resolved_loss_kwargs()), dims, weights)  # validates
-        return dims, weights
-
-    def wrap_loss(self, loss):
-        """``loss`` inside the Matryoshka wrappers the flags ask for: widths (--matryoshka_dims), then layers
-        (--matryoshka_layers, with --matryoshka_2d_kwargs)."""
-        from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
-
-        matryoshka = self.resolved_matryoshka()
-        if matryoshka is not None:
-            loss = MatryoshkaLoss(loss, *matryoshka)
-        if self.matryoshka_layers is None:
-            if self.matryoshka_2d_kwargs is not None:
-                raise SimCSEError("--matryoshka_2d_kwargs needs --matryoshka_layers (2D Matryoshka over layers)")
-            return loss
-        try:
-            extra = json.loads(self.matryoshka_2d_kwargs) if self.matryoshka_2d_kwargs else {}
-        except json.JSONDecodeError as err:
-            raise SimCSEError(f"--matryoshka_2d_kwargs {self.matryoshka_2d_kwargs!r} is not valid JSON "
-                              f"({err.msg})") from None
-        valid = ("last_layer_weight", "prior_layers_weight", "kl_div_weight", "kl_temperature")
-        if not isinstance(extra, dict) or set(extra) - set(valid):
-            raise SimCSEError(f"--matryoshka_2d_kwargs must be a JSON object with keys among {', '.join(valid)}; "
-                              f"got {self.matryoshka_2d_kwargs!r}")
-        return Matryoshka2dLoss(loss, n_layers_per_step=self.matryoshka_layers, **extra)
-
-    def model_temp(self) -> float:
-        """The temperature saved in the model config: the loss's τ when it has one, else SimCSE's 0.05."""
-        from simcse.losses import loss_kwargs_of
-
-        return float(self.resolved_loss_kwargs().get("temp", loss_kwargs_of(self.loss_type).get("temp", 0.05)))
 
 
 @dataclass
@@ -389,130 +296,6 @@ class SimCSETrainingArguments(TrainingArguments):
                                   "the optimizer at every backward, i.e. once per chunk); drop one of the two")
 
 
-# ----- the original train.py's flags -------------------------------------------------------------------
-# princeton-nlp/SimCSE train.py parsed ModelArguments / DataTrainingArguments / OurTrainingArguments on
-# top of transformers 4.2.1's TrainingArguments. Every flag of those that our parser does not know is
-# listed here with what it becomes; the others keep their meaning (tests/test_legacy_flags.py checks all).
-
-
-@dataclass(frozen=True)
-class LegacyFlag:
-    """What an original flag becomes. action: "ignore" (dropped with a notice: it has no effect here),
-    "rename" (rewritten as ``replacement``, with a notice) or "refuse" (an error naming the replacement).
-    boolean: the flag is a switch (``--flag`` or ``--flag true``), otherwise it takes one value."""
-
-    action: str
-    why: str
-    replacement: str = ""
-    boolean: bool = False
-
-
-LEGACY_FLAGS: dict[str, LegacyFlag] = {
-    "model_type": LegacyFlag("ignore", "the model class comes from the checkpoint's config.model_type"),
-    "use_auth_token": LegacyFlag("ignore", "a saved login (`hf auth login`) or $HF_TOKEN is used automatically",
-                                 boolean=True),
-    "validation_split_percentage": LegacyFlag("ignore", "no validation split is taken from the training file; "
-                                              "evaluation uses the SentEval dev sets"),
-    "fp16_opt_level": LegacyFlag("ignore", "apex is not used; --fp16 is PyTorch's native AMP"),
-    "fp16_backend": LegacyFlag("ignore", "--fp16 is always PyTorch's native AMP"),
-    "past_index": LegacyFlag("ignore", "no model here returns past states"),
-    "tpu_metrics_debug": LegacyFlag("ignore", "TPUs are not supported", boolean=True),
-    "per_gpu_train_batch_size": LegacyFlag("rename", "the flag was renamed", "--per_device_train_batch_size"),
-    "per_gpu_eval_batch_size": LegacyFlag("rename", "the flag was renamed", "--per_device_eval_batch_size"),
-    "no_cuda": LegacyFlag("rename", "the flag was renamed", "--use_cpu", boolean=True),
-    "adafactor": LegacyFlag("rename", "the optimizer is chosen with --optim", "--optim adafactor", boolean=True),
-    "logging_dir": LegacyFlag("rename", "TensorBoard's directory is an environment variable now",
-                              "$TENSORBOARD_LOGGING_DIR"),
-    "dataset_name": LegacyFlag("refuse", "training reads a local file", "--train_file (export a hub dataset "
-                               "with datasets' to_csv / to_json first)"),
-    "dataset_config_name": LegacyFlag("refuse", "training reads a local file", "--train_file"),
-    "model_parallel": LegacyFlag("refuse", "naive model parallelism was removed from transformers",
-                                 "torchrun with one process per GPU", boolean=True),
-    "sharded_ddp": LegacyFlag("refuse", "fairscale sharding was removed from transformers",
-                              "torchrun (DDP) with --grad_cache_mini_batch for large batches"),
-    "tpu_num_cores": LegacyFlag("refuse", "TPUs are not supported", "a GPU or CPU run"),
-    "group_by_length": LegacyFlag("refuse", "length-grouped batches are not supported (they would also bias "
-                                  "the in-batch negatives)", "plain shuffled batches (drop the flag)", boolean=True),
-}
-_TRUE, _FALSE = {"true", "yes", "1", "y", "t"}, {"false", "no", "0", "n", "f"}
-
-
-def _legacy_value(argv: list[str], i: int, inline: str | None, flag: LegacyFlag) -> tuple[str | None, int]:
-    """(value, index of the next token) of the legacy flag at argv[i]."""
-    if inline is not None:
-        return inline, i + 1
-    nxt = argv[i + 1] if i + 1 < len(argv) else None
-    if flag.boolean:
-        if nxt is not None and nxt.lower() in _TRUE | _FALSE:
-            return nxt, i + 2
-        return "true", i + 1
-    if nxt is None or nxt.startswith("--"):
-        raise SimCSEError(f"--{argv[i].lstrip('-').split('=')[0]} expects a value")
-    return nxt, i + 2
-
-
-def _apply_legacy(name: str, value: str, notices: list[str]) -> list[str]:
-    """The modern tokens for one legacy flag (raising for refused ones); appends a one-line notice."""
-    flag = LEGACY_FLAGS[name]
-    on = value.lower() not in _FALSE
-    if flag.action == "refuse":
-        raise SimCSEError(f"--{name} (a flag of the original train.py) is not supported: {flag.why}; "
-                          f"use {flag.replacement}")
-    if flag.action == "ignore":
-        notices.append(f"--{name} ignored: {flag.why}")
-        return []
-    if name == "logging_dir":
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", value)
-        notices.append(f"--logging_dir {value} -> TENSORBOARD_LOGGING_DIR={value} ({flag.why})")
-        return []
-    if flag.boolean:
-        if not on:
-            notices.append(f"--{name} {value} ignored (off)")
-            return []
-        notices.append(f"--{name} -> {flag.replacement} ({flag.why})")
-        return flag.replacement.split()
-    notices.append(f"--{name} {value} -> {flag.replacement} {value} ({flag.why})")
-    return [flag.replacement, value]
-
-
-def translate_legacy_argv(argv: list[str]) -> tuple[list[str], list[str]]:
-    """Rewrite the original train.py's flags in ``argv`` to ours: (new argv, one notice per change).
-
-    Refused flags raise :class:`SimCSEError` naming the replacement. A bare ``--debug`` (a switch in
-    transformers 4.2.1, a list of debug options now) is dropped with a notice.
-    """
-    out, notices, i = [], [], 0
-    while i < len(argv):
-        token = argv[i]
-        name, _, inline = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if name in LEGACY_FLAGS:
-            value, i = _legacy_value(argv, i, inline if "=" in token else None, LEGACY_FLAGS[name])
-            out.extend(_apply_legacy(name, value, notices))
-            continue
-        if token == "--debug" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
-            notices.append("--debug ignored: it takes debug options now (e.g. --debug underflow_overflow)")
-            i += 1
-            continue
-        out.append(token)
-        i += 1
-    return out, notices
-
-
-def translate_legacy_config(config: dict) -> tuple[dict, list[str]]:
-    """The same for a JSON config (one ``train.py config.json`` argument): keys instead of flags."""
-    out, notices = {}, []
-    for key, value in config.items():
-        if key not in LEGACY_FLAGS:
-            out[key] = value
-            continue
-        tokens = _apply_legacy(key, str(value).lower() if isinstance(value, bool) else str(value), notices)
-        if len(tokens) == 1:  # a switch turned on
-            out[tokens[0].lstrip("-")] = True
-        elif tokens:  # --new VALUE: the JSON value keeps its type
-            out[tokens[0].lstrip("-")] = tokens[1] if LEGACY_FLAGS[key].boolean else value
-    return out, notices
-
-
 def parse_train_args(argv: list[str]):
     """train.py's arguments from ``argv`` (flags, or one ``.json`` file), the original's flags translated:
     (model, data, training arguments, notices to show the user, one line each)."""
@@ -534,7 +317,7 @@ def make_train_args(**values) -> tuple[ModelArguments, DataTrainingArguments, Si
     """The three argument dataclasses from keyword arguments named like train.py's flags, each value of
     its field's type (``make_train_args(model_name_or_path=..., train_file=..., output_dir=...,
     learning_rate=3e-5, eval_strategy="steps", ...)``): the typed way to call
-    :func:`simcse.training.train_model` from Python. An unknown name is an error naming it."""
+    :func:`simcse.training.run.train_model` from Python. An unknown name is an error naming it."""
     from dataclasses import fields
 
     groups = (ModelArguments, DataTrainingArguments, SimCSETrainingArguments)

@@ -33,22 +33,12 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from simcse.data.hashing import GOLDEN, splitmix64
+
 __all__ = ["EpochDataLoader", "NoDuplicatesBatchSampler", "hash_sentences", "sentence_keys"]
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _TOKENS_PER_STEP = 1 << 20  # tokens hashed at a time
 _CHUNK = 1 << 16  # examples whose keys are turned into Python ints at a time while planning
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """The SplitMix64 finalizer (Steele, Lea and Flood 2014), elementwise on uint64 (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _MIX1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _MIX2
-    return x ^ (x >> np.uint64(31))
 
 
 def _position_multipliers(length: int) -> np.ndarray:
@@ -82,7 +72,7 @@ def hash_sentences(token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         local_starts, local_lengths = starts[first:last] - begin, lengths[first:last]
         position = np.arange(end - begin, dtype=np.int64) - np.repeat(local_starts, local_lengths)
         with np.errstate(over="ignore"):
-            x = ids[begin:end].astype(np.uint64) * _GOLDEN + np.uint64(1)
+            x = ids[begin:end].astype(np.uint64) * GOLDEN + np.uint64(1)
             x ^= x >> np.uint64(29)
             x *= multipliers[position]
             nonempty = local_lengths > 0
@@ -90,7 +80,7 @@ def hash_sentences(token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
                 sums[first:last][nonempty] = np.add.reduceat(x, local_starts[nonempty])
         first = last
     with np.errstate(over="ignore"):
-        return _splitmix64(sums ^ _splitmix64((lengths.astype(np.uint64) + np.uint64(1)) * _GOLDEN))
+        return splitmix64(sums ^ splitmix64((lengths.astype(np.uint64) + np.uint64(1)) * GOLDEN))
 
 
 def sentence_keys(dataset: Any) -> np.ndarray:

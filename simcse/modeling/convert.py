@@ -6,7 +6,7 @@ Key mapping is by prefix, never by substring (a substring rule corrupts GPT-2, w
 so ``BertModel(...).pooler_output`` equals the SimCSE ``cls`` embedding (a checkpoint of another pooler
 has no MLP head and becomes a model without a pooling layer); MLM heads are dropped.
 Checkpoints written by the original code (princeton-nlp/SimCSE on transformers 4.2.1) are first brought
-to our key names by :func:`simcse.models.normalize_original_keys` (buffers dropped, the original BERT
+to our key names by :func:`simcse.modeling.models.normalize_original_keys` (buffers dropped, the original BERT
 MLM head renamed); any key still unknown is an error. Reads model.safetensors or pytorch_model.bin
 (``weights_only``), checks the converted key set and every shape against the target architecture,
 writes safetensors into a new directory (via a temporary directory and a rename) and never modifies
@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 from simcse.errors import SimCSEError
-from simcse.models import ARCHITECTURES, normalize_original_keys
+from simcse.modeling.models import ARCHITECTURES, normalize_original_keys
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")

@@ -1,4 +1,4 @@
-"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/models.py``;
+"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/modeling/models.py``;
 Gao et al. 2021, arXiv:2104.08821).
 
 One implementation (:class:`ContrastiveEncoderMixin`) with one thin class per backbone, because Hugging
@@ -42,7 +42,7 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
 
 from simcse.errors import SimCSEError
-from simcse.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool, uses_mlp_head
+from simcse.modeling.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool, uses_mlp_head
 
 # Settings stored in config.json next to the backbone's own.
 SIMCSE_CONFIG_DEFAULTS = {"pooler_type": "cls", "mlp_only_train": False, "temp": 0.05, "do_mlm": False}

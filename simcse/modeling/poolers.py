@@ -1,6 +1,6 @@
 """Poolers: turn token states into one sentence vector. The single implementation used by training,
 ``evaluation.py`` and the :class:`simcse.SimCSE` tool. The encoder poolers are those of princeton-nlp/SimCSE
-``simcse/models.py`` (``Pooler``); ``wavg`` is the weighted mean of SGPT (Muennighoff 2022, arXiv:2202.08904).
+``simcse/modeling/models.py`` (``Pooler``); ``wavg`` is the weighted mean of SGPT (Muennighoff 2022, arXiv:2202.08904).
 
 Notation: h (B, T, H) token states, m (B, T) attention mask (1 = token, 0 = padding).
 

@@ -3,7 +3,7 @@ batch's sentences, without gradient, once per batch.
 
 The guide is any model directory loadable as a sentence encoder: a sentence-transformers model (a
 directory with ``modules.json``: its own pooling and normalisation) or a Hugging Face / SimCSE checkpoint
-pooled with ``pooler_type`` (as :func:`simcse.encoder.build_encoder` loads it for evaluation).
+pooled with ``pooler_type`` (as :func:`simcse.modeling.encoder.build_encoder` loads it for evaluation).
 
 The batch arrives as the training tokenizer's ids. When the guide's tokenizer has the same vocabulary,
 those ids are fed to it directly; otherwise each sentence is decoded (special tokens dropped) and
@@ -48,7 +48,7 @@ class GuideEncoder:
             def embed(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
                 return model({"input_ids": input_ids, "attention_mask": attention_mask})["sentence_embedding"]
         else:
-            from simcse.encoder import build_encoder
+            from simcse.modeling.encoder import build_encoder
 
             encoder = build_encoder(str(path), pooler_type, device=str(self.device))
             self.tokenizer = encoder.tokenizer

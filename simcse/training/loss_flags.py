@@ -1,0 +1,110 @@
+"""The loss a training run's flags ask for, built once (when the arguments are parsed) and passed on.
+
+:data:`LOSS_FLAGS` maps train.py's loss flags to the registry's constructor arguments; :func:`loss_kwargs`
+applies the flags the user gave and ``--loss_kwargs`` on top; :func:`build_training_loss` builds the
+registered loss and wraps it in the Matryoshka wrappers the flags ask for. ``args`` is a
+:class:`simcse.training.arguments.ModelArguments`.
+
+Imports: the losses and the foundation.
+"""
+
+from __future__ import annotations
+
+import json
+
+from simcse.errors import SimCSEError
+from simcse.losses import build_loss, loss_kwargs_of
+from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+
+#: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
+#: defaults to None ("not given"), so a flag the chosen loss does not take is an error only when given.
+LOSS_FLAGS = {
+    "temp": "temp",
+    "hard_negative_weight": "hard_negative_weight",
+    "margin": "margin",
+    "loss_lambda": "lam",
+    "align_alpha": "alpha",
+    "uniform_t": "t",
+}
+
+
+def loss_kwargs(args) -> dict:
+    """The chosen loss's hyperparameters from the flags the user GAVE (--temp, --hard_negative_weight,
+    --margin, --loss_lambda, --align_alpha, --uniform_t), then --loss_kwargs JSON on top; the others
+    keep the loss's own defaults. A flag given for a loss that does not take it is an error (it would
+    otherwise be silently ignored: e.g. --hard_negative_weight with dcl)."""
+    valid = loss_kwargs_of(args.loss_type)
+    kwargs = {}
+    for flag, key in LOSS_FLAGS.items():
+        value = getattr(args, flag)
+        if value is None:  # not given: the loss's default
+            continue
+        if key not in valid:
+            raise SimCSEError(f"--{flag} does not apply to --loss_type {args.loss_type} "
+                              f"(its hyperparameters: {', '.join(valid) or 'none'}); drop the flag")
+        kwargs[key] = value
+    if args.loss_kwargs:
+        try:
+            extra = json.loads(args.loss_kwargs)
+        except json.JSONDecodeError as err:
+            raise SimCSEError(f"--loss_kwargs {args.loss_kwargs!r} is not valid JSON ({err.msg}); "
+                              'write it like \'{"temp": 0.1}\'') from None
+        if not isinstance(extra, dict):
+            raise SimCSEError(f"--loss_kwargs must be a JSON object, got {args.loss_kwargs!r}")
+        unknown = sorted(set(extra) - set(valid))
+        if unknown:
+            raise SimCSEError(f"--loss_kwargs has {unknown} that --loss_type {args.loss_type} does not take; "
+                              f"valid: {', '.join(valid) or 'none'}")
+        clash = sorted(set(extra) & set(kwargs))
+        if clash:
+            raise SimCSEError(f"--loss_kwargs sets {clash}, which a flag also sets; give each value once")
+        kwargs.update(extra)
+    return kwargs
+
+def matryoshka_settings(args) -> tuple[list[int], list[float] | None] | None:
+    """(dims, weights) of --matryoshka_dims / --matryoshka_weights, or None without Matryoshka."""
+    if args.matryoshka_dims is None:
+        if args.matryoshka_weights is not None:
+            raise SimCSEError("--matryoshka_weights needs --matryoshka_dims (the widths they weight)")
+        return None
+    try:
+        dims = [int(d) for d in str(args.matryoshka_dims).split(",") if d.strip()]
+        weights = None if args.matryoshka_weights is None else [
+            float(w) for w in str(args.matryoshka_weights).split(",") if w.strip()]
+    except ValueError:
+        raise SimCSEError(f"--matryoshka_dims {args.matryoshka_dims!r} / --matryoshka_weights "
+                          f"{args.matryoshka_weights!r}: write comma-separated numbers, e.g. 384,128,64") from None
+    return dims, weights  # checked by MatryoshkaLoss when the loss is built
+
+
+def wrap_loss(args, loss):
+    """``loss`` inside the Matryoshka wrappers the flags ask for: widths (--matryoshka_dims), then layers
+    (--matryoshka_layers, with --matryoshka_2d_kwargs)."""
+    matryoshka = matryoshka_settings(args)
+    if matryoshka is not None:
+        loss = MatryoshkaLoss(loss, *matryoshka)
+    if args.matryoshka_layers is None:
+        if args.matryoshka_2d_kwargs is not None:
+            raise SimCSEError("--matryoshka_2d_kwargs needs --matryoshka_layers (2D Matryoshka over layers)")
+        return loss
+    try:
+        extra = json.loads(args.matryoshka_2d_kwargs) if args.matryoshka_2d_kwargs else {}
+    except json.JSONDecodeError as err:
+        raise SimCSEError(f"--matryoshka_2d_kwargs {args.matryoshka_2d_kwargs!r} is not valid JSON "
+                          f"({err.msg})") from None
+    valid = ("last_layer_weight", "prior_layers_weight", "kl_div_weight", "kl_temperature")
+    if not isinstance(extra, dict) or set(extra) - set(valid):
+        raise SimCSEError(f"--matryoshka_2d_kwargs must be a JSON object with keys among {', '.join(valid)}; "
+                          f"got {args.matryoshka_2d_kwargs!r}")
+    return Matryoshka2dLoss(loss, n_layers_per_step=args.matryoshka_layers, **extra)
+
+
+def model_temp(args) -> float:
+    """The temperature saved in the model config: the loss's τ when it has one, else SimCSE's 0.05."""
+    return float(loss_kwargs(args).get("temp", loss_kwargs_of(args.loss_type).get("temp", 0.05)))
+
+
+def build_training_loss(args):
+    """The run's loss: the registered ``--loss_type`` with the flags' hyperparameters, in the Matryoshka
+    wrappers the flags ask for."""
+    return wrap_loss(args, build_loss(args.loss_type, **loss_kwargs(args)))
