@@ -162,3 +162,33 @@ def slow_except_first(rows, ids=None) -> list:
     ids = list(ids) if ids is not None else [None] * len(rows)
     return [pytest.param(*(row if isinstance(row, tuple) else (row,)), id=i, marks=() if n == 0 else pytest.mark.slow)
             for n, (row, i) in enumerate(zip(rows, ids))]
+
+
+def write_beir_folder(root: Path, corpus, queries, qrels, split: str = "test",
+                      header: str = "query-id\tcorpus-id\tscore", ignore_identical_ids: bool | None = None) -> Path:
+    """A BEIR-layout folder for tests. ``corpus`` / ``queries``: ``{id: text}``, ``{id: (title, text)}``, or a
+    list of rows (a dict is one JSON line, a str a raw line, for malformed files); ``qrels``: ``{query: {doc:
+    relevance}}``, (query, doc, relevance) tuples, or raw row strings. ``ignore_identical_ids`` not None
+    writes a dataset.json declaring it."""
+    import json
+
+    def rows(items) -> list:
+        if not isinstance(items, dict):
+            return list(items)
+        return [{"_id": key, "title": value[0], "text": value[1]} if isinstance(value, tuple)
+                else {"_id": key, "text": value} for key, value in items.items()]
+
+    def lines(items) -> str:
+        return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in items)
+
+    if isinstance(qrels, dict):
+        qrels = [(q, d, r) for q, judged in qrels.items() for d, r in judged.items()]
+    qrels = [row if isinstance(row, str) else "\t".join(map(str, row)) for row in qrels]
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text(lines(rows(corpus)), encoding="utf-8")
+    (root / "queries.jsonl").write_text(lines(rows(queries)), encoding="utf-8")
+    (root / "qrels" / f"{split}.tsv").write_text(lines([header, *qrels]), encoding="utf-8")
+    if ignore_identical_ids is not None:
+        (root / "dataset.json").write_text(json.dumps({"ignore_identical_ids": ignore_identical_ids}) + "\n",
+                                           encoding="utf-8")
+    return root

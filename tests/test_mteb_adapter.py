@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import SHARED, require_shared, write_sts_tree
+from helpers import SHARED, require_shared, write_beir_folder, write_sts_tree
 from simcse.evaluation.report import EvaluationConfig, evaluate
 
 pytestmark = pytest.mark.slow  # encodes STS-B test with a real model through mteb, several times
@@ -60,14 +59,7 @@ QRELS = [("q1", "d1", 2), ("q1", "d11", 1), ("q2", "d3", 1), ("q3", "d4", 1), ("
 
 
 def write_beir(folder: Path) -> Path:
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": d, "title": t, "text": x}) + "\n"
-                                                 for d, (t, x) in DOCS.items()), encoding="utf-8")
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": x}) + "\n" for q, x in QUERIES.items()),
-                                          encoding="utf-8")
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n"
-                                                                                     for q, d, s in QRELS))
-    return folder
+    return write_beir_folder(folder, DOCS, QUERIES, QRELS)
 
 
 def ours_stsb(model: Path | str, pooler: str, data: Path) -> float:
@@ -246,14 +238,8 @@ def test_identical_ids_rule_reaches_mteb_and_matches_ours(tmp_path):
     for n, (query, doc) in enumerate(qrels):  # relevant documents near their query, some nearer than others
         table[texts[doc]] = table[texts[query]] + rng.standard_normal(16) * (0.4, 0.8, 1.2, 1.6)[n % 4]
     folder = tmp_path / "proxy"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n"
-                                                 for i, t in texts.items()), encoding="utf-8")
-    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": texts[q]}) + "\n"
-                                                  for q in dict.fromkeys(q for q, _ in qrels)), encoding="utf-8")
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t1\n"
-                                                                                     for q, d in qrels))
-    (folder / "dataset.json").write_text('{"ignore_identical_ids": true}\n', encoding="utf-8")
+    write_beir_folder(folder, texts, {q: texts[q] for q in dict.fromkeys(q for q, _ in qrels)},
+                      [(q, d, 1) for q, d in qrels], ignore_identical_ids=True)
     declared, overridden = beir_task(folder), beir_task(folder, ignore_identical_ids=False)
     assert declared.ignore_identical_ids is True and overridden.ignore_identical_ids is False
     revision = lambda task: task.metadata.dataset["revision"]  # noqa: E731

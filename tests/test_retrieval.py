@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_beir_folder
 from simcse.errors import SimCSEError
 from simcse.evaluation.beir import read_beir_folder
 from simcse.evaluation.retrieval import (
@@ -40,16 +41,7 @@ QRELS = ["q1\td1\t1", "q1\td2\t0", "q2\td3\t2"]
 
 def write_beir(root: Path, corpus=CORPUS, queries=QUERIES, qrels=QRELS, split: str = "test", header: str = HEADER):
     """A BEIR folder; a list of dicts is written as JSON lines, a list of strings as raw lines."""
-    root.mkdir(parents=True, exist_ok=True)
-
-    def lines(rows) -> str:
-        return "".join((row if isinstance(row, str) else json.dumps(row)) + "\n" for row in rows)
-
-    (root / "corpus.jsonl").write_text(lines(corpus), encoding="utf-8")
-    (root / "queries.jsonl").write_text(lines(queries), encoding="utf-8")
-    (root / "qrels").mkdir(exist_ok=True)
-    (root / "qrels" / f"{split}.tsv").write_text(lines([header, *qrels]), encoding="utf-8")
-    return root
+    return write_beir_folder(root, corpus, queries, qrels, split=split, header=header)
 
 
 def hash_vectors(texts, dim: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import write_beir_folder
 from simcse.errors import SimCSEError
 from simcse.evaluation.retrieval import RetrievalEvaluator, mean_metrics, query_metrics
 from simcse.search import exact_scores
@@ -32,15 +33,7 @@ PEER_KEYS = {"ndcg@10": ("ndcg@k", 10), "mrr@10": ("mrr@k", 10), "map@100": ("ma
 def write_beir(root: Path, corpus: dict[str, str], queries: dict[str, str], qrels: dict[str, dict[str, int]],
                ignore_identical_ids: bool | None = None) -> Path:
     """A BEIR folder; with ``ignore_identical_ids`` not None, a dataset.json declaring it."""
-    root.mkdir(parents=True)
-    if ignore_identical_ids is not None:
-        (root / "dataset.json").write_text(json.dumps({"ignore_identical_ids": ignore_identical_ids}))
-    (root / "qrels").mkdir()
-    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in corpus.items()))
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items()))
-    rows = [f"{q}\t{d}\t{rel}\n" for q, judged in qrels.items() for d, rel in judged.items()]
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(rows))
-    return root
+    return write_beir_folder(root, corpus, queries, qrels, ignore_identical_ids=ignore_identical_ids)
 
 
 class FixedEncoder:

@@ -1,5 +1,5 @@
 """The sentence-embedding tool: encode, compare and search sentences with a trained model (the interface
-of princeton-nlp/SimCSE ``simcse/inference/tool.py``).
+of princeton-nlp/SimCSE ``simcse/tool.py``).
 
     >>> from simcse import SimCSE
     >>> model = SimCSE("result/my-sup-simcse")               # a train.py checkpoint, converted or not

@@ -1,4 +1,4 @@
-"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/modeling/models.py``;
+"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/models.py``;
 Gao et al. 2021, arXiv:2104.08821).
 
 One implementation (:class:`ContrastiveEncoderMixin`) with one thin class per backbone, because Hugging
