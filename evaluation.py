@@ -10,7 +10,7 @@ aggregation by default; transfer: accuracy ×100), names the STS aggregation, an
 Your own data (:mod:`senteval.custom`): ``--custom_sts FILE[:NAME]`` scores sentence pairs against their
 gold score or 0/1 label (Spearman and Pearson ×100) and ``--custom_classification TRAIN[,DEV],TEST[:NAME]``
 fits the transfer tasks' linear probe (accuracy and macro-F1 ×100); each kind gets its own table after
-the standard ones. ``--custom_retrieval DIR[:NAME]`` ranks a BEIR-layout folder's corpus for each query
+the standard ones. ``--custom_retrieval DIR[:NAME[:SPLIT]]`` ranks a BEIR-layout folder's corpus for each query
 (exact cosine search) and prints nDCG@10, MRR@10, MAP@100, Recall@1/10/100 and Accuracy@1/10 ×100
 (:mod:`simcse.evaluation.retrieval`). ``--task_set custom`` runs only these.
 
@@ -75,9 +75,11 @@ def parse_args(argv: list[str] | None):
                         help="columns of the --custom_classification files, by header name or 0-based index "
                         "(default: a header naming text and label, or 2 columns)")
     retrieval = parser.add_argument_group("retrieval on your own data (BEIR layout, see simcse/evaluation/beir.py)")
-    retrieval.add_argument("--custom_retrieval", nargs="+", action="extend", default=[], metavar="DIR[:NAME]",
-                           help="folder with corpus.jsonl, queries.jsonl and qrels/test.tsv; prints nDCG@10, MRR@10, "
-                           "MAP@100, Recall@1/10/100, Accuracy@1/10 (x100); repeatable; NAME defaults to the folder")
+    retrieval.add_argument("--custom_retrieval", nargs="+", action="extend", default=[],
+                           metavar="DIR[:NAME[:SPLIT]]",
+                           help="folder with corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv (default test); prints "
+                           "nDCG@10, MRR@10, MAP@100, Recall@1/10/100, Accuracy@1/10 (x100); repeatable; NAME "
+                           "defaults to the folder")
     retrieval.add_argument("--query_prompt", default="", help="text put before every query (e.g. 'query: ')")
     retrieval.add_argument("--document_prompt", default="", help="text put before every document (e.g. 'passage: ')")
     args = parser.parse_args(argv)

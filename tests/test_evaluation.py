@@ -12,6 +12,7 @@ import torch
 import evaluation
 from helpers import REPO, write_sts_tree
 from simcse.cli import run_cli
+from simcse.errors import SimCSEError
 from simcse.evaluation import report as evaluators
 
 ORIGINAL_TABLE = """\
@@ -256,3 +257,20 @@ def test_a_bad_retrieval_folder_fails_before_the_model_loads(tmp_path, capsys):
     code, err = run(["--model_name_or_path", str(tmp_path / "no-model"), "--task_set", "custom",
                      "--custom_retrieval", str(tmp_path)], capsys)
     assert code == 2 and "corpus.jsonl" in err and "no-model" not in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("{d}", ("{d}", None, "test")),
+    ("{d}:proxy", ("{d}", "proxy", "test")),
+    ("{d}:proxy:dev", ("{d}", "proxy", "dev")),
+    ("{c}:proxy:dev", ("{c}", "proxy", "dev")),  # a folder whose name holds ':'
+])
+def test_retrieval_specs(tmp_path, spec, expected):
+    from simcse.evaluation.dev import parse_retrieval_spec
+
+    (tmp_path / "a:b").mkdir()
+    fill = {"d": str(tmp_path), "c": str(tmp_path / "a:b")}
+    assert parse_retrieval_spec(spec.format(**fill), "--x") == tuple(e if e is None else e.format(**fill)
+                                                                     for e in expected)
+    with pytest.raises(SimCSEError, match="give DIR, DIR:NAME or DIR:NAME:SPLIT"):
+        parse_retrieval_spec(f"{tmp_path}:bad name", "--x")

@@ -95,6 +95,23 @@ def test_search_ranks_the_paraphrase_first(minilm):
         assert len({hit["sentence"] for hit in hits}) == len(hits)  # no sentence twice
 
 
+def test_original_search_answers_as_the_2021_tool(minilm):
+    """original_search=True: (sentence, score) tuples, best first, threshold 0.6 and top_k 5 unless given,
+    the same hits as the default answer (princeton-nlp/SimCSE simcse/tool.py search())."""
+    original = SimCSE(str(MINILM), device="cpu", pooler="avg", original_search=True)
+    original.build_index(CORPUS, use_faiss=False)
+    minilm.build_index(CORPUS, use_faiss=False)
+    queries = list(PARAPHRASES)
+    assert original.search(queries) == [[(h["sentence"], h["score"]) for h in hits]
+                                        for hits in minilm.search(queries, threshold=0.6)]
+    one = original.search(queries[0], threshold=0.0, top_k=2)
+    assert isinstance(one, list) and len(one) == 2 and all(isinstance(hit, tuple) for hit in one)
+    sentence, score = one[0]  # a migrating script's `for sentence, score in result:` works
+    assert sentence == CORPUS[PARAPHRASES[queries[0]]] and score >= one[1][1]
+    kept = [score for hits in original.search(queries) for _, score in hits]
+    assert kept and min(kept) >= 0.6  # the 0.6 default applied, and not vacuously
+
+
 def test_faiss_and_torch_return_identical_results(minilm):
     faiss_or_skip()
     queries = list(PARAPHRASES) + ["A person is cooking.", "Weather report for tomorrow."]

@@ -257,7 +257,8 @@ def read_beir_folder(folder: str | os.PathLike, split: str = "test") -> BeirData
     qrels_path = root / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         splits = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
-        found = f"the splits there are: {', '.join(splits)}; pass one of them as split" if splits else \
+        found = (f"the splits there are: {', '.join(splits)}; pass one of them as split (DIR:NAME:SPLIT on the "
+                 "command line)") if splits else \
             "there is no qrels/*.tsv at all; add the judgements"
         raise SimCSEError(f"{qrels_path} is missing (split {split!r}); {found}")
     ignore_identical_ids = read_dataset_json(root)

@@ -28,16 +28,20 @@ from simcse.modeling.encoder import SentenceEncoder
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
-def parse_retrieval_spec(spec: str, flag: str) -> tuple[str, str | None]:
-    """``DIR`` or ``DIR:NAME`` -> (folder, name or None). A folder whose own path contains ':' is taken
-    whole when it exists."""
+def parse_retrieval_spec(spec: str, flag: str) -> tuple[str, str | None, str]:
+    """``DIR``, ``DIR:NAME`` or ``DIR:NAME:SPLIT`` -> (folder, name or None, split; default ``test``). A
+    folder whose own path contains ':' is taken whole when it exists."""
     if os.path.isdir(spec) or ":" not in spec:
-        return spec, None
-    folder, name = spec.rsplit(":", 1)
-    if not _NAME.fullmatch(name):
-        raise SimCSEError(f"{flag} {spec!r}: the name after ':' must be letters, digits, '_', '.' or '-'; "
-                          "give DIR or DIR:NAME")
-    return folder, name
+        return spec, None, "test"
+    folder, _, rest = spec.partition(":")
+    while not os.path.isdir(folder) and ":" in rest:  # a folder whose name holds ':'
+        head, _, rest = rest.partition(":")
+        folder = f"{folder}:{head}"
+    name, _, split = rest.partition(":")
+    if not _NAME.fullmatch(name) or (split and not _NAME.fullmatch(split)):
+        raise SimCSEError(f"{flag} {spec!r}: give DIR, DIR:NAME or DIR:NAME:SPLIT (NAME and SPLIT: letters, "
+                          "digits, '_', '.' or '-')")
+    return folder, name, split or "test"
 
 
 def build_evaluators(data_dir: str | None = None, *, sts_dev: bool = True, transfer_dev: bool = False,
@@ -57,8 +61,8 @@ def build_evaluators(data_dir: str | None = None, *, sts_dev: bool = True, trans
         from simcse.evaluation.retrieval import RetrievalEvaluator
 
         for spec in custom_retrieval:
-            folder, name = parse_retrieval_spec(spec, retrieval_flag)
-            evaluators.append(RetrievalEvaluator(folder, name=name, query_prompt=query_prompt,
+            folder, name, split = parse_retrieval_spec(spec, retrieval_flag)
+            evaluators.append(RetrievalEvaluator(folder, name=name, split=split, query_prompt=query_prompt,
                                                  document_prompt=document_prompt))
     if transfer_dev:
         evaluators.append(TransferDevEvaluator(data_dir))

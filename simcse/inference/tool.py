@@ -27,7 +27,8 @@ say what was chosen.
 
 Search is exact cosine (:mod:`simcse.search`, the interface of sentence-transformers'
 ``semantic_search``): hits are ``{"corpus_id", "score", "sentence"}``, best first, ties by corpus id
-ascending, ``threshold=None`` by default. With faiss installed (``pip install faiss-cpu``) candidates
+ascending, ``threshold=None`` by default; ``SimCSE(..., original_search=True)`` answers as the 2021 tool did
+(``(sentence, score)`` tuples, ``threshold=0.6``). With faiss installed (``pip install faiss-cpu``) candidates
 come from a ``faiss.IndexFlatIP`` (widened by a range search where the top k cuts through a tie),
 otherwise from a chunked scan that never copies the index; every candidate is re-scored by one
 float64 function, so both backends return identical results. The index holds each distinct sentence
@@ -61,6 +62,7 @@ from simcse.modeling.poolers import check_pooler
 from simcse.search import as_matrix, faiss_candidates, scan_candidates, search_candidates
 
 INDEX_FORMAT = 1  # version of the save_index file
+ORIGINAL_SEARCH_THRESHOLD = 0.6  # princeton-nlp/SimCSE simcse/tool.py search()'s default
 
 
 def _is_text_array(value) -> bool:
@@ -132,7 +134,10 @@ class SimCSE:
     """
 
     def __init__(self, model_name_or_path: str, device: str | None = None, pooler: str | None = None,
-                 truncate_dim: int | None = None):
+                 truncate_dim: int | None = None, original_search: bool = False):
+        """original_search: :meth:`search` answers as princeton-nlp/SimCSE's tool did: ``(sentence, score)``
+        tuples, best first, ``threshold=0.6`` and ``top_k=5`` by default (for code written for the 2021
+        tool; the default answers as sentence-transformers' ``semantic_search``)."""
         from transformers import AutoConfig
 
         config = load_pretrained(model_name_or_path, AutoConfig.from_pretrained)
@@ -154,6 +159,7 @@ class SimCSE:
         self._faiss_module = None  # the faiss module when the index uses it
         self._faiss_index = None
         self._index_built = False
+        self.original_search = bool(original_search)
 
     def __repr__(self) -> str:
         dim = "" if self.truncate_dim is None else f", truncate_dim={self.truncate_dim}"
@@ -321,7 +327,11 @@ class SimCSE:
         answers: ``[{"corpus_id": int, "score": float, "sentence": str}, ...]``, best first (ties: the
         smaller corpus id, i.e. the earlier indexed sentence, first), at most ``top_k``, and only scores >=
         ``threshold`` when one is given. One such list for a single query (a string or an (H,) vector), a
-        list of them for several (a list / numpy / pandas of strings, or (n, H) precomputed embeddings)."""
+        list of them for several (a list / numpy / pandas of strings, or (n, H) precomputed embeddings).
+        With ``original_search`` (see the constructor): ``(sentence, score)`` tuples, ``threshold`` 0.6
+        unless given."""
+        if threshold is None and self.original_search:
+            threshold = ORIGINAL_SEARCH_THRESHOLD
         if self._index_vectors is None or self.index_size == 0:
             raise SimCSEError("the index is empty; call build_index(sentences_or_file) before search()")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -338,6 +348,8 @@ class SimCSE:
         for hits in results:
             for hit in hits:
                 hit["sentence"] = self._index_sentences[hit["corpus_id"]]
+        if self.original_search:  # the 2021 tool's answer: (sentence, score) tuples
+            results = [[(hit["sentence"], hit["score"]) for hit in hits] for hits in results]
         return results[0] if single else results
 
     # ---------------------------------------------------------------- saving the index

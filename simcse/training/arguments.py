@@ -132,7 +132,8 @@ class DataTrainingArguments:
     )
     eval_custom_retrieval: list[str] | None = field(
         default=None,
-        metadata={"help": "BEIR-layout folder(s) DIR[:NAME] (corpus.jsonl, queries.jsonl, qrels/test.tsv), "
+        metadata={"help": "BEIR-layout folder(s) DIR[:NAME[:SPLIT]] (corpus.jsonl, queries.jsonl, "
+                  "qrels/SPLIT.tsv, default split test: choose on a dev split), "
                   "repeatable: each evaluation logs eval_<name>_ndcg@10, _mrr@10, _map@100, _recall@k, "
                   "_accuracy@k, which --metric_for_best_model (e.g. <name>_ndcg@10) can select on",
                   "action": "extend"},
