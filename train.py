@@ -6,7 +6,9 @@
         --eval_strategy steps --eval_steps 125 --metric_for_best_model stsb_spearman \
         --load_best_model_at_end --save_total_limit 1
 
-A single ``.json`` argument holding the same keys also works. Every flag: ``python train.py --help``.
+A ``.json`` file of the same keys works too, followed by flags that override it; ``configs/`` holds the
+papers' recipes (``python train.py configs/simcse-unsup-bert-base.json --output_dir result/x``). The
+start prints the recipe and the global batch. Every flag: ``python train.py --help``.
 A killed run continues with ``--resume_from_checkpoint last`` (the newest complete checkpoint).
 The work is :func:`simcse.training.run.train_model`; this script parses, configures logging and calls it.
 """
@@ -16,15 +18,17 @@ from __future__ import annotations
 import sys
 
 from simcse.cli import configure_training_logging, print_notices, run_cli
-from simcse.training.arguments import parse_train_args
+from simcse.training.arguments import parse_train_args, run_notices
 from simcse.training.run import train_model
 
 
 def parse_args(argv: list[str] | None):
     """(model, data, training) arguments; flags of the original train.py are translated, each change
-    announced on stderr in one line (see simcse.training.legacy_flags.LEGACY_FLAGS)."""
-    *groups, notices = parse_train_args(sys.argv[1:] if argv is None else argv)
-    print_notices(notices, "train.py")
+    announced on stderr in one line (see simcse.training.legacy_flags.LEGACY_FLAGS), then the recipe (of a
+    recipe file) and the global batch size in one more line."""
+    argv = sys.argv[1:] if argv is None else argv
+    *groups, notices = parse_train_args(argv)
+    print_notices(notices + run_notices(argv, groups[2]), "train.py")
     return groups
 
 

@@ -1,5 +1,19 @@
 """Reading a training file into columns of text (the first step of :mod:`simcse.data`): the formats,
-the column roles (sentences by position, ``score`` by name) and the Arrow cache of the parsed rows."""
+the column roles (sentences by position, ``score`` by name) and the Arrow cache of the parsed rows.
+
+A training file holds ONE EXAMPLE PER LINE (a ``.json`` array: one record per array element). A newline
+inside a quoted CSV cell is legal CSV in general, but here it is refused: in a training file it is nearly
+always a quote left open that swallowed the lines after it into one cell (``"a,b,4.8\nc`` becomes one
+sentence), and the examples it eats vanish without a word. Text with line breaks belongs in a ``.jsonl``
+file (``"\n"`` inside a JSON string). CSV is read strictly: a quote closed in mid-cell (``"a "b" c"``) is an
+error too; write a quote inside a quoted cell as ``""``. (SentEval's custom-task reader refuses the same.)
+
+Every error names the file and the file line it concerns (line 1 is the first line, the header of a
+``.csv``; blank lines count): for a CSV quote left open, the line where the quote OPENED, not the line
+where the reader noticed. The line each row starts on is stored with the rows (Arrow schema metadata), so
+:func:`column_roles`, which settles which column is the ``score`` and checks that each of its cells is a
+finite number, names the file line of a bad score before any model is loaded.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +21,17 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import datasets
+import numpy as np
 import pyarrow as pa
 
 from simcse.errors import SimCSEError
@@ -33,6 +50,7 @@ _COLUMN_RULE = (
 )
 
 Columns = dict[str, list[str]]
+Parsed = tuple[Columns, list[int], bool]  # (columns, the file line each row starts on, rows are JSON-array records)
 
 
 # ----- loading --------------------------------------------------------------------------------------
@@ -46,7 +64,8 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
     and a later call on the same content memory-maps that file without parsing again. Raises
     :class:`~simcse.errors.SimCSEError` naming the file for a missing file, an unsupported extension,
     bytes that are not UTF-8 (with the line number), an empty or whitespace-only file, malformed rows or
-    records (with their line or record number), and a column count other than 1, 2 or 3.
+    records (with their line number; a CSV quote left open or spanning lines: the line it opened on), and
+    a column count other than 1, 2 or 3.
     """
     path = Path(train_file)
     suffix = path.suffix.lower()
@@ -62,22 +81,29 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
     # The reader's version and the extension are part of the key: the same bytes read as .txt and as .csv differ.
     arrow = root / "simcse_train" / hashlib.sha256(raw).hexdigest() / f"text-v{_TEXT_FORMAT}{suffix}.arrow"
     if not arrow.is_file():
-        columns = _parse(raw, path)
+        columns, lines, records = _parse(raw, path)
         del raw
-        _write_arrow(arrow, columns)
-        del columns
+        _write_arrow(arrow, columns, lines, records)
+        del columns, lines
     return datasets.Dataset.from_file(str(arrow))
 
 
-_TEXT_FORMAT = 1  # bump when the readers change what they produce: old Arrow files are then not reused
+_TEXT_FORMAT = 2  # bump when the readers change what they produce: old Arrow files are then not reused
 
 
-def _write_arrow(target: Path, columns: Columns) -> None:
+def _write_arrow(target: Path, columns: Columns, lines: Sequence[int] = (), records: bool = False) -> None:
     """Write string columns as a ``datasets`` Arrow (IPC stream) file, atomically: a reader never sees
-    a half-written file, and concurrent writers (DDP ranks) each write a private temporary file."""
+    a half-written file, and concurrent writers (DDP ranks) each write a private temporary file. ``lines``
+    (the file line of each row) go into the schema metadata, delta-coded and compressed (a few bytes for
+    a file without blank lines), for :func:`row_location`."""
     features = datasets.Features({name: datasets.Value("string") for name in columns})
+    schema = features.arrow_schema
+    if len(lines):
+        deltas = np.diff(np.asarray(lines, dtype=np.int64), prepend=0).astype(np.int32)
+        schema = schema.with_metadata({**(schema.metadata or {}), _LINES_KEY: zlib.compress(deltas.tobytes()),
+                                       _RECORDS_KEY: b"1" if records else b"0"})
     table = pa.Table.from_pydict({name: pa.array(values, pa.string()) for name, values in columns.items()},
-                                 schema=features.arrow_schema)
+                                 schema=schema)
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f"{target.name}.{os.getpid()}.tmp")
     try:
@@ -89,18 +115,37 @@ def _write_arrow(target: Path, columns: Columns) -> None:
 
 
 _ROWS_PER_RECORD_BATCH = 10_000
+_LINES_KEY, _RECORDS_KEY = b"simcse.lines", b"simcse.records"
 
 
-def _parse(raw: bytes, path: Path) -> Columns:
+def row_location(dataset: datasets.Dataset, row: int) -> str:
+    """Where row ``row`` (0-based) of a dataset loaded by :func:`load_training_dataset` stands in its file:
+    ``"line N"`` (``"line N (record k)"`` for a ``.json`` array); ``"row k"`` (1-based data row) for a
+    dataset that does not carry the line numbers (built in memory, a select/shuffle view)."""
+    files = dataset.cache_files
+    if dataset._indices is None and len(files) == 1:
+        try:
+            with pa.memory_map(files[0]["filename"]) as source:
+                metadata = pa.ipc.open_stream(source).schema.metadata or {}
+        except (OSError, pa.ArrowInvalid):
+            metadata = {}
+        if _LINES_KEY in metadata:
+            deltas = np.frombuffer(zlib.decompress(metadata[_LINES_KEY]), dtype=np.int32)
+            line = int(deltas[:row + 1].sum(dtype=np.int64))
+            return f"line {line} (record {row + 1})" if metadata.get(_RECORDS_KEY) == b"1" else f"line {line}"
+    return f"row {row + 1}"
+
+
+def _parse(raw: bytes, path: Path) -> Parsed:
     text = _decode_utf8(raw, path)
     if not text.strip():
         raise SimCSEError(
             f"training file {path} is empty or holds only whitespace; it needs one sentence per line (.txt), "
             "a header row and rows (.csv), or records (.json/.jsonl)"
         )
-    columns = _READERS[path.suffix.lower()](text, path)
-    sentence_columns(list(columns), f"training file {path}")
-    return columns
+    parsed = _READERS[path.suffix.lower()](text, path)
+    sentence_columns(list(parsed[0]), f"training file {path}")
+    return parsed
 
 
 def _decode_utf8(raw: bytes, path: Path) -> str:
@@ -161,8 +206,9 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
 
     Raises :class:`~simcse.errors.SimCSEError`, naming the columns and the fix, for: a role list of the
     wrong length or with unknown or repeated names; a score column without exactly two sentence columns;
-    a column count outside the column rule; and, where the roles were not declared, a column after the
-    first whose cells all look like numbers (a score that would otherwise be trained on as sentences).
+    a column count outside the column rule; where the roles were not declared, a column after the first
+    whose cells all look like numbers (a score that would otherwise be trained on as sentences); and a
+    score cell that is not a finite number (named by its file line, :func:`row_location`).
     """
     names = list(dataset.column_names)
     declared = _parse_train_columns(train_columns, names, where) if train_columns is not None else None
@@ -188,7 +234,37 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
                     f"--train_columns {','.join(['sent0', 'sent1', 'score'][:len(names)])}; if it really holds "
                     f"sentences, name it (e.g. hard_neg) or pass --train_columns with its role"
                 )
+    if score is not None:
+        _check_scores(dataset, score, where)
     return ColumnRoles(sentences=tuple(sentences), score=score)
+
+
+def score_value(cell: str | None) -> float | None:
+    """The finite number a score cell holds (plain decimal notation, e.g. ``4.5``, ``-1``, ``2e-1``), else None."""
+    if cell is None or not _NUMBER.fullmatch(cell):
+        return None
+    try:
+        value = float(cell)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def score_problem(name: str, cell: str | None) -> str:
+    """What is wrong with a score cell that :func:`score_value` refuses, and the fix."""
+    held = "nothing (an empty cell)" if cell is None or not cell.strip() else repr(cell)
+    return (f"the {name!r} column holds {held}, not a finite number; every graded pair needs a similarity score "
+            "(e.g. 4.5): fix the cell or drop the row")
+
+
+def _check_scores(dataset: datasets.Dataset, name: str, where: str) -> None:
+    cells = dataset.data.column(name).chunks if dataset._indices is None else [dataset[name]]
+    row = 0
+    for chunk in cells:
+        for cell in chunk if isinstance(chunk, list) else chunk.to_pylist():
+            if score_value(cell) is None:
+                raise SimCSEError(f"{where}, {row_location(dataset, row)}: {score_problem(name, cell)}")
+            row += 1
 
 
 def _parse_train_columns(train_columns: str | Sequence[str], names: list[str], where: str) -> list[str]:
@@ -232,39 +308,59 @@ def _cell(value: str | None) -> str:
     return value if value else EMPTY_CELL
 
 
-def _read_txt(text: str, path: Path) -> Columns:
+def _read_txt(text: str, path: Path) -> Parsed:
     lines = text.split("\n")
     if lines[-1] == "":
         lines.pop()  # the final line break ends the last line; it does not start an empty one
-    sentences = [line.removesuffix("\r") for line in lines]
-    return {"text": [s for s in sentences if s.strip()]}
+    kept = [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
+    return {"text": [line for _, line in kept]}, [number for number, _ in kept], False
 
 
-def _read_csv(text: str, path: Path) -> Columns:
-    reader = csv.reader(io.StringIO(text, newline=""))
+_QUOTE_FIX = 'close the quote on line {0}, or write a quote inside a quoted cell as "" (doubled)'
+
+
+def _read_csv(text: str, path: Path) -> Parsed:
+    # newline="\n": lines end at \n only, so the reader's line_num counts lines as the file does.
+    reader = csv.reader(io.StringIO(text, newline="\n"), strict=True)
     header: list[str] | None = None
     rows: list[list[str]] = []
+    lines: list[int] = []
+    start = 1  # the line the current row starts on
     try:
         for row in reader:
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # blank line
-            if header is None:
-                header = row
-                _check_header(header, path)
-                continue
-            if len(row) != len(header):
+            if any("\n" in cell or "\r" in cell for cell in row):
+                runs = f"runs on to line {reader.line_num}" if reader.line_num > start else "holds a line break"
                 raise SimCSEError(
-                    f"training file {path}, line {reader.line_num}: {len(row)} cells but the header has "
-                    f"{len(header)} ({', '.join(map(repr, header))}); quote cells that contain commas"
+                    f"training file {path}, line {start}: a quoted cell opened on this line {runs}, but a training "
+                    f'file holds one example per line (an unclosed " quote?); {_QUOTE_FIX.format(start)}'
                 )
-            rows.append(row)
+            if row and not (len(row) == 1 and not row[0].strip()):  # else a blank line
+                if header is None:
+                    header = row
+                    _check_header(header, path)
+                elif len(row) != len(header):
+                    raise SimCSEError(
+                        f"training file {path}, line {start}: {len(row)} cells but the header has "
+                        f"{len(header)} ({', '.join(map(repr, header))}); quote cells that contain commas"
+                    )
+                else:
+                    rows.append(row)
+                    lines.append(start)
+            start = reader.line_num + 1
     except csv.Error as err:
-        raise SimCSEError(f"training file {path}, line {reader.line_num}: not valid CSV ({err})") from None
+        if "unexpected end of data" in str(err):
+            problem = f'a " quote opened on this line is never closed (the file ends inside it, on line {reader.line_num})'
+        elif "new-line character" in str(err):
+            problem = "a lone carriage return (\\r) inside an unquoted cell; end lines with \\n or \\r\\n"
+        else:
+            seen = f", on line {reader.line_num}" if reader.line_num > start else ""
+            problem = f"not valid CSV ({err}{seen}): a quote closed in mid-cell?"
+        raise SimCSEError(f"training file {path}, line {start}: {problem}; {_QUOTE_FIX.format(start)}") from None
     if header is None:
         raise SimCSEError(f"training file {path} has no header row; the first row of a .csv file must name its columns")
     if not rows:
         raise SimCSEError(f"training file {path} has a header ({', '.join(map(repr, header))}) but no rows")
-    return {name: [_cell(row[k]) for row in rows] for k, name in enumerate(header)}
+    return {name: [_cell(row[k]) for row in rows] for k, name in enumerate(header)}, lines, False
 
 
 def _check_header(header: list[str], path: Path) -> None:
@@ -280,22 +376,25 @@ def _check_header(header: list[str], path: Path) -> None:
         raise SimCSEError(f"training file {path}: the header repeats the column name(s) {duplicates!r}")
 
 
-def _read_json(text: str, path: Path) -> Columns:
-    records: list[tuple[str, Any]] = []  # (where, record)
-    if path.suffix.lower() == ".json":
+def _read_json(text: str, path: Path) -> Parsed:
+    records: list[tuple[int, Any]] | None = None  # (the line the record starts on, record)
+    array = text.lstrip(_JSON_SPACE).startswith("[")
+    if array and path.suffix.lower() == ".json":
+        records = _json_array(text, path)
+    elif path.suffix.lower() == ".json":
         try:
             document = json.loads(text)
         except json.JSONDecodeError:
             document = None  # not one JSON document: read it as JSON lines
-        if isinstance(document, list):
-            records = [(f"record {k}", record) for k, record in enumerate(document, start=1)]
-        elif document is not None:
-            records = [("record 1", document)]
-    if not records:
+        if isinstance(document, dict):
+            records = [(len(text) - len(text.lstrip(_JSON_SPACE)) and text.count("\n", 0, len(text) - len(
+                text.lstrip(_JSON_SPACE))) + 1, document)]
+    if records is None:
         records = _json_lines(text, path)
 
     names: dict[str, None] = {}  # columns in order of first appearance
-    for where, record in records:
+    for k, (line, record) in enumerate(records, start=1):
+        where = f"line {line} (record {k})" if array else f"line {line}"
         if not isinstance(record, dict):
             raise SimCSEError(
                 f"training file {path}, {where}: expected an object like "
@@ -303,7 +402,7 @@ def _read_json(text: str, path: Path) -> Columns:
             )
         for key, value in record.items():
             if key == SCORE_COLUMN and isinstance(value, (int, float)) and not isinstance(value, bool):
-                record[key] = json.dumps(value)  # kept as text like every cell; parsed by tokenize_dataset
+                record[key] = json.dumps(value)  # kept as text like every cell; checked by column_roles
                 value = record[key]
             if value is not None and not isinstance(value, str):
                 raise SimCSEError(
@@ -316,16 +415,54 @@ def _read_json(text: str, path: Path) -> Columns:
     if not names:
         raise SimCSEError(f"training file {path} has records without any text fields; {_COLUMN_RULE}")
     sentence_columns(list(names), f"training file {path}")
-    return {name: [_cell(record.get(name)) for _, record in records] for name in names}
+    columns = {name: [_cell(record.get(name)) for _, record in records] for name in names}
+    return columns, [line for line, _ in records], array
 
 
-def _json_lines(text: str, path: Path) -> list[tuple[str, Any]]:
+_JSON_SPACE = " \t\n\r"
+_JSON_SKIP = re.compile(r"[ \t\n\r]*")
+
+
+def _json_array(text: str, path: Path) -> list[tuple[int, Any]]:
+    """The records of a JSON array document, each with the line it starts on; a syntax error names its line."""
+    decoder, records = json.JSONDecoder(), []
+    position = _JSON_SKIP.match(text).end() + 1  # after the "["
+    line, counted = 1, 0
+
+    def skip_to(at: int) -> int:
+        nonlocal line, counted
+        at = _JSON_SKIP.match(text, at).end()
+        line, counted = line + text.count("\n", counted, at), at
+        return at
+
+    position = skip_to(position)
+    closed = text.startswith("]", position)
+    while not closed:
+        try:
+            record, position = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as err:
+            raise SimCSEError(f"training file {path}, line {err.lineno}: not valid JSON ({err.msg} at column "
+                              f"{err.colno}); expected a JSON array of records or one record per line") from None
+        records.append((line, record))
+        position = skip_to(position)
+        closed = text.startswith("]", position)
+        if not closed and not text.startswith(",", position):
+            raise SimCSEError(f"training file {path}, line {line + text.count(chr(10), counted, position)}: not valid "
+                              "JSON (expected ',' or ']' after a record)")
+        position = skip_to(position + 1) if not closed else position
+    if text[position + 1:].strip(_JSON_SPACE):
+        raise SimCSEError(f"training file {path}, line {skip_to(position + 1) and line}: not valid JSON (text after "
+                          "the closing ']' of the array of records)")
+    return records
+
+
+def _json_lines(text: str, path: Path) -> list[tuple[int, Any]]:
     records = []
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append((f"line {number}", json.loads(line)))
+            records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise SimCSEError(
                 f"training file {path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
@@ -339,7 +476,7 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_READERS: dict[str, Callable[[str, Path], Columns]] = {
+_READERS: dict[str, Callable[[str, Path], Parsed]] = {
     ".txt": _read_txt,
     ".csv": _read_csv,
     ".json": _read_json,

@@ -24,13 +24,13 @@ from senteval.registry import STS_TASKS, TRANSFER_TASKS
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import build_evaluators
 from simcse.evaluation.retrieval import retrieval_table
-from simcse.evaluation.senteval_tasks import CustomSTSEvaluator, senteval_hooks, senteval_params
+from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, CustomSTSEvaluator, senteval_hooks, senteval_params
 from simcse.modeling.encoder import build_encoder
 from simcse.modeling.models import is_simcse_checkpoint
 from simcse.modeling.poolers import inference_pooler
 
 TASK_SETS = {"sts": STS_TASKS, "transfer": TRANSFER_TASKS, "full": STS_TASKS + TRANSFER_TASKS, "custom": []}
-DEV_STS_TASKS = ["STSBenchmark", "SICKRelatedness"]  # the only STS tasks with a dev split
+DEV_STS_TASKS = list(STS_DEV_METRICS.values())  # the only STS tasks with a dev split
 AGG_HELP = {
     "all": "one Spearman over the concatenation of all subsets, as in the SimCSE paper",
     "mean": "plain mean of the per-subset Spearman",

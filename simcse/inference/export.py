@@ -47,12 +47,9 @@ from simcse.errors import SimCSEError
 from simcse.files import atomic_write_json
 from simcse.modeling.checkpoint import pooler_from_config
 from simcse.modeling.encoder import check_max_length
-from simcse.modeling.poolers import ST_POOLING_MODE, layer_weights, uses_mlp_head
+from simcse.modeling.poolers import ST_LEGACY_MODE_KEYS, ST_POOLING_MODE, layer_weights, uses_mlp_head
 
 DEFAULT_MAX_SEQ_LENGTH = 128
-_LEGACY_MODE_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
-                     "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
-                     "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
 SUPPORTED_POOLERS = tuple(ST_POOLING_MODE)
 
 
@@ -84,7 +81,7 @@ def check_max_seq_length(max_seq_length: int, config, source: str) -> None:
 
 def _pooling_config(hidden: int, mode: str) -> dict:
     config = {"word_embedding_dimension": hidden}
-    config.update({key: name == mode for name, key in _LEGACY_MODE_KEYS.items()})
+    config.update({key: name == mode for name, key in ST_LEGACY_MODE_KEYS.items()})
     config["include_prompt"] = True
     return config
 

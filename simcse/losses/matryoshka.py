@@ -16,7 +16,7 @@ inputs (all but ``vicreg``). Scores and guide embeddings (graded and guided loss
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -92,7 +92,7 @@ class Matryoshka2dLoss(ContrastiveLoss):
     sentence columns (the model gives them with ``all_layers=True``), besides what ``loss`` takes.
     """
 
-    needs_layers = True
+    needs_layers: ClassVar[bool] = True
 
     def __init__(self, loss: ContrastiveLoss, n_layers_per_step: int = 1, last_layer_weight: float = 1.0,
                  prior_layers_weight: float = 1.0, kl_div_weight: float = 1.0, kl_temperature: float = 0.3) -> None:

@@ -69,6 +69,8 @@ class ContrastiveLoss(nn.Module):
     needs_scores: ClassVar[bool] = False
     #: Whether the loss needs the embeddings of a frozen guide encoder (``--guide_model``).
     needs_guide: ClassVar[bool] = False
+    #: Whether ``forward`` also takes ``layers``: every earlier layer's pooled embeddings (2D Matryoshka).
+    needs_layers: ClassVar[bool] = False
 
     def forward(
         self,

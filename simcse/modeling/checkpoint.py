@@ -14,12 +14,7 @@ import warnings
 import torch
 
 from simcse.errors import SimCSEError
-from simcse.modeling.poolers import ST_POOLING_TO_POOLER
-
-# sentence-transformers pooling mode -> our pooler (same maths: see simcse/inference/export.py)
-_ST_LEGACY_MODE_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean",
-                        "pooling_mode_max_tokens": "max", "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
-                        "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}
+from simcse.modeling.poolers import ST_LEGACY_MODE_KEYS, ST_POOLING_TO_POOLER
 
 
 def pooler_from_config(config) -> str | None:
@@ -72,7 +67,7 @@ def pooler_from_sentence_transformers(model_name_or_path: str) -> str | None:
     config = _read_json(config_file)
     mode = config.get("pooling_mode")
     if mode is None:  # the long-standing format: one boolean per mode
-        mode = [name for key, name in _ST_LEGACY_MODE_KEYS.items() if config.get(key)] or ["mean"]
+        mode = [mode for mode, key in ST_LEGACY_MODE_KEYS.items() if config.get(key)] or ["mean"]
     modes = [mode] if isinstance(mode, str) else list(mode)
     if len(modes) != 1 or modes[0] not in ST_POOLING_TO_POOLER:
         raise SimCSEError(

@@ -126,6 +126,11 @@ MLP_HEAD_POOLERS = frozenset(name for name, record in POOLER_RECORDS.items() if 
 ST_POOLING_MODE = {name: record.st_mode for name, record in POOLER_RECORDS.items() if record.st_mode}
 #: sentence-transformers Pooling mode -> the pooler reading a plain Transformer + Pooling pipeline: the one
 #: pooling the last layer with no head.
+#: sentence-transformers pooling mode -> the boolean key of its older Pooling config (``pooling_mode_*``),
+#: written by the export and read back by the tool.
+ST_LEGACY_MODE_KEYS = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens",
+                       "max": "pooling_mode_max_tokens", "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+                       "weightedmean": "pooling_mode_weightedmean_tokens", "lasttoken": "pooling_mode_lasttoken"}
 ST_POOLING_TO_POOLER = {record.st_mode: name for name, record in POOLER_RECORDS.items()
                         if record.st_mode and not record.layers and not record.mlp_head}
 POOLER_HELP = "; ".join(f"{name}: {record.help}" for name, record in POOLER_RECORDS.items())

@@ -297,19 +297,67 @@ class SimCSETrainingArguments(TrainingArguments):
                                   "the optimizer at every backward, i.e. once per chunk); drop one of the two")
 
 
+def _read_config(path: str) -> tuple[dict, dict | None]:
+    """(train.py keys, the ``"recipe"`` object or None) of the JSON config at ``path``."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except json.JSONDecodeError as err:
+        raise SimCSEError(f"{path} is not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(config, dict):
+        raise SimCSEError(f"{path} must hold a JSON object of train.py keys, got {type(config).__name__}")
+    recipe = config.pop("recipe", None)
+    if recipe is not None and not isinstance(recipe, dict):
+        raise SimCSEError(f"{path}: \"recipe\" must be an object (paper, reported, hardware, data)")
+    return config, recipe
+
+
+def run_notices(argv: list[str], training_args) -> list[str]:
+    """train.py's start line (main process only): the recipe of a recipe file (``configs/NAME.json``: its
+    name and paper) and the global batch = per-device batch x processes ($WORLD_SIZE, default 1) x
+    gradient accumulation steps, with the recipe's own ``global_batch`` when they differ."""
+    if os.environ.get("RANK", "0") != "0":
+        return []
+    world, accumulation = int(os.environ.get("WORLD_SIZE") or 1), training_args.gradient_accumulation_steps
+    per_device = training_args.per_device_train_batch_size
+    total = per_device * world * accumulation
+    line = f"global batch {total} = {per_device} per device x {world} process(es) x {accumulation} accumulation step(s)"
+    recipe = _read_config(argv[0])[1] if argv and argv[0].endswith(".json") else None
+    if recipe is None:
+        return [line]
+    if recipe.get("global_batch") not in (None, total):
+        line += f" (the recipe's: {recipe['global_batch']})"
+    name = recipe.get("name") or os.path.splitext(os.path.basename(argv[0]))[0]
+    return [f"recipe {name}" + (f" ({recipe['paper']})" if recipe.get("paper") else "") + f"; {line}"]
+
+
 def parse_train_args(argv: list[str]):
-    """train.py's arguments from ``argv`` (flags, or one ``.json`` file), the original's flags translated:
-    (model, data, training arguments, notices to show the user, one line each)."""
+    """train.py's arguments from ``argv`` (flags; or a ``.json`` file of the same keys, optionally followed
+    by flags, which win), the original's flags translated: (model, data, training arguments, notices to
+    show the user, one line each). A file's ``"recipe"`` object is documentation, never parsed; a key that
+    is no flag is an error naming the file and the key."""
+    from dataclasses import fields
+
     from transformers import HfArgumentParser
 
-    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SimCSETrainingArguments))
+    groups = (ModelArguments, DataTrainingArguments, SimCSETrainingArguments)
+    parser = HfArgumentParser(groups)
     try:
-        if len(argv) == 1 and argv[0].endswith(".json"):
-            with open(argv[0], encoding="utf-8") as handle:
-                config, notices = translate_legacy_config(json.load(handle))
-            return (*parser.parse_dict(config), notices)
-        argv, notices = translate_legacy_argv(argv)
-        return (*parser.parse_args_into_dataclasses(args=argv), notices)
+        config, notices = {}, []
+        if argv and argv[0].endswith(".json"):
+            config, notices = translate_legacy_config(_read_config(argv[0])[0])
+            known = {f.name for cls in groups for f in fields(cls) if f.init}
+            unknown = sorted(set(config) - known)
+            if unknown:
+                raise SimCSEError(f"{argv[0]}: unknown key(s) {unknown}: not train.py flags (see python train.py "
+                                  "--help; the \"recipe\" object is the place for notes)")
+            for action in parser._actions:  # the file's values become defaults; flags after it override them
+                if action.dest in config:
+                    action.required = False
+            parser.set_defaults(**config)
+            argv = argv[1:]
+        argv, flag_notices = translate_legacy_argv(argv)
+        return (*parser.parse_args_into_dataclasses(args=argv), notices + flag_notices)
     except ValueError as err:  # TrainingArguments' own checks of flag combinations; one line, no traceback
         raise SimCSEError(" ".join(str(err).split())) from None
 

@@ -125,7 +125,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
 
     # 6. Loss and evaluation.
     loss_fn = model_args.loss  # built once, when the arguments were parsed
-    if getattr(loss_fn, "needs_layers", False) and training_args.grad_cache_mini_batch:
+    if loss_fn.needs_layers and training_args.grad_cache_mini_batch:
         raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
                           "embeds without the earlier layers); drop one of them")
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint

@@ -60,9 +60,9 @@ class SimCSETrainer(Trainer):
         self.evaluator = evaluator
         self.final_evaluator = final_evaluator if final_evaluator is not None else evaluator
         self.mlm_weight = mlm_weight
-        self.grad_cache_chunk = getattr(self.args, "grad_cache_mini_batch", None)
-        self.no_duplicates = getattr(self.args, "no_duplicates_in_batch", False)
-        self.skip_nonfinite = getattr(self.args, "skip_nonfinite", False)
+        self.grad_cache_chunk = self.args.grad_cache_mini_batch  # a SimCSETrainingArguments (its fields)
+        self.no_duplicates = self.args.no_duplicates_in_batch
+        self.skip_nonfinite = self.args.skip_nonfinite
         self.skipped_nonfinite = 0
         if hasattr(self.data_collator, "epoch"):  # keyed MLM masks differ per epoch
             self.add_callback(_CollatorEpoch(self.data_collator))
@@ -215,7 +215,7 @@ class SimCSETrainer(Trainer):
             self.args.dataloader_drop_last = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        layered = getattr(self.loss_fn, "needs_layers", False)  # 2D Matryoshka: every layer's pooled output
+        layered = self.loss_fn.needs_layers  # 2D Matryoshka: every layer's pooled output
         outputs = model(**inputs, all_layers=True) if layered else model(**inputs)
         z = gather_with_grad(outputs.embeddings.float())  # (B, N, H), N = 2 or 3; global batch under DDP
         extras = self._loss_extras(inputs)
