@@ -1,18 +1,12 @@
 """Reading a training file into columns of text (the first step of :mod:`simcse.data`): the formats,
 the column roles (sentences by position, ``score`` by name) and the Arrow cache of the parsed rows.
 
-A training file holds ONE EXAMPLE PER LINE (a ``.json`` array: one record per array element). A newline
-inside a quoted CSV cell is legal CSV in general, but here it is refused: in a training file it is nearly
-always a quote left open that swallowed the lines after it into one cell (``"a,b,4.8\nc`` becomes one
-sentence), and the examples it eats vanish without a word. Text with line breaks belongs in a ``.jsonl``
-file (``"\n"`` inside a JSON string). CSV is read strictly: a quote closed in mid-cell (``"a "b" c"``) is an
-error too; write a quote inside a quoted cell as ``""``. (SentEval's custom-task reader refuses the same.)
-
-Every error names the file and the file line it concerns (line 1 is the first line, the header of a
-``.csv``; blank lines count): for a CSV quote left open, the line where the quote OPENED, not the line
-where the reader noticed. The line each row starts on is stored with the rows (Arrow schema metadata), so
-:func:`column_roles`, which settles which column is the ``score`` and checks that each of its cells is a
-finite number, names the file line of a bad score before any model is loaded.
+A training file holds ONE EXAMPLE PER LINE. A newline in a quoted CSV cell, legal CSV in general, is refused:
+here it is nearly always a quote left open that swallowed the lines after it into one sentence, the examples
+it ate gone without a word (text with line breaks belongs in ``.jsonl``). CSV is read strictly (a quote closed
+mid-cell is an error; a quote in a quoted cell is written ``""``), as SentEval's custom reader does. Errors
+name the file and file line (1 = a ``.csv`` header; blank lines count); for a CSV quote, the line it OPENED
+on. Rows keep their lines (Arrow schema metadata): :func:`column_roles` names a bad ``score`` cell's line.
 """
 
 from __future__ import annotations
@@ -28,7 +22,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import datasets
 import numpy as np
@@ -36,18 +30,18 @@ import pyarrow as pa
 
 from simcse.errors import SimCSEError
 
-if TYPE_CHECKING:
-    pass
-
 SUPPORTED_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")  # the keys of _READERS
 
 EMPTY_CELL = " "
+_TEXT_FORMAT = 2  # bump when the readers change what they produce: old Arrow files are then not reused
+_ROWS_PER_RECORD_BATCH = 10_000
+_LINES_KEY, _RECORDS_KEY = b"simcse.lines", b"simcse.records"  # Arrow schema metadata
+_COLUMN_RULE = ("the column count decides the mode: 1 = unsupervised (each sentence paired with itself), 2 = (anchor, "
+                "positive), 3 = (anchor, positive, hard negative); more hard negatives per anchor: name the columns "
+                "sent0, sent1, hard_neg_1, ..., hard_neg_k")
 
-_COLUMN_RULE = (
-    "the column count decides the mode: 1 = unsupervised (each sentence paired with itself), "
-    "2 = (anchor, positive), 3 = (anchor, positive, hard negative); more hard negatives per anchor: name the "
-    "columns sent0, sent1, hard_neg_1, ..., hard_neg_k"
-)
+_QUOTE_FIX = 'close the quote on line {0}, or write a quote inside a quoted cell as "" (doubled)'
+_SKIP = re.compile(r"[ \t\n\r]*")  # JSON whitespace
 
 Columns = dict[str, list[str]]
 Parsed = tuple[Columns, list[int], bool]  # (columns, the file line each row starts on, rows are JSON-array records)
@@ -70,10 +64,8 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
     path = Path(train_file)
     suffix = path.suffix.lower()
     if suffix not in _READERS:
-        raise SimCSEError(
-            f"training file {path} has the unsupported extension {path.suffix or '(none)'!r}; "
-            f"use one of {', '.join(SUPPORTED_EXTENSIONS)}"
-        )
+        raise SimCSEError(f"training file {path} has the unsupported extension {path.suffix or '(none)'!r}; "
+                          f"use one of {', '.join(SUPPORTED_EXTENSIONS)}")
     if not path.is_file():
         raise SimCSEError(f"training file {path} does not exist or is not a file; check --train_file")
     raw = path.read_bytes()
@@ -88,20 +80,14 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
     return datasets.Dataset.from_file(str(arrow))
 
 
-_TEXT_FORMAT = 2  # bump when the readers change what they produce: old Arrow files are then not reused
-
-
-def _write_arrow(target: Path, columns: Columns, lines: Sequence[int] = (), records: bool = False) -> None:
+def _write_arrow(target: Path, columns: Columns, lines: Sequence[int], records: bool) -> None:
     """Write string columns as a ``datasets`` Arrow (IPC stream) file, atomically: a reader never sees
     a half-written file, and concurrent writers (DDP ranks) each write a private temporary file. ``lines``
-    (the file line of each row) go into the schema metadata, delta-coded and compressed (a few bytes for
-    a file without blank lines), for :func:`row_location`."""
-    features = datasets.Features({name: datasets.Value("string") for name in columns})
-    schema = features.arrow_schema
-    if len(lines):
-        deltas = np.diff(np.asarray(lines, dtype=np.int64), prepend=0).astype(np.int32)
-        schema = schema.with_metadata({**(schema.metadata or {}), _LINES_KEY: zlib.compress(deltas.tobytes()),
-                                       _RECORDS_KEY: b"1" if records else b"0"})
+    (each row's file line) go into the schema metadata, delta-coded and compressed, for :func:`row_location`."""
+    schema = datasets.Features({name: datasets.Value("string") for name in columns}).arrow_schema
+    deltas = np.diff(np.asarray(lines, dtype=np.int64), prepend=0).astype(np.int32)
+    schema = schema.with_metadata({**(schema.metadata or {}), _LINES_KEY: zlib.compress(deltas.tobytes()),
+                                   _RECORDS_KEY: b"1" if records else b"0"})
     table = pa.Table.from_pydict({name: pa.array(values, pa.string()) for name, values in columns.items()},
                                  schema=schema)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -114,35 +100,24 @@ def _write_arrow(target: Path, columns: Columns, lines: Sequence[int] = (), reco
         temporary.unlink(missing_ok=True)
 
 
-_ROWS_PER_RECORD_BATCH = 10_000
-_LINES_KEY, _RECORDS_KEY = b"simcse.lines", b"simcse.records"
-
-
 def row_location(dataset: datasets.Dataset, row: int) -> str:
-    """Where row ``row`` (0-based) of a dataset loaded by :func:`load_training_dataset` stands in its file:
-    ``"line N"`` (``"line N (record k)"`` for a ``.json`` array); ``"row k"`` (1-based data row) for a
-    dataset that does not carry the line numbers (built in memory, a select/shuffle view)."""
-    files = dataset.cache_files
-    if dataset._indices is None and len(files) == 1:
-        try:
-            with pa.memory_map(files[0]["filename"]) as source:
-                metadata = pa.ipc.open_stream(source).schema.metadata or {}
-        except (OSError, pa.ArrowInvalid):
-            metadata = {}
-        if _LINES_KEY in metadata:
-            deltas = np.frombuffer(zlib.decompress(metadata[_LINES_KEY]), dtype=np.int32)
-            line = int(deltas[:row + 1].sum(dtype=np.int64))
-            return f"line {line} (record {row + 1})" if metadata.get(_RECORDS_KEY) == b"1" else f"line {line}"
-    return f"row {row + 1}"
+    """Where row ``row`` (0-based) of a dataset from :func:`load_training_dataset` stands in its file: ``"line
+    N"`` (``"line N (record k)"`` in a ``.json`` array); ``"row k"`` for data without stored line numbers."""
+    metadata = {}
+    if dataset._indices is None and len(dataset.cache_files) == 1:
+        with pa.memory_map(dataset.cache_files[0]["filename"]) as source:
+            metadata = pa.ipc.open_stream(source).schema.metadata or {}
+    if _LINES_KEY not in metadata:
+        return f"row {row + 1}"
+    line = int(np.frombuffer(zlib.decompress(metadata[_LINES_KEY]), dtype=np.int32)[:row + 1].sum(dtype=np.int64))
+    return f"line {line} (record {row + 1})" if metadata[_RECORDS_KEY] == b"1" else f"line {line}"
 
 
 def _parse(raw: bytes, path: Path) -> Parsed:
     text = _decode_utf8(raw, path)
     if not text.strip():
-        raise SimCSEError(
-            f"training file {path} is empty or holds only whitespace; it needs one sentence per line (.txt), "
-            "a header row and rows (.csv), or records (.json/.jsonl)"
-        )
+        raise SimCSEError(f"training file {path} is empty or holds only whitespace; it needs one sentence per line "
+                          "(.txt), a header row and rows (.csv), or records (.json/.jsonl)")
     parsed = _READERS[path.suffix.lower()](text, path)
     sentence_columns(list(parsed[0]), f"training file {path}")
     return parsed
@@ -154,10 +129,8 @@ def _decode_utf8(raw: bytes, path: Path) -> str:
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
         column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise SimCSEError(
-            f"training file {path} is not UTF-8: line {line}, byte {column} is 0x{raw[err.start]:02x} "
-            f"({err.reason}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`"
-        ) from None
+        raise SimCSEError(f"training file {path} is not UTF-8: line {line}, byte {column} is 0x{raw[err.start]:02x} "
+                          f"({err.reason}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
     return text.removeprefix("\ufeff")
 
 
@@ -175,13 +148,14 @@ SCORE_COLUMN = "score"
 _ROLE = re.compile(r"sent0|sent1|text|score|hard_neg(_\d+)?")
 _NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 _SNIFF_ROWS = 200
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_EXTRA_HARD_NEGATIVE = re.compile(r"hard_neg(_\d+)?")
 
 
 @dataclass(frozen=True)
 class ColumnRoles:
-    """What each column of a training dataset is: ``sentences`` (the dataset's column names, in order:
-    anchor, then positive, then hard negatives) and ``score`` (the name of the graded-similarity column,
-    or None)."""
+    """What each column of a training dataset is: ``sentences`` (the dataset's column names, in order: anchor,
+    then positive, then hard negatives) and ``score`` (the name of the graded-similarity column, or None)."""
 
     sentences: tuple[str, ...]
     score: str | None = None
@@ -198,17 +172,15 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
                  where: str = "the training dataset") -> ColumnRoles:
     """Decide the role of each column of a training dataset (as loaded by :func:`load_training_dataset`).
 
-    Without ``train_columns`` the header decides: a column named ``score`` holds the graded similarity of
-    a pair, every other column is a sentence, by position (anchor, positive, hard negatives; see the
-    module docstring). ``train_columns`` (``"sent0,sent1,score"`` or a list) names the roles of the
-    columns by position instead, for files whose header says otherwise: each of ``sent0``, ``sent1``,
-    ``hard_neg`` / ``hard_neg_<k>``, ``score`` (``text`` or ``sent0`` alone for one column).
+    Without ``train_columns`` the header decides: a column named ``score`` holds the graded similarity of a
+    pair, every other column is a sentence, by position (anchor, positive, hard negatives). ``train_columns``
+    (``"sent0,sent1,score"`` or a list) names the roles of the columns by position instead, for files whose
+    header says otherwise: ``sent0``, ``sent1``, ``hard_neg`` / ``hard_neg_<k>``, ``score`` (``text``: one column).
 
-    Raises :class:`~simcse.errors.SimCSEError`, naming the columns and the fix, for: a role list of the
-    wrong length or with unknown or repeated names; a score column without exactly two sentence columns;
-    a column count outside the column rule; where the roles were not declared, a column after the first
-    whose cells all look like numbers (a score that would otherwise be trained on as sentences); and a
-    score cell that is not a finite number (named by its file line, :func:`row_location`).
+    Raises :class:`~simcse.errors.SimCSEError`, naming the columns and the fix, for: a role list of the wrong
+    length or with unknown or repeated names; a score column without exactly two sentence columns; a column
+    count outside the column rule; where the roles were not declared, a column after the first whose cells
+    all look like numbers (a score trained on as sentences); a score cell not a finite number (:func:`row_location`).
     """
     names = list(dataset.column_names)
     declared = _parse_train_columns(train_columns, names, where) if train_columns is not None else None
@@ -217,10 +189,9 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
     sentences = [name for name, role in zip(names, roles) if role != SCORE_COLUMN]
     sentence_roles = [role for role in roles if role != SCORE_COLUMN]
     if score is not None and len(sentences) != 2:
-        raise SimCSEError(
-            f"{where}: the {SCORE_COLUMN!r} column {score!r} grades a pair, so it needs exactly 2 sentence columns "
-            f"beside it, found {len(sentences)} ({', '.join(map(repr, sentences)) or 'none'})"
-        )
+        found = ", ".join(map(repr, sentences)) or "none"
+        raise SimCSEError(f"{where}: the {SCORE_COLUMN!r} column {score!r} grades a pair, so it needs exactly 2 "
+                          f"sentence columns beside it, found {len(sentences)} ({found})")
     check_column_count(sentence_roles, where)
     if declared is None and score is None:
         for position, name in enumerate(names[1:], start=2):
@@ -228,52 +199,37 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
                 continue  # declared by its header name
             sample = [cell for cell in dataset[:_SNIFF_ROWS][name] if cell and cell.strip()]
             if sample and all(_NUMBER.fullmatch(cell) for cell in sample):
-                raise SimCSEError(
-                    f"{where}: column {position} ({name!r}) holds numbers (e.g. {', '.join(map(repr, sample[:3]))}), "
-                    f"not sentences. If it is a similarity score, name the column {SCORE_COLUMN!r} or pass "
-                    f"--train_columns {','.join(['sent0', 'sent1', 'score'][:len(names)])}; if it really holds "
-                    f"sentences, name it (e.g. hard_neg) or pass --train_columns with its role"
-                )
+                raise SimCSEError(f"{where}: column {position} ({name!r}) holds numbers (e.g. "
+                                  f"{', '.join(map(repr, sample[:3]))}), not sentences. If it is a similarity score, "
+                                  f"name the column {SCORE_COLUMN!r} or pass --train_columns "
+                                  f"{','.join(['sent0', 'sent1', 'score'][:len(names)])}; if it really holds "
+                                  "sentences, name it (e.g. hard_neg) or pass --train_columns with its role")
     if score is not None:
         _check_scores(dataset, score, where)
     return ColumnRoles(sentences=tuple(sentences), score=score)
 
 
 def score_value(cell: str | None) -> float | None:
-    """The finite number a score cell holds (plain decimal notation, e.g. ``4.5``, ``-1``, ``2e-1``), else None."""
-    if cell is None or not _NUMBER.fullmatch(cell):
-        return None
-    try:
-        value = float(cell)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def score_problem(name: str, cell: str | None) -> str:
-    """What is wrong with a score cell that :func:`score_value` refuses, and the fix."""
-    held = "nothing (an empty cell)" if cell is None or not cell.strip() else repr(cell)
-    return (f"the {name!r} column holds {held}, not a finite number; every graded pair needs a similarity score "
-            "(e.g. 4.5): fix the cell or drop the row")
+    """The number a score cell holds (decimal notation: ``4.5``, ``-1``, ``2e-1``), else None; also None
+    for a value that is not finite as a float32 (nan, inf, 1e39), the type the scores are trained in."""
+    value = float(cell) if cell is not None and _NUMBER.fullmatch(cell) else math.nan
+    return value if math.isfinite(value) and abs(value) <= _FLOAT32_MAX else None
 
 
 def _check_scores(dataset: datasets.Dataset, name: str, where: str) -> None:
-    cells = dataset.data.column(name).chunks if dataset._indices is None else [dataset[name]]
-    row = 0
-    for chunk in cells:
-        for cell in chunk if isinstance(chunk, list) else chunk.to_pylist():
-            if score_value(cell) is None:
-                raise SimCSEError(f"{where}, {row_location(dataset, row)}: {score_problem(name, cell)}")
-            row += 1
+    chunks = dataset.data.column(name).chunks if dataset._indices is None else [pa.array(dataset[name], pa.string())]
+    for row, cell in enumerate(cell for chunk in chunks for cell in chunk.to_pylist()):
+        if score_value(cell) is None:
+            held = "nothing (an empty cell)" if cell is None or not cell.strip() else repr(cell)
+            raise SimCSEError(f"{where}, {row_location(dataset, row)}: the {name!r} column holds {held}, not a finite "
+                              "number; every graded pair needs a similarity score (e.g. 4.5): fix it or drop the row")
 
 
 def _parse_train_columns(train_columns: str | Sequence[str], names: list[str], where: str) -> list[str]:
     roles = [r.strip() for r in train_columns.split(",")] if isinstance(train_columns, str) else list(train_columns)
     if len(roles) != len(names):
-        raise SimCSEError(
-            f"--train_columns {','.join(roles)} names {len(roles)} column role(s), but {where} has {len(names)} "
-            f"column(s) ({', '.join(map(repr, names))}); give one role per column, in order"
-        )
+        raise SimCSEError(f"--train_columns {','.join(roles)} names {len(roles)} column role(s), but {where} has "
+                          f"{len(names)} column(s) ({', '.join(map(repr, names))}); give one role per column, in order")
     unknown = [role for role in roles if not _ROLE.fullmatch(role)]
     if unknown:
         raise SimCSEError(f"--train_columns: unknown role(s) {', '.join(map(repr, unknown))}; each column is one "
@@ -292,9 +248,6 @@ def _parse_train_columns(train_columns: str | Sequence[str], names: list[str], w
     return roles
 
 
-_EXTRA_HARD_NEGATIVE = re.compile(r"hard_neg(_\d+)?")
-
-
 def check_column_count(names: Sequence[str], where: str) -> None:
     """Raise SimCSEError naming the columns found unless there are 1, 2 or 3 of them, or more than 3
     whose 3rd and later names are all ``hard_neg_<k>`` (several hard negatives per anchor)."""
@@ -309,53 +262,42 @@ def _cell(value: str | None) -> str:
 
 
 def _read_txt(text: str, path: Path) -> Parsed:
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()  # the final line break ends the last line; it does not start an empty one
+    lines = text.removesuffix("\n").split("\n")  # the final line break ends the last line, starts none
     kept = [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
     return {"text": [line for _, line in kept]}, [number for number, _ in kept], False
-
-
-_QUOTE_FIX = 'close the quote on line {0}, or write a quote inside a quoted cell as "" (doubled)'
 
 
 def _read_csv(text: str, path: Path) -> Parsed:
     # newline="\n": lines end at \n only, so the reader's line_num counts lines as the file does.
     reader = csv.reader(io.StringIO(text, newline="\n"), strict=True)
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    start = 1  # the line the current row starts on
+    header, rows, lines, start = None, [], [], 1  # start: the line the current row starts on
     try:
         for row in reader:
             if any("\n" in cell or "\r" in cell for cell in row):
                 runs = f"runs on to line {reader.line_num}" if reader.line_num > start else "holds a line break"
-                raise SimCSEError(
-                    f"training file {path}, line {start}: a quoted cell opened on this line {runs}, but a training "
-                    f'file holds one example per line (an unclosed " quote?); {_QUOTE_FIX.format(start)}'
-                )
+                raise SimCSEError(f"training file {path}, line {start}: a quoted cell opened on this line {runs}, "
+                                  f'but a training file holds one example per line (an unclosed " quote?); '
+                                  f"{_QUOTE_FIX.format(start)}")
             if row and not (len(row) == 1 and not row[0].strip()):  # else a blank line
                 if header is None:
                     header = row
                     _check_header(header, path)
                 elif len(row) != len(header):
-                    raise SimCSEError(
-                        f"training file {path}, line {start}: {len(row)} cells but the header has "
-                        f"{len(header)} ({', '.join(map(repr, header))}); quote cells that contain commas"
-                    )
+                    raise SimCSEError(f"training file {path}, line {start}: {len(row)} cells but the header has "
+                                      f"{len(header)} ({', '.join(map(repr, header))}); quote cells with commas")
                 else:
                     rows.append(row)
                     lines.append(start)
             start = reader.line_num + 1
     except csv.Error as err:
-        if "unexpected end of data" in str(err):
-            problem = f'a " quote opened on this line is never closed (the file ends inside it, on line {reader.line_num})'
-        elif "new-line character" in str(err):
-            problem = "a lone carriage return (\\r) inside an unquoted cell; end lines with \\n or \\r\\n"
+        why, fix = str(err), _QUOTE_FIX.format(start)
+        if why.startswith("unexpected end"):
+            why = f'a " quote opened on this line is never closed (the file ends inside it, on line {reader.line_num})'
+        elif why.startswith("new-line"):
+            why, fix = "a lone carriage return (\\r) in an unquoted cell", "end lines with \\n or \\r\\n"
         else:
-            seen = f", on line {reader.line_num}" if reader.line_num > start else ""
-            problem = f"not valid CSV ({err}{seen}): a quote closed in mid-cell?"
-        raise SimCSEError(f"training file {path}, line {start}: {problem}; {_QUOTE_FIX.format(start)}") from None
+            why = f"not valid CSV ({why}, seen on line {reader.line_num}): a quote closed in mid-cell?"
+        raise SimCSEError(f"training file {path}, line {start}: {why}; {fix}") from None
     if header is None:
         raise SimCSEError(f"training file {path} has no header row; the first row of a .csv file must name its columns")
     if not rows:
@@ -367,50 +309,40 @@ def _check_header(header: list[str], path: Path) -> None:
     sentence_columns(header, f"training file {path}")
     for position, name in enumerate(header, start=1):
         if not name.strip():
-            raise SimCSEError(
-                f"training file {path}: the header's column {position} has no name ({header!r}); "
-                "the first row of a .csv file must name its columns"
-            )
+            raise SimCSEError(f"training file {path}: the header's column {position} has no name ({header!r}); "
+                              "the first row of a .csv file must name its columns")
     duplicates = sorted({name for name in header if header.count(name) > 1})
     if duplicates:
         raise SimCSEError(f"training file {path}: the header repeats the column name(s) {duplicates!r}")
 
 
 def _read_json(text: str, path: Path) -> Parsed:
-    records: list[tuple[int, Any]] | None = None  # (the line the record starts on, record)
-    array = text.lstrip(_JSON_SPACE).startswith("[")
-    if array and path.suffix.lower() == ".json":
-        records = _json_array(text, path)
-    elif path.suffix.lower() == ".json":
+    first = _SKIP.match(text).end()  # where the first record or the "[" of an array starts
+    array = path.suffix.lower() == ".json" and text.startswith("[", first)
+    records = _json_array(text, first, path) if array else None  # [(the line the record starts on, record)]
+    if records is None and path.suffix.lower() == ".json":
         try:
             document = json.loads(text)
         except json.JSONDecodeError:
             document = None  # not one JSON document: read it as JSON lines
-        if isinstance(document, dict):
-            records = [(len(text) - len(text.lstrip(_JSON_SPACE)) and text.count("\n", 0, len(text) - len(
-                text.lstrip(_JSON_SPACE))) + 1, document)]
-    if records is None:
-        records = _json_lines(text, path)
+        records = [(text.count("\n", 0, first) + 1, document)] if isinstance(document, dict) else None
+    records = _json_lines(text, path) if records is None else records
 
     names: dict[str, None] = {}  # columns in order of first appearance
     for k, (line, record) in enumerate(records, start=1):
         where = f"line {line} (record {k})" if array else f"line {line}"
         if not isinstance(record, dict):
-            raise SimCSEError(
-                f"training file {path}, {where}: expected an object like "
-                f'{{"sent0": "...", "sent1": "..."}}, got {type(record).__name__} {_preview(record)}'
-            )
+            raise SimCSEError(f"training file {path}, {where}: expected an object like "
+                              f'{{"sent0": "...", "sent1": "..."}}, got {type(record).__name__} {_preview(record)}')
         for key, value in record.items():
             if key == SCORE_COLUMN and isinstance(value, (int, float)) and not isinstance(value, bool):
                 record[key] = json.dumps(value)  # kept as text like every cell; checked by column_roles
                 value = record[key]
             if value is not None and not isinstance(value, str):
-                raise SimCSEError(
-                    f"training file {path}, {where}: field {key!r} holds {type(value).__name__} "
-                    f"{_preview(value)}, not text; every field of a training record must be a sentence, "
-                    f"except a number in a field named {SCORE_COLUMN!r} (a graded similarity); drop other fields, "
-                    "and lift records nested under a key to the top level"
-                )
+                raise SimCSEError(f"training file {path}, {where}: field {key!r} holds {type(value).__name__} "
+                                  f"{_preview(value)}, not text; every field of a training record must be a sentence, "
+                                  f"except a number in a field named {SCORE_COLUMN!r} (a graded similarity); drop "
+                                  "other fields, and lift records nested under a key to the top level")
             names.setdefault(key, None)
     if not names:
         raise SimCSEError(f"training file {path} has records without any text fields; {_COLUMN_RULE}")
@@ -419,40 +351,27 @@ def _read_json(text: str, path: Path) -> Parsed:
     return columns, [line for line, _ in records], array
 
 
-_JSON_SPACE = " \t\n\r"
-_JSON_SKIP = re.compile(r"[ \t\n\r]*")
-
-
-def _json_array(text: str, path: Path) -> list[tuple[int, Any]]:
-    """The records of a JSON array document, each with the line it starts on; a syntax error names its line."""
-    decoder, records = json.JSONDecoder(), []
-    position = _JSON_SKIP.match(text).end() + 1  # after the "["
-    line, counted = 1, 0
-
-    def skip_to(at: int) -> int:
-        nonlocal line, counted
-        at = _JSON_SKIP.match(text, at).end()
-        line, counted = line + text.count("\n", counted, at), at
-        return at
-
-    position = skip_to(position)
-    closed = text.startswith("]", position)
-    while not closed:
-        try:
-            record, position = decoder.raw_decode(text, position)
-        except json.JSONDecodeError as err:
-            raise SimCSEError(f"training file {path}, line {err.lineno}: not valid JSON ({err.msg} at column "
-                              f"{err.colno}); expected a JSON array of records or one record per line") from None
-        records.append((line, record))
-        position = skip_to(position)
-        closed = text.startswith("]", position)
-        if not closed and not text.startswith(",", position):
-            raise SimCSEError(f"training file {path}, line {line + text.count(chr(10), counted, position)}: not valid "
-                              "JSON (expected ',' or ']' after a record)")
-        position = skip_to(position + 1) if not closed else position
-    if text[position + 1:].strip(_JSON_SPACE):
-        raise SimCSEError(f"training file {path}, line {skip_to(position + 1) and line}: not valid JSON (text after "
-                          "the closing ']' of the array of records)")
+def _json_array(text: str, start: int, path: Path) -> list[tuple[int, Any]]:
+    """The records of the JSON array at ``text[start]``, each with the line it starts on; a syntax error names
+    its own line."""
+    decoder, records, line, counted = json.JSONDecoder(), [], 1, 0
+    at = _SKIP.match(text, start + 1).end()  # after the "["
+    more = not text.startswith("]", at)
+    at = at if more else _SKIP.match(text, at + 1).end()
+    try:
+        while more:
+            line, counted = line + text.count("\n", counted, at), at
+            record, at = decoder.raw_decode(text, at)
+            records.append((line, record))
+            at = _SKIP.match(text, at).end()
+            if not text.startswith((",", "]"), at):
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+            more, at = text[at] == ",", _SKIP.match(text, at + 1).end()
+        if at < len(text):
+            raise json.JSONDecodeError("Extra data after the array", text, at)
+    except json.JSONDecodeError as err:
+        raise SimCSEError(f"training file {path}, line {err.lineno}: not valid JSON ({err.msg} at column {err.colno}); "
+                          "expected a JSON array of records or one record per line") from None
     return records
 
 
@@ -464,10 +383,8 @@ def _json_lines(text: str, path: Path) -> list[tuple[int, Any]]:
         try:
             records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise SimCSEError(
-                f"training file {path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
-                "expected a JSON array of records or one record per line"
-            ) from None
+            raise SimCSEError(f"training file {path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
+                              "expected a JSON array of records or one record per line") from None
     return records
 
 
@@ -476,11 +393,7 @@ def _preview(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-_READERS: dict[str, Callable[[str, Path], Parsed]] = {
-    ".txt": _read_txt,
-    ".csv": _read_csv,
-    ".json": _read_json,
-    ".jsonl": _read_json,
-}
+_READERS: dict[str, Callable[[str, Path], Parsed]] = {".txt": _read_txt, ".csv": _read_csv, ".json": _read_json,
+                                                       ".jsonl": _read_json}
 
 

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from simcse.data.reading import _NUMBER, EMPTY_CELL, SCORE_COLUMN, ColumnRoles, _cell, column_roles
+from simcse.data.reading import EMPTY_CELL, SCORE_COLUMN, ColumnRoles, _cell, column_roles, score_value
 from simcse.errors import SimCSEError
 
 if TYPE_CHECKING:
@@ -55,8 +55,9 @@ def tokenize_dataset(
     it instead of tokenizing (``overwrite_cache=True`` recomputes it).
 
     ``roles``: the columns' roles (:func:`column_roles`; decided from the header when None). A ``score``
-    column is parsed into a float32 column ``score`` (an error names the row of a cell that is not a
-    finite number).
+    column is parsed into a float32 column ``score``. :func:`column_roles` has already refused a score cell
+    that is not a finite number, naming its file line; the parse here re-checks each cell as a last guard
+    (naming the data row: roles built by hand skip that check).
     """
     roles = column_roles(dataset) if roles is None else roles
     columns = list(roles.sentences)
@@ -136,13 +137,11 @@ def _tokenize_batch(batch: pa.Table, indices: list[int], tokenizer: PreTrainedTo
 
 
 def _parse_scores(cells: list[str | None], indices: list[int], name: str) -> np.ndarray:
+    """The float32 scores of a batch; a last guard behind :func:`column_roles`, which names the file line."""
     scores = np.empty(len(cells), dtype=np.float32)
     for k, cell in enumerate(cells):
-        try:
-            value = float(cell) if cell is not None and _NUMBER.fullmatch(cell) else float("nan")
-        except ValueError:
-            value = float("nan")
-        if not np.isfinite(value):
+        value = score_value(cell)
+        if value is None:
             raise SimCSEError(f"training data row {indices[k] + 1}: the {name!r} column holds {cell!r}, not a "
                               "finite number; every row of graded pairs needs a similarity score")
         scores[k] = value

@@ -322,7 +322,7 @@ def run_notices(argv: list[str], training_args) -> list[str]:
     per_device = training_args.per_device_train_batch_size
     total = per_device * world * accumulation
     line = f"global batch {total} = {per_device} per device x {world} process(es) x {accumulation} accumulation step(s)"
-    recipe = _read_config(argv[0])[1] if argv and argv[0].endswith(".json") else None
+    recipe = _read_config(argv[0])[1] if argv and argv[0].endswith(".json") and not argv[0].startswith("-") else None
     if recipe is None:
         return [line]
     if recipe.get("global_batch") not in (None, total):
@@ -344,7 +344,7 @@ def parse_train_args(argv: list[str]):
     parser = HfArgumentParser(groups)
     try:
         config, notices = {}, []
-        if argv and argv[0].endswith(".json"):
+        if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
             config, notices = translate_legacy_config(_read_config(argv[0])[0])
             known = {f.name for cls in groups for f in fields(cls) if f.init}
             unknown = sorted(set(config) - known)
