@@ -83,26 +83,13 @@ class ContrastiveLoss(nn.Module):
     ) -> torch.Tensor:
         _check_embeddings(z1, z2, z3)
         label = self.name or type(self).__name__
-        if z3 is not None and not self.supports_hard_negatives:
-            raise SimCSEError(
-                f"loss {label!r} cannot use hard negatives (z3), but got z3 of "
-                f"shape {tuple(z3.shape)}; train on 1- or 2-column data or pick a loss that supports them "
-                f"({', '.join(n for n, c in LOSSES.items() if c.supports_hard_negatives) or 'none registered'})"
-            )
+        check_inputs(self, hard_negatives=z3 is not None, scores=scores is not None, guide=guide is not None,
+                     source="the batch" if z3 is None else f"the batch (z3 of shape {tuple(z3.shape)})")
         extras = {}
         if self.needs_scores:
             extras["scores"] = _check_scores(label, scores, z1)
-        elif scores is not None:
-            raise SimCSEError(
-                f"loss {label!r} does not use similarity scores, but got scores of shape {tuple(scores.shape)}; "
-                f"drop the score column or pick a graded loss "
-                f"({', '.join(n for n, c in LOSSES.items() if c.needs_scores) or 'none registered'})"
-            )
         if self.needs_guide:
             extras["guide"] = _check_guide(label, guide, z1, z3)
-        elif guide is not None:
-            raise SimCSEError(f"loss {label!r} does not use guide embeddings, but got guide of shape "
-                              f"{tuple(guide.shape)}; drop --guide_model or use a guided loss")
         dtype = compute_dtype(z1)
         with torch.autocast(device_type=z1.device.type, enabled=False):
             cast = {key: value.to(dtype) for key, value in extras.items()}
@@ -228,12 +215,35 @@ def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | Non
             )
 
 
-def _check_scores(label: str, scores: torch.Tensor | None, z1: torch.Tensor) -> torch.Tensor:
-    if scores is None:
-        raise SimCSEError(
-            f"loss {label!r} is graded: it needs a similarity score per pair (a 'score' column in the training "
-            "file, or train.py --train_columns sent0,sent1,score), and got none"
-        )
+def check_inputs(loss: ContrastiveLoss | type[ContrastiveLoss], *, hard_negatives: bool, scores: bool,
+                 guide: bool, source: str) -> None:
+    """The one rule for what a loss consumes (its class flags), checked on the training data's columns
+    before the model loads and on every batch: hard negatives only for a loss that uses them; similarity
+    scores exactly for a graded loss; guide embeddings exactly for a guided one. ``source`` names the inputs
+    in the message (the training file, or the batch)."""
+    label = loss.name or (loss if isinstance(loss, type) else type(loss)).__name__
+
+    def able(flag: str) -> str:
+        return ", ".join(n for n, c in LOSSES.items() if getattr(c, flag)) or "none registered"
+
+    if hard_negatives and not loss.supports_hard_negatives:
+        raise SimCSEError(f"loss {label!r} cannot use the hard negatives of {source}; use one of "
+                          f"{able('supports_hard_negatives')}, or data without hard-negative columns")
+    if loss.needs_scores and not scores:
+        raise SimCSEError(f"loss {label!r} is graded: it needs a similarity score per pair, and {source} has none; "
+                          "add a column named 'score' (or declare it with --train_columns sent0,sent1,score)")
+    if scores and not loss.needs_scores:
+        raise SimCSEError(f"{source} has similarity scores that loss {label!r} would ignore; use a graded loss "
+                          f"({able('needs_scores')}) or drop the score column")
+    if loss.needs_guide and not guide:
+        raise SimCSEError(f"loss {label!r} needs the embeddings of a guide encoder (--guide_model) and {source} "
+                          "has none")
+    if guide and not loss.needs_guide:
+        raise SimCSEError(f"{source} has guide embeddings that loss {label!r} does not use; drop --guide_model or "
+                          f"use a guided loss ({able('needs_guide')})")
+
+
+def _check_scores(label: str, scores: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
     if scores.shape != (z1.shape[0],):
         raise SimCSEError(f"loss {label!r} needs one score per pair, shape ({z1.shape[0]},); got {tuple(scores.shape)}")
     if not scores.is_floating_point() or not torch.isfinite(scores).all():
@@ -241,9 +251,7 @@ def _check_scores(label: str, scores: torch.Tensor | None, z1: torch.Tensor) -> 
     return scores
 
 
-def _check_guide(label: str, guide: torch.Tensor | None, z1: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-    if guide is None:
-        raise SimCSEError(f"loss {label!r} needs the embeddings of a guide encoder (--guide_model) and got none")
+def _check_guide(label: str, guide: torch.Tensor, z1: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
     columns = 2 + (0 if z3 is None else (1 if z3.dim() == 2 else z3.shape[1]))
     if guide.dim() != 3 or guide.shape[:2] != (z1.shape[0], columns):
         raise SimCSEError(

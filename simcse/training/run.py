@@ -23,7 +23,7 @@ from simcse.data import SimCSECollator, column_roles, load_training_dataset, tok
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import ModelEvaluation, build_evaluators
 from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluator
-from simcse.losses import LOSSES
+from simcse.losses.registry import check_inputs
 from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.modeling.guide import GuideEncoder
 from simcse.modeling.models import configure, is_simcse_checkpoint, model_class_for
@@ -105,6 +105,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     raw = load_training_dataset(data_args.train_file, cache_dir=model_args.cache_dir)
     roles = column_roles(raw, data_args.train_columns, where=f"training file {data_args.train_file}")
     num_columns = len(roles.sentences)
+    # What the loss consumes against what the file holds, before the model loads (the registry's one rule).
+    check_inputs(model_args.loss, hard_negatives=num_columns >= 3, scores=roles.score is not None,
+                 guide=bool(model_args.guide_model), source=f"{num_columns}-column {data_args.train_file!r}")
     fresh_head = uses_mlp_head(config.pooler_type) and not is_simcse_checkpoint(config)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
@@ -129,18 +132,6 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
                           "embeds without the earlier layers); drop one of them")
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
-    if num_columns >= 3 and not loss_fn.supports_hard_negatives:
-        able = ", ".join(name for name, cls in LOSSES.items() if cls.supports_hard_negatives)
-        raise SimCSEError(f"--loss_type {model_args.loss_type} cannot use the hard negatives of 3-column "
-                          f"{data_args.train_file!r}; use one of {able}, or 2-column data")
-    graded = ", ".join(name for name, cls in LOSSES.items() if cls.needs_scores)
-    if loss_fn.needs_scores and roles.score is None:
-        raise SimCSEError(f"--loss_type {model_args.loss_type} is graded: it needs a similarity score per pair, and "
-                          f"{data_args.train_file!r} has none; add a column named 'score' (or declare it with "
-                          "--train_columns sent0,sent1,score)")
-    if roles.score is not None and not loss_fn.needs_scores:
-        raise SimCSEError(f"{data_args.train_file!r} has a score column ({roles.score!r}) that --loss_type "
-                          f"{model_args.loss_type} would ignore; use a graded loss ({graded}) or drop the column")
     guide = None
     if model_args.guide_model:  # GISTEmbed: frozen, run without gradient once per batch by the trainer
         guide = GuideEncoder(model_args.guide_model, tokenizer, device=training_args.device,

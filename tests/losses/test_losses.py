@@ -265,7 +265,8 @@ def test_base_raises_half_precision_to_fp32_keeps_fp64_and_rejects_hard_negative
     value = loss(torch.ones(2, 3, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64))
     assert loss.seen_dtype == torch.float64 and value.dtype == torch.float64
     assert loss.hparams() == {"scale": 2.0}
-    with pytest.raises(SimCSEError, match=r"cannot use hard negatives \(z3\).*shape \(2, 3\).*infonce"):
+    with pytest.raises(SimCSEError,
+                       match=r"cannot use the hard negatives of the batch \(z3 of shape \(2, 3\)\).*infonce"):
         loss(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3))
 
 

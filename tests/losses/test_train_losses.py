@@ -191,10 +191,10 @@ def test_a_header_with_other_names_is_declared_with_train_columns(tiny_bert, tmp
 
 def test_graded_loss_and_data_must_agree(tiny_bert, tmp_path):
     pairs = write_train_file(tmp_path, 2)
-    with pytest.raises(SimCSEError, match=r"--loss_type cosent is graded.*add a column named 'score'"):
+    with pytest.raises(SimCSEError, match=r"loss 'cosent' is graded.*add a column named 'score'"):
         train.main(base_args(tiny_bert, pairs, tmp_path / "a", "--loss_type", "cosent"))
     scored, _ = write_scored_file(tmp_path)
-    with pytest.raises(SimCSEError, match=r"score column \('score'\) that --loss_type infonce would ignore.*cosent"):
+    with pytest.raises(SimCSEError, match=r"has similarity scores that loss 'infonce' would ignore.*cosent"):
         train.main(base_args(tiny_bert, scored, tmp_path / "b", "--loss_type", "infonce"))
     # Declared a hard negative on purpose: infonce trains on the numbers as sentences.
     args = base_args(tiny_bert, scored, tmp_path / "c", "--train_columns", "sent0,sent1,hard_neg")
