@@ -14,7 +14,7 @@ import train
 from helpers import REPO, save_tiny_model
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
-from simcse.training.arguments import ModelArguments, parse_train_args, run_notices
+from simcse.training.arguments import ModelArguments, global_batch, parse_train_args, run_notices
 
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
 RECIPE_KEYS = {"paper", "reported", "hardware", "data"}
@@ -113,8 +113,8 @@ def test_a_file_alone_still_works_and_needs_its_required_keys(tmp_path):
                                 "use_cpu": True, "per_device_train_batch_size": 4}))
     *_, training_args, notices = parse_train_args([str(path)])
     assert training_args.per_device_train_batch_size == 4 and notices == []
-    assert run_notices([str(path)], training_args) == [
-        "global batch 4 = 4 per device x 1 process(es) x 1 accumulation step(s)"]
+    assert run_notices([str(path)], training_args) == []  # no recipe: the global batch is logged, not noticed
+    assert global_batch(training_args) == (4, "global batch 4 = 4 per device x 1 process(es) x 1 accumulation step(s)")
     path.write_text(json.dumps({"train_file": str(data), "output_dir": str(tmp_path), "use_cpu": True}))
     with pytest.raises(SystemExit):  # argparse: --model_name_or_path is required, in the file or as a flag
         parse_train_args([str(path)])

@@ -15,6 +15,7 @@ from transformers import AutoTokenizer
 from helpers import SHARED, require_shared, tokenizer_path
 from simcse.data import (
     SUPPORTED_EXTENSIONS,
+    ColumnRoles,
     SimCSECollator,
     TrainingExamples,
     load_training_dataset,
@@ -172,11 +173,11 @@ def test_missing_file(tmp_path):
 
 
 def test_json_fields_must_be_text(load):
-    with pytest.raises(SimCSEError, match=r"record 2: field 'label' holds int 1, not text"):
+    with pytest.raises(SimCSEError, match=r"t.json, line 1 \(record 2\): field 'label' holds int 1, not text"):
         load("t.json", json.dumps([{"s0": "a", "label": None}, {"s0": "b", "label": 1}]))
-    with pytest.raises(SimCSEError, match=r"record 1: field 'data' holds list"):
+    with pytest.raises(SimCSEError, match=r"t.json, line 1: field 'data' holds list"):
         load("t.json", json.dumps({"data": [{"s0": "a"}]}))
-    with pytest.raises(SimCSEError, match=r"record 1: expected an object.*got str \"a sentence\""):
+    with pytest.raises(SimCSEError, match=r"line 1 \(record 1\): expected an object.*got str \"a sentence\""):
         load("t.json", json.dumps(["a sentence"]))
     with pytest.raises(SimCSEError, match=r"line 2: not valid JSON"):
         load("t.jsonl", '{"a": "x"}\n{"a": \n')
@@ -525,11 +526,17 @@ def test_scores_are_tokenized_and_collated_as_float32(load):
     assert "scores" not in SimCSECollator(tokenizer)(plain.__getitems__([0, 1]))
 
 
-@pytest.mark.parametrize("cell", ["high", "nan", " "])
-def test_a_score_that_is_not_a_number_names_its_row(load, cell):
-    ds = load("g.csv", f"sent0,sent1,score\na,b,1\nc,d,{cell}\n")
-    with pytest.raises(SimCSEError, match=rf"row 2: the 'score' column holds {re.escape(repr(cell))}, not a finite"):
+@pytest.mark.parametrize("cell, held", [("high", "'high'"), ("nan", "'nan'"), ("-inf", "'-inf'"), ("1e39", "'1e39'"),
+                                        (" ", "nothing")])
+def test_a_score_that_is_not_a_number_names_its_file_line(load, cell, held):
+    """column_roles (which tokenize_dataset calls when given no roles) refuses it, naming the FILE line
+    (header = line 1, the blank line counted); the tokenizer's own parse stays as a last guard."""
+    ds = load("g.csv", f"sent0,sent1,score\na,b,1\n\nc,d,{cell}\n")
+    expected = rf"the training dataset, line 4: the 'score' column holds {re.escape(held)}.*not a finite number"
+    with pytest.raises(SimCSEError, match=expected):
         tokenize_dataset(ds, _tokenizer("bert-base-uncased"))
+    with pytest.raises(SimCSEError, match=rf"training data row 2: the 'score' column holds {re.escape(repr(cell))}"):
+        tokenize_dataset(ds, _tokenizer("bert-base-uncased"), roles=ColumnRoles(("sent0", "sent1"), "score"))
 
 
 def test_keyed_mlm_masks_do_not_depend_on_the_batch_split_or_padding():

@@ -107,9 +107,10 @@ def row_location(dataset: datasets.Dataset, row: int) -> str:
     if dataset._indices is None and len(dataset.cache_files) == 1:
         with pa.memory_map(dataset.cache_files[0]["filename"]) as source:
             metadata = pa.ipc.open_stream(source).schema.metadata or {}
-    if _LINES_KEY not in metadata:
+    deltas = np.frombuffer(zlib.decompress(metadata[_LINES_KEY]), dtype=np.int32) if _LINES_KEY in metadata else []
+    if len(deltas) != len(dataset):  # none stored, or a slice (select of contiguous rows) of the file's rows
         return f"row {row + 1}"
-    line = int(np.frombuffer(zlib.decompress(metadata[_LINES_KEY]), dtype=np.int32)[:row + 1].sum(dtype=np.int64))
+    line = int(deltas[:row + 1].sum(dtype=np.int64))
     return f"line {line} (record {row + 1})" if metadata[_RECORDS_KEY] == b"1" else f"line {line}"
 
 

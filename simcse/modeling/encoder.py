@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from senteval.classifier import resolve_device as resolve_device  # the one device rule
 from simcse.errors import SimCSEError
-from simcse.modeling.models import is_simcse_checkpoint, model_class_for
+from simcse.modeling.models import is_simcse_checkpoint, model_class_for, pool_then_head
 from simcse.modeling.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool, uses_mlp_head
 
 # embed(input_ids, attention_mask) -> (B, H) sentence vectors
@@ -224,8 +224,7 @@ def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
         want_hidden = pooler_type in NEEDS_HIDDEN_STATES
         out = model.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
                              return_dict=True)
-        pooled = pool(pooler_type, attention_mask, out.last_hidden_state, out.hidden_states if want_hidden else None)
-        return model.mlp(pooled) if uses_mlp_head(pooler_type) else pooled
+        return pool_then_head(pooler_type, attention_mask, out, model.head)
 
     return embed
 

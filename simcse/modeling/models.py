@@ -112,6 +112,15 @@ class RobertaMLMHead(nn.Module):
         return F.linear(self.layer_norm(F.gelu(self.dense(h))), word_embeddings, self.bias)
 
 
+def pool_then_head(pooler_type: str, attention_mask: torch.Tensor, outputs, mlp: nn.Module | None) -> torch.Tensor:
+    """The sentence vectors of a backbone's ``outputs`` (B, H): the pooler over the last layer (or the hidden
+    states it averages), then ``mlp`` on top when the pooler has a head (``cls``) and ``mlp`` is given.
+    The one rule for training (head always), inference (head unless ``mlp_only_train``) and the tool."""
+    hidden = outputs.hidden_states if pooler_type in NEEDS_HIDDEN_STATES else None
+    pooled = pool(pooler_type, attention_mask, outputs.last_hidden_state, hidden)
+    return mlp(pooled) if mlp is not None and uses_mlp_head(pooler_type) else pooled
+
+
 def configure(config: PretrainedConfig, **settings) -> PretrainedConfig:
     """Write the SimCSE settings into a backbone config; settings not given keep the config's value
     (a saved checkpoint's) or the default."""
@@ -247,20 +256,18 @@ class ContrastiveEncoderMixin:
             kwargs["token_type_ids"] = token_type_ids
         return self.backbone(**kwargs)
 
-    def _pool(self, outputs, attention_mask: torch.Tensor) -> torch.Tensor:
-        pooler_type = self.config.pooler_type
-        hidden = outputs.hidden_states if pooler_type in NEEDS_HIDDEN_STATES else None
-        return pool(pooler_type, attention_mask, outputs.last_hidden_state, hidden)
+    @property
+    def head(self) -> nn.Module | None:
+        """The MLP head (``mlp``), which exists only for a pooler that has one (``cls``)."""
+        return getattr(self, "mlp", None)
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids=None) -> torch.Tensor:
         """Inference embeddings (B, H): the pooled vector, through the MLP head only for ``cls`` when the
         head is not training-only."""
         want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
         outputs = self._run_backbone(input_ids, attention_mask, token_type_ids, output_hidden_states=want_hidden)
-        pooled = self._pool(outputs, attention_mask)
-        if uses_mlp_head(self.config.pooler_type) and not self.config.mlp_only_train:
-            pooled = self.mlp(pooled)
-        return pooled
+        return pool_then_head(self.config.pooler_type, attention_mask, outputs,
+                              None if self.config.mlp_only_train else self.head)
 
     def forward(
         self,
@@ -283,9 +290,7 @@ class ContrastiveEncoderMixin:
         flat_mask = flat(attention_mask)
         outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids),
                                      output_hidden_states=want_hidden or all_layers)
-        pooled = self._pool(outputs, flat_mask)  # (B*N, H)
-        if uses_mlp_head(self.config.pooler_type):  # the MLP head is always used in training
-            pooled = self.mlp(pooled)
+        pooled = pool_then_head(self.config.pooler_type, flat_mask, outputs, self.head)  # (B*N, H); head: always
         embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
         layer_embeddings = None
         if all_layers:

@@ -312,19 +312,26 @@ def _read_config(path: str) -> tuple[dict, dict | None]:
     return config, recipe
 
 
+def global_batch(training_args, world: int | None = None) -> tuple[int, str]:
+    """(the global batch, a line saying how it is made): per-device batch x processes (``world``, default
+    $WORLD_SIZE or 1) x gradient accumulation steps."""
+    world = world if world is not None else int(os.environ.get("WORLD_SIZE") or 1)
+    accumulation, per_device = training_args.gradient_accumulation_steps, training_args.per_device_train_batch_size
+    total = per_device * world * accumulation
+    return total, (f"global batch {total} = {per_device} per device x {world} process(es) x {accumulation} "
+                   "accumulation step(s)")
+
+
 def run_notices(argv: list[str], training_args) -> list[str]:
-    """train.py's start line (main process only): the recipe of a recipe file (``configs/NAME.json``: its
-    name and paper) and the global batch = per-device batch x processes ($WORLD_SIZE, default 1) x
-    gradient accumulation steps, with the recipe's own ``global_batch`` when they differ."""
+    """train.py's start line for a recipe file (``configs/NAME.json``; main process only): the recipe's name
+    and paper and the global batch (:func:`global_batch`), with the recipe's own ``global_batch`` when they
+    differ. Every run also logs its global batch (:func:`simcse.training.run.build_trainer`)."""
     if os.environ.get("RANK", "0") != "0":
         return []
-    world, accumulation = int(os.environ.get("WORLD_SIZE") or 1), training_args.gradient_accumulation_steps
-    per_device = training_args.per_device_train_batch_size
-    total = per_device * world * accumulation
-    line = f"global batch {total} = {per_device} per device x {world} process(es) x {accumulation} accumulation step(s)"
+    total, line = global_batch(training_args)
     recipe = _read_config(argv[0])[1] if argv and argv[0].endswith(".json") and not argv[0].startswith("-") else None
     if recipe is None:
-        return [line]
+        return []
     if recipe.get("global_batch") not in (None, total):
         line += f" (the recipe's: {recipe['global_batch']})"
     name = recipe.get("name") or os.path.splitext(os.path.basename(argv[0]))[0]

@@ -28,7 +28,12 @@ from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_t
 from simcse.modeling.guide import GuideEncoder
 from simcse.modeling.models import configure, is_simcse_checkpoint, model_class_for
 from simcse.modeling.poolers import uses_mlp_head
-from simcse.training.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
+from simcse.training.arguments import (
+    DataTrainingArguments,
+    ModelArguments,
+    SimCSETrainingArguments,
+    global_batch,
+)
 from simcse.training.loss_flags import model_temp
 from simcse.training.reliability import check_task_data, resolve_resume_checkpoint, run_record
 from simcse.training.trainers import SimCSETrainer
@@ -146,6 +151,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     if (training_args.final_transfer_eval and not training_args.eval_transfer
             and isinstance(evaluator, ModelEvaluation)):
         final_evaluator = evaluator.extended(TransferDevEvaluator(data_dir))
+    logger.info("%s", global_batch(training_args, world=training_args.world_size)[1])
     logger.info("mode: %s, %d examples; loss %s %s; pooler %s (mlp_only_train=%s)",
                 roles.describe(), len(train_dataset), loss_fn.name,
                 json.dumps(loss_fn.hparams()), config.pooler_type, config.mlp_only_train)
