@@ -142,6 +142,17 @@ def plan_epoch(keys: np.ndarray, batch_size: int, order: np.ndarray) -> tuple[np
             active.append(key)
         bucket.append(item)
 
+    def place(item: tuple[int, list[int]], slot: int) -> int:
+        """Put the example in the batch at ``slot`` (1) or park it behind its first collision (0)."""
+        index, sentences = item
+        blocker = next((s for s in sentences if s in seen), None)
+        if blocker is not None:
+            park(item, blocker)
+            return 0
+        sequence[slot] = index
+        seen.update(sentences)
+        return 1
+
     def stream() -> Iterator[tuple[int, list[int]]]:
         for start in range(0, n, _CHUNK):
             chunk = order[start:start + _CHUNK]
@@ -158,14 +169,7 @@ def plan_epoch(keys: np.ndarray, batch_size: int, order: np.ndarray) -> tuple[np
             bucket = parked[key]
             examinations += 1
             if key not in seen:  # otherwise every example in this bucket collides: pass it over
-                index, sentences = item = bucket.popleft()
-                blocker = next((s for s in sentences if s in seen), None)
-                if blocker is None:
-                    sequence[filled + size] = index
-                    size += 1
-                    seen.update(sentences)
-                else:
-                    park(item, blocker)
+                size += place(bucket.popleft(), filled + size)
             if bucket:
                 active.append(key)
             else:
@@ -175,14 +179,7 @@ def plan_epoch(keys: np.ndarray, batch_size: int, order: np.ndarray) -> tuple[np
             if item is None:
                 break
             examinations += 1
-            index, sentences = item
-            blocker = next((s for s in sentences if s in seen), None)
-            if blocker is None:
-                sequence[filled + size] = index
-                size += 1
-                seen.update(sentences)
-            else:
-                park(item, blocker)
+            size += place(item, filled + size)
         filled += size
         bounds.append(filled)
     return sequence, np.array(bounds, dtype=np.int64), examinations
