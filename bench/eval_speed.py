@@ -134,6 +134,7 @@ def retrieval_sides(folder_spec: str, us: Ours, floor: Floor) -> dict:
     from simcse.evaluation.retrieval import RetrievalEvaluator
 
     folder, name, split = parse_retrieval_spec(folder_spec, "--retrieval")
+    us.encoder.retain(())  # no embedding cached by the STS tasks may serve the retrieval set
     started = time.perf_counter()
     evaluator = RetrievalEvaluator(folder, name=name, split=split)  # reading the folder counts as ours
     metrics = evaluator(us.encoder)

@@ -307,6 +307,26 @@ def test_each_distinct_text_is_encoded_once_and_chunking_changes_nothing(tmp_pat
     assert results[0] == results[1]
 
 
+def test_a_query_that_is_also_a_document_is_encoded_once_unless_the_prompts_differ(tmp_path):
+    """Proxy sets hold each query's text as a document too: with the same prompt on both sides the query
+    takes the document's embedding (same text, same vector) instead of a second encoding."""
+    corpus = {"s1": "a cat sat", "s2": "a cat sits", "s3": "dogs bark", "s4": "a dog barks"}
+    root = write_beir_folder(tmp_path / "shared", corpus, {"s1": "a cat sat", "s3": "dogs bark"},
+                             {"s1": {"s2": 1}, "s3": {"s4": 1}}, ignore_identical_ids=True)
+    encoder = FakeEncoder()
+    metrics = RetrievalEvaluator(root, name="p")(encoder)
+    assert sorted(t for call in encoder.calls for t in call) == sorted(corpus.values())  # queries not re-encoded
+    encoded_again = FakeEncoder()
+    again = RetrievalEvaluator(root, name="p", query_prompt="q: ", document_prompt="q: ")(encoded_again)
+    assert RetrievalEvaluator(root, name="p")(FakeEncoder()) == metrics  # the copy is the vector encoding gives
+    assert sorted(t for call in encoded_again.calls for t in call) == sorted("q: " + t for t in corpus.values())
+    other = FakeEncoder()
+    RetrievalEvaluator(root, name="p", query_prompt="query: ")(other)
+    assert sorted(t for call in other.calls for t in call) == sorted([*corpus.values(), "query: a cat sat",
+                                                                      "query: dogs bark"])
+    assert set(metrics) == set(again) == {f"p_{m}" for m in METRICS}
+
+
 def test_duplicate_document_texts_share_one_embedding(tmp_path):
     root = write_beir(tmp_path / "dup", corpus=[{"_id": "a", "text": "same"}, {"_id": "b", "text": "other"},
                                                  {"_id": "c", "text": "same"}],

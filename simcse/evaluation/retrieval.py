@@ -200,6 +200,11 @@ class RetrievalEvaluator(Evaluator):
         self._doc_texts, doc_rows = _distinct(self.data.corpus.values())
         self._doc_order = np.argsort(doc_rows, kind="stable")  # documents grouped by their distinct text
         self._doc_order_rows = doc_rows[self._doc_order]
+        # the corpus row of each distinct document text (its first document): a query whose text is a
+        # document's, under the same prompt, takes that row instead of being encoded again
+        self._doc_row_of_text = {text: int(row) for text, row in
+                                 zip(self._doc_texts, self._doc_order[np.searchsorted(self._doc_order_rows,
+                                                                                      np.arange(len(self._doc_texts)))])}
         self.query_ids = self.data.scored_queries()
         self._query_texts, self._query_rows = _distinct(self.data.queries[qid] for qid in self.query_ids)
         self.last_run: dict[str, list[str]] | None = None
@@ -238,12 +243,21 @@ class RetrievalEvaluator(Evaluator):
         corpus.flush()
         return corpus
 
-    def _encode_queries(self, encoder, width: int) -> np.ndarray:
+    def _encode_queries(self, encoder, corpus: np.ndarray) -> np.ndarray:
+        """Each distinct query text's embedding; a query text that is also a document text (same prompt)
+        reuses the document's row, so no text is encoded twice."""
         size = self.corpus_chunk_size
-        out = np.empty((len(self._query_texts), width), dtype=np.float32)
-        for start in range(0, len(self._query_texts), size):
-            texts = [self.query_prompt + text for text in self._query_texts[start:start + size]]
-            out[start:start + len(texts)] = self._vectors(encoder, texts, width)
+        out = np.empty((len(self._query_texts), corpus.shape[1]), dtype=np.float32)
+        shared = {} if self.query_prompt != self.document_prompt else {
+            i: self._doc_row_of_text[text] for i, text in enumerate(self._query_texts) if text in self._doc_row_of_text}
+        if shared:
+            rows = np.fromiter(shared, dtype=np.int64, count=len(shared))
+            out[rows] = corpus[np.fromiter(shared.values(), dtype=np.int64, count=len(shared))]
+        todo = [i for i in range(len(self._query_texts)) if i not in shared]
+        for start in range(0, len(todo), size):
+            rows = todo[start:start + size]
+            texts = [self.query_prompt + self._query_texts[i] for i in rows]
+            out[rows] = self._vectors(encoder, texts, corpus.shape[1])
         return out
 
     def _rank(self, queries: np.ndarray, corpus: np.ndarray, top_k: int) -> list[list[dict]]:
@@ -263,7 +277,7 @@ class RetrievalEvaluator(Evaluator):
         with tempfile.TemporaryDirectory(prefix="simcse-retrieval-") as directory:
             corpus = self._encode_corpus(encoder, directory)
             try:
-                queries = self._encode_queries(encoder, corpus.shape[1])
+                queries = self._encode_queries(encoder, corpus)
                 # one hit more when a query's own document may have to go (module docstring)
                 hits = self._rank(queries, corpus, TOP_K + 1 if self.ignore_identical_ids else TOP_K)
             finally:
