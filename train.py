@@ -27,8 +27,9 @@ def parse_args(argv: list[str] | None):
     announced on stderr in one line (see simcse.training.legacy_flags.LEGACY_FLAGS), then the recipe (of a
     recipe file) and the global batch size in one more line."""
     argv = sys.argv[1:] if argv is None else argv
+    print_notices(run_notices(argv), "train.py")  # a recipe's name and global batch, before any check
     *groups, notices = parse_train_args(argv)
-    print_notices(notices + run_notices(argv, groups[2]), "train.py")
+    print_notices(notices, "train.py")
     return groups
 
 

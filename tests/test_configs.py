@@ -113,7 +113,7 @@ def test_a_file_alone_still_works_and_needs_its_required_keys(tmp_path):
                                 "use_cpu": True, "per_device_train_batch_size": 4}))
     *_, training_args, notices = parse_train_args([str(path)])
     assert training_args.per_device_train_batch_size == 4 and notices == []
-    assert run_notices([str(path)], training_args) == []  # no recipe: the global batch is logged, not noticed
+    assert run_notices([str(path)]) == []  # no recipe: the global batch is logged, not noticed
     assert global_batch(training_args) == (4, "global batch 4 = 4 per device x 1 process(es) x 1 accumulation step(s)")
     path.write_text(json.dumps({"train_file": str(data), "output_dir": str(tmp_path), "use_cpu": True}))
     with pytest.raises(SystemExit):  # argparse: --model_name_or_path is required, in the file or as a flag
@@ -133,18 +133,29 @@ def test_an_unknown_key_names_the_file_and_the_key(tmp_path):
         parse_train_args([str(path), "--output_dir", str(tmp_path)])
 
 
+def test_the_recipe_line_prints_where_the_recipe_cannot_run(capsys):
+    """`python train.py configs/simcse-unsup-bert-base.json` on a machine without its data (or GPU): the
+    recipe and its global batch come first, then the one-line reason it cannot start."""
+    code = run_cli(train.main, [str(REPO / "configs" / "simcse-unsup-bert-base.json")], prog="train.py")
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 2 and lines[1].startswith("train.py: error: ")
+    assert lines[0] == ("train.py: notice: recipe simcse-unsup-bert-base (arXiv:2104.08821 Table A.1); global batch "
+                        "64 = 64 per device x 1 process(es) x 1 accumulation step(s)")
+
+
 def test_global_batch_counts_processes_and_accumulation(tmp_path, monkeypatch):
     path = REPO / "configs" / "simcse-sup-bert-base.json"
     data = small_data(config_of(path), tmp_path)
     argv = [str(path), "--output_dir", str(tmp_path), "--train_file", str(data), "--model_name_or_path", "m",
             "--gradient_accumulation_steps", "2", *CPU]
-    training_args = parse_train_args(argv)[2]
+    training_args = parse_train_args(argv)[2]  # parsed before WORLD_SIZE is set: one process here
     monkeypatch.setenv("WORLD_SIZE", "4")
-    assert run_notices(argv, training_args) == [
+    assert global_batch(training_args)[0] == 1024  # the parsed arguments agree with the notice
+    assert run_notices(argv) == [
         "recipe simcse-sup-bert-base (arXiv:2104.08821 Table A.1); global batch 1024 = 128 per device x "
         "4 process(es) x 2 accumulation step(s) (the recipe's: 512)"]
     monkeypatch.setenv("RANK", "1")
-    assert run_notices(argv, training_args) == []  # one line per run, from the main process
+    assert run_notices(argv) == []  # one line per run, from the main process
 
 
 def test_train_py_prints_the_recipe_and_global_batch(tmp_path, capsys):
