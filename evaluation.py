@@ -80,12 +80,15 @@ def parse_args(argv: list[str] | None):
                            help="folder with corpus.jsonl, queries.jsonl and qrels/SPLIT.tsv (default test); prints "
                            "nDCG@10, MRR@10, MAP@100, Recall@1/10/100, Accuracy@1/10 (x100); repeatable; NAME "
                            "defaults to the folder")
-    retrieval.add_argument("--query_prompt", default="", help="text put before every query (e.g. 'query: ')")
-    retrieval.add_argument("--document_prompt", default="", help="text put before every document (e.g. 'passage: ')")
+    retrieval.add_argument("--query_prompt", default=None,
+                           help="text put before every query (e.g. 'query: '; default: the checkpoint's own, from "
+                           "train.py --query_prompt, else none)")
+    retrieval.add_argument("--document_prompt", default=None,
+                           help="text put before every document (e.g. 'passage: '; default: the checkpoint's own)")
     args = parser.parse_args(argv)
     if args.task_set == "custom" and not (args.custom_sts or args.custom_classification or args.custom_retrieval):
         parser.error("--task_set custom needs --custom_sts, --custom_classification or --custom_retrieval")
-    if (args.query_prompt or args.document_prompt) and not args.custom_retrieval:
+    if (args.query_prompt is not None or args.document_prompt is not None) and not args.custom_retrieval:
         parser.error("--query_prompt / --document_prompt apply to --custom_retrieval sets, but none was given")
     for columns, files in (("--custom_columns", "--custom_sts"),
                            ("--custom_classification_columns", "--custom_classification")):

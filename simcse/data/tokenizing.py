@@ -39,6 +39,7 @@ def tokenize_dataset(
     overwrite_cache: bool = False,
     batch_size: int = 4096,
     roles: ColumnRoles | None = None,
+    prompts: Sequence[str] = (),
 ) -> TrainingExamples:
     """Tokenize every sentence column once; the result holds each sentence's token ids once.
 
@@ -58,9 +59,16 @@ def tokenize_dataset(
     column is parsed into a float32 column ``score``. :func:`column_roles` has already refused a score cell
     that is not a finite number, naming its file line; the parse here re-checks each cell as a last guard
     (naming the data row: roles built by hand skip that check).
+
+    ``prompts``: text put before every sentence of each sentence column, one per column (instruction
+    prefixes as E5/BGE/GTE use, e.g. "query: " for the anchors and "passage: " for the others); empty: none.
+    They are part of the cache key.
     """
     roles = column_roles(dataset) if roles is None else roles
     columns = list(roles.sentences)
+    prompts = list(prompts) or [""] * len(columns)
+    if len(prompts) != len(columns):
+        raise SimCSEError(f"{len(prompts)} prompt(s) for {len(columns)} sentence column(s); give one per column")
     if isinstance(max_seq_length, bool) or not isinstance(max_seq_length, int) or max_seq_length < 1:
         raise SimCSEError(f"max_seq_length must be a positive integer, got {max_seq_length!r}")
     _check_single_segment_types(tokenizer)
@@ -68,6 +76,8 @@ def tokenize_dataset(
     if dataset.cache_files:
         key = {"format": _TOKEN_FORMAT, "data": dataset._fingerprint, "columns": columns, "score": roles.score,
                "tokenizer": tokenizer_fingerprint(tokenizer), "max_length": max_seq_length, "empty": EMPTY_CELL}
+        if any(prompts):  # keys without prompts stay as they were, so existing caches are still found
+            key["prompts"] = prompts
         digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
         cache_file = str(Path(dataset.cache_files[0]["filename"]).parent / f"tokens-{digest}.arrow")
     tokenized = dataset.with_format("arrow").map(
@@ -78,7 +88,8 @@ def tokenize_dataset(
         num_proc=num_proc,
         remove_columns=list(dataset.column_names),
         features=TOKEN_FEATURES if roles.score is None else SCORED_TOKEN_FEATURES,
-        fn_kwargs={"tokenizer": tokenizer, "columns": columns, "max_length": max_seq_length, "score": roles.score},
+        fn_kwargs={"tokenizer": tokenizer, "columns": columns, "max_length": max_seq_length, "score": roles.score,
+                   "prompts": prompts},
         cache_file_name=cache_file,
         load_from_cache_file=not overwrite_cache,
         desc="Tokenizing the training data",
@@ -113,13 +124,14 @@ def _check_single_segment_types(tokenizer: PreTrainedTokenizerBase) -> None:
 
 
 def _tokenize_batch(batch: pa.Table, indices: list[int], tokenizer: PreTrainedTokenizerBase, columns: list[str],
-                    max_length: int, score: str | None = None) -> pa.Table:
+                    max_length: int, score: str | None = None, prompts: Sequence[str] | None = None) -> pa.Table:
     """Tokenize a batch of rows into one ``input_ids`` column of type list<list<int32>> (and the float32
-    ``score`` column parsed from column ``score`` when given)."""
+    ``score`` column parsed from column ``score`` when given), each column's prompt before its text."""
+    prompts = prompts or [""] * len(columns)
     encoded = [
-        tokenizer([_cell(text) for text in batch.column(name).to_pylist()], max_length=max_length, truncation=True,
-                  return_attention_mask=False, return_token_type_ids=False)["input_ids"]
-        for name in columns
+        tokenizer([prompt + _cell(text) for text in batch.column(name).to_pylist()], max_length=max_length,
+                  truncation=True, return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+        for name, prompt in zip(columns, prompts)
     ]
     num_sent = len(columns)
     # example-major: sentence k of example i is sequences[i * num_sent + k]

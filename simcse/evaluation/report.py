@@ -9,6 +9,8 @@ evaluation during training (:mod:`simcse.evaluation.dev`).
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -59,8 +61,8 @@ class EvaluationConfig:
     custom_classification: list[str] = field(default_factory=list)
     custom_classification_columns: str | None = None
     custom_retrieval: list[str] = field(default_factory=list)
-    query_prompt: str = ""
-    document_prompt: str = ""
+    query_prompt: str | None = None  # None: the checkpoint's own (train.py --query_prompt), else none
+    document_prompt: str | None = None
 
 
 def select_tasks(task_set: str, tasks: list[str], mode: str) -> list[str]:
@@ -142,13 +144,30 @@ def load_custom_tasks(args: EvaluationConfig) -> tuple[list[CustomSTSEvaluator],
     return sts, classification
 
 
+def stored_prompts(model_name_or_path: str) -> dict[str, str]:
+    """The ``simcse_prompts`` a train.py run saved in a local checkpoint's config.json ({} otherwise)."""
+    path = os.path.join(model_name_or_path, "config.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            prompts = json.load(handle).get("simcse_prompts") or {}
+    except (OSError, ValueError, AttributeError):
+        return {}  # build_encoder reports an unreadable checkpoint
+    return {name: text for name, text in prompts.items() if isinstance(text, str)}
+
+
 def load_retrieval_sets(args: EvaluationConfig) -> list:
     """The --custom_retrieval folders as retrieval evaluators, read now (before the model loads)."""
     if not args.custom_retrieval:
         return []
+    stored = stored_prompts(args.model_name_or_path)
+    query = stored.get("query", "") if args.query_prompt is None else args.query_prompt
+    document = stored.get("document", "") if args.document_prompt is None else args.document_prompt
+    if (query, document) != ("", "") and args.query_prompt is None and args.document_prompt is None:
+        print(f"custom retrieval: the checkpoint's prompts: query {query!r}, document {document!r}", file=sys.stderr)
     sequence = build_evaluators(sts_dev=False, custom_retrieval=args.custom_retrieval,
-                                retrieval_flag="--custom_retrieval", query_prompt=args.query_prompt,
-                                document_prompt=args.document_prompt)
+                                retrieval_flag="--custom_retrieval", query_prompt=query, document_prompt=document)
     for evaluator in sequence.evaluators:
         print(f"custom retrieval {evaluator.name}: {len(evaluator.query_ids)} judged queries, "
               f"{len(evaluator.doc_ids)} documents", file=sys.stderr)

@@ -133,7 +133,10 @@ def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MA
     put("modules.json", [{"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
                          for i, (kind, path) in enumerate(modules)])
     put("sentence_bert_config.json", {"max_seq_length": max_seq_length, "do_lower_case": False})
-    put("config_sentence_transformers.json", {"model_type": "SentenceTransformer", "prompts": {},
+    # the run's --query_prompt / --document_prompt, by the names sentence-transformers' encode_query /
+    # encode_document look up ("query", "document")
+    prompts = {name: text for name, text in (config.get("simcse_prompts") or {}).items() if text}
+    put("config_sentence_transformers.json", {"model_type": "SentenceTransformer", "prompts": prompts,
                                               "default_prompt_name": None, "similarity_fn_name": "cosine"})
     written += _ensure_padding_token(model_dir, config.get("model_type", ""))
     return {"pooler": pooler, "modules": [kind for kind, _ in modules], "files": written}

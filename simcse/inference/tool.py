@@ -49,6 +49,7 @@ import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
 from simcse.files import atomic_file
+from simcse.inference.inputs import as_sentence_list, read_sentences
 from simcse.modeling.checkpoint import resolve_pooler
 from simcse.modeling.encoder import (
     SentenceEncoder,
@@ -63,51 +64,6 @@ from simcse.search import as_matrix, faiss_candidates, scan_candidates, search_c
 
 INDEX_FORMAT = 1  # version of the save_index file
 ORIGINAL_SEARCH_THRESHOLD = 0.6  # princeton-nlp/SimCSE simcse/tool.py search()'s default
-
-
-def _is_text_array(value) -> bool:
-    """A numpy array of strings, or a pandas Series / Index (of anything: its items are checked later)."""
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind in "USO"
-    return type(value).__module__.startswith("pandas") and hasattr(value, "tolist") and not hasattr(value, "columns")
-
-
-def _as_sentence_list(sentences, what: str) -> tuple[list[str], bool]:
-    """(list of sentences, whether a single string was given) from a string, a list / tuple, a numpy
-    string array or a pandas Series; rejects empty inputs, numeric arrays and non-strings."""
-    if isinstance(sentences, str):
-        return [sentences], True
-    if hasattr(sentences, "columns"):
-        raise SimCSEError(f"{what} is a table ({type(sentences).__name__}); pass one column, e.g. frame['text']")
-    if isinstance(sentences, (np.ndarray, torch.Tensor)) and not _is_text_array(sentences):
-        raise SimCSEError(f"{what} must be a string or a list of strings, got a numeric array; pass the sentences")
-    if isinstance(sentences, np.ndarray) and sentences.ndim != 1:
-        raise SimCSEError(f"{what} must be one-dimensional, got a string array shaped {sentences.shape}")
-    items = sentences.tolist() if _is_text_array(sentences) else list(sentences)
-    if not items:
-        raise SimCSEError(f"{what} is empty; pass at least one sentence")
-    bad = next((i for i, s in enumerate(items) if not isinstance(s, str)), None)
-    if bad is not None:
-        raise SimCSEError(f"{what}[{bad}] is {type(items[bad]).__name__} {items[bad]!r}, not a string")
-    return items, False
-
-
-def _read_sentences(sentences_or_file) -> list[str]:
-    """The sentences as given (see :func:`_as_sentence_list`), or the non-empty lines of a UTF-8 text file
-    (one sentence a line; a byte-order mark is dropped)."""
-    if isinstance(sentences_or_file, (str, os.PathLike)):
-        path = os.fspath(sentences_or_file)
-        if not os.path.isfile(path):
-            raise SimCSEError(
-                f"{path!r} is not a file; pass a list of sentences, or the path of a text file with one per line"
-            )
-        with open(path, encoding="utf-8-sig") as handle:
-            lines = [line.rstrip("\r\n") for line in handle]
-        sentences = [line for line in lines if line.strip()]
-        if not sentences:
-            raise SimCSEError(f"{path!r} holds no sentences (every line is empty)")
-        return sentences
-    return _as_sentence_list(sentences_or_file, "sentences")[0]
 
 
 def _import_faiss(use_faiss: bool | None):
@@ -160,6 +116,9 @@ class SimCSE:
         self._faiss_index = None
         self._index_built = False
         self.original_search = bool(original_search)
+        # instruction prefixes a train.py run was given (--query_prompt / --document_prompt): queries and
+        # indexed sentences get them, as during training; encode(..., prompt_name=) applies one by name
+        self.prompts: dict[str, str] = dict(getattr(config, "simcse_prompts", None) or {})
 
     def __repr__(self) -> str:
         dim = "" if self.truncate_dim is None else f", truncate_dim={self.truncate_dim}"
@@ -179,6 +138,7 @@ class SimCSE:
         convert_to_numpy: bool | None = None,
         convert_to_tensor: bool | None = None,
         device: str | None = None,
+        prompt_name: str | None = None,
     ) -> torch.Tensor | np.ndarray:
         """Sentence vectors: (n, H) for a list (or numpy string array, or pandas Series), (H,) for a single
         string; float32 on the CPU: a torch tensor, or a numpy array with ``return_numpy`` (alias
@@ -189,9 +149,14 @@ class SimCSE:
         No caching (a long-lived tool would grow without bound) and no gradient. Sentences longer than
         ``max_length`` tokens (default: the model's usable positions) are truncated. An empty string is
         embedded as a sentence of special tokens only ([CLS] [SEP] for BERT); with a tokenizer that adds
-        none (GPT-2) it is an error, since there is nothing to embed.
+        none (GPT-2) it is an error, since there is nothing to embed. ``prompt_name`` ("query" or
+        "document"): put the checkpoint's prompt of that name before each sentence (none when it has none).
         """
-        items, single = _as_sentence_list(sentences, "sentences")
+        items, single = as_sentence_list(sentences, "sentences")
+        if prompt_name is not None:
+            if prompt_name not in ("query", "document"):
+                raise SimCSEError(f"prompt_name must be 'query' or 'document', got {prompt_name!r}")
+            items = [self.prompts.get(prompt_name, "") + item for item in items]
         if batch_size < 1:
             raise SimCSEError(f"batch_size must be positive, got {batch_size}")
         as_numpy = bool(return_numpy or convert_to_numpy)
@@ -217,8 +182,8 @@ class SimCSE:
     def _is_vectors(value) -> bool:
         return isinstance(value, torch.Tensor) or (isinstance(value, np.ndarray) and value.dtype.kind in "fiu")
 
-    def _unit_vectors(self, value, what: str, batch_size: int = 64,
-                      max_length: int | None = None) -> tuple[torch.Tensor, bool]:
+    def _unit_vectors(self, value, what: str, batch_size: int = 64, max_length: int | None = None,
+                      prompt_name: str | None = None) -> tuple[torch.Tensor, bool]:
         """(m, H) unit rows from sentences or precomputed vectors, and whether a single item was given."""
         if self._is_vectors(value):
             tensor = torch.as_tensor(value, dtype=torch.float32).cpu()
@@ -226,8 +191,8 @@ class SimCSE:
                 raise SimCSEError(f"{what} vectors must be shaped (H,) or (m, H), got {tuple(tensor.shape)}")
             single = tensor.dim() == 1
             return F.normalize(tensor.reshape(-1, tensor.shape[-1]), dim=-1), single
-        items, single = _as_sentence_list(value, what)
-        return self.encode(items, batch_size=batch_size, max_length=max_length), single
+        items, single = as_sentence_list(value, what)
+        return self.encode(items, batch_size=batch_size, max_length=max_length, prompt_name=prompt_name), single
 
     def similarity(self, queries, keys) -> float | np.ndarray:
         """Cosine similarity. Each side is a string, a list of strings (numpy / pandas too) or precomputed
@@ -263,7 +228,8 @@ class SimCSE:
         first = {s: i for i, s in reversed(list(enumerate(sentences)))}  # sentence -> first position
         new = [s for s in dict.fromkeys(sentences) if s not in known]
         if embeddings is None:
-            vectors = self.encode(new, batch_size=batch_size, max_length=max_length).numpy() if new else None
+            vectors = self.encode(new, batch_size=batch_size, max_length=max_length,
+                                  prompt_name="document").numpy() if new else None
         else:
             given = as_matrix(embeddings, "embeddings")
             if given.shape[0] != len(sentences):
@@ -298,7 +264,7 @@ class SimCSE:
         use_faiss: None = faiss when importable, True = faiss or an error, False = the exact scan only.
         Returns the number of distinct sentences indexed.
         """
-        sentences = _read_sentences(sentences_or_file)
+        sentences = read_sentences(sentences_or_file)
         faiss = _import_faiss(use_faiss)
         new, vectors = self._index_rows_for(sentences, embeddings, batch_size, max_length, known={})
         self._install(new, vectors, faiss)
@@ -308,7 +274,7 @@ class SimCSE:
                      embeddings=None) -> int:
         """Add sentences (as for :meth:`build_index`) to the index; sentences already indexed are skipped.
         Builds the index (faiss when importable) if there is none. Returns the new index size."""
-        sentences = _read_sentences(sentences_or_file)
+        sentences = read_sentences(sentences_or_file)
         if not self._index_built:
             return self.build_index(sentences, batch_size=batch_size, max_length=max_length, embeddings=embeddings)
         new, vectors = self._index_rows_for(sentences, embeddings, batch_size, max_length, known=self._index_rows)
@@ -336,7 +302,7 @@ class SimCSE:
             raise SimCSEError("the index is empty; call build_index(sentences_or_file) before search()")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise SimCSEError(f"top_k must be at least 1, got {top_k!r}")
-        q, single = self._unit_vectors(queries, "queries", batch_size, max_length)  # (n, H)
+        q, single = self._unit_vectors(queries, "queries", batch_size, max_length, "query")  # (n, H)
         q = as_matrix(q, "queries")
         if q.shape[1] != self._index_vectors.shape[1]:
             raise SimCSEError(f"queries have {q.shape[1]} dimensions but the index has {self._index_vectors.shape[1]}")

@@ -138,10 +138,10 @@ class DataTrainingArguments:
                   "_accuracy@k, which --metric_for_best_model (e.g. <name>_ndcg@10) can select on",
                   "action": "extend"},
     )
-    query_prompt: str = field(default="", metadata={"help": "text put before every query of the "
-                                                          "--eval_custom_retrieval sets, e.g. 'query: '"})
-    document_prompt: str = field(default="", metadata={"help": "text put before every document of the "
-                                                             "--eval_custom_retrieval sets, e.g. 'passage: '"})
+    query_prompt: str = field(default="", metadata={"help": "text before every anchor in training and every "
+                                                          "query of --eval_custom_retrieval (saved with the model)"})
+    document_prompt: str = field(default="", metadata={"help": "text before every positive / hard negative and "
+                                                             "retrieval document (saved with the model)"})
 
     def __post_init__(self):
         if not self.train_file:

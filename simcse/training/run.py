@@ -122,11 +122,13 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         logger.info("the MLP head (mlp.dense, tanh) starts fresh, as SimCSE's recipe does; the checkpoint's own "
                     "pooling layer is not used")
 
+    # the anchors (the one column of unsupervised data) take the query prompt, the other columns the document's
+    prompts = [data_args.query_prompt] + [data_args.document_prompt] * (num_columns - 1)
     # 5. Preprocessing: tokenize once; the collator pads per batch and builds the MLM inputs.
     with training_args.main_process_first(desc="tokenization"):
         train_dataset = tokenize_dataset(raw, tokenizer, max_seq_length=data_args.max_seq_length,
                                          num_proc=data_args.preprocessing_num_workers,
-                                         overwrite_cache=data_args.overwrite_cache, roles=roles)
+                                         overwrite_cache=data_args.overwrite_cache, roles=roles, prompts=prompts)
     collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
                               pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
                               mask_seed=training_args.seed)
@@ -137,6 +139,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
         raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
                           "embeds without the earlier layers); drop one of them")
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
+    if data_args.query_prompt or data_args.document_prompt:  # read by the tool, evaluation.py and the export
+        model.config.simcse_prompts = {"query": data_args.query_prompt, "document": data_args.document_prompt}
     guide = None
     if model_args.guide_model:  # GISTEmbed: frozen, run without gradient once per batch by the trainer
         guide = GuideEncoder(model_args.guide_model, tokenizer, device=training_args.device,
