@@ -34,7 +34,7 @@ def align_uniform_loss(
     return (1 - lam) * alignment(z1, z2, alpha) + lam * (uniformity(z1, t) + uniformity(z2, t)) / 2
 
 
-@register_loss("align_uniform")
+@register_loss("align_uniform", flags={"loss_lambda": "lam", "align_alpha": "alpha", "uniform_t": "t"})
 class AlignUniformLoss(ContrastiveLoss):
     """Alignment and uniformity optimised directly, as a weighted sum.
 

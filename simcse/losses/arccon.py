@@ -45,7 +45,7 @@ def arccon_loss(
     return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
 
 
-@register_loss("arccon")
+@register_loss("arccon", flags={"temp": "temp", "margin": "margin"})
 class ArcConLoss(ContrastiveLoss):
     """ArcCon: InfoNCE whose positive must win by an additive angular margin (ArcCSE's pairwise loss).
 

@@ -61,7 +61,7 @@ def _decoupled(
     return torch.logsumexp(torch.cat(negatives, dim=1), dim=1) - positive  # (B,)
 
 
-@register_loss("dcl")
+@register_loss("dcl", flags={"temp": "temp"})
 class DCLLoss(ContrastiveLoss):
     """Decoupled contrastive loss: InfoNCE with the positive removed from the softmax denominator.
 
@@ -122,7 +122,7 @@ class DCLLoss(ContrastiveLoss):
         ).mean()
 
 
-@register_loss("dcl_pos")
+@register_loss("dcl_pos", flags={"temp": "temp"})
 class DCLPosLoss(ContrastiveLoss):
     """DCL+: the decoupled contrastive loss clipped at zero per anchor.
 

@@ -56,7 +56,7 @@ def kcl_loss(z1: torch.Tensor, z2: torch.Tensor, *, t: float = 2.0, gamma: float
     return -2 * alignment + gamma * energy
 
 
-@register_loss("dhel")
+@register_loss("dhel", flags={"temp": "temp"})
 class DHELLoss(ContrastiveLoss):
     """DHEL (decoupled hyperspherical energy loss): the positive pulls, each view's own batch repels.
 
@@ -101,7 +101,7 @@ class DHELLoss(ContrastiveLoss):
         return dhel_loss(z1, z2, temp=self.temp, include_augs=self.include_augs)
 
 
-@register_loss("kcl")
+@register_loss("kcl", flags={"uniform_t": "t"})
 class KCLLoss(ContrastiveLoss):
     """KCL (kernel contrastive loss) with the Gaussian kernel k(a, b) = exp(−t ‖a − b‖²).
 

@@ -76,7 +76,7 @@ def gist_loss(
     return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
 
 
-@register_loss("gist")
+@register_loss("gist", flags={"temp": "temp", "margin": "margin"})
 class GISTLoss(ContrastiveLoss):
     """GISTEmbed: InfoNCE over in-batch candidates, minus those a frozen guide encoder ranks above the positive.
 

@@ -58,7 +58,7 @@ def cosent_loss(z1: torch.Tensor, z2: torch.Tensor, scores: torch.Tensor, *, tem
     return graded_ranking_loss(similarities, scores, temp)
 
 
-@register_loss("cosent")
+@register_loss("cosent", flags={"temp": "temp"})
 class CoSENTLoss(ContrastiveLoss):
     """CoSENT: a ranking loss that orders the pairs' cosines like their gold similarity scores.
 
@@ -104,7 +104,7 @@ class CoSENTLoss(ContrastiveLoss):
         return cosent_loss(z1, z2, scores, temp=self.temp)
 
 
-@register_loss("angle")
+@register_loss("angle", flags={"temp": "temp"})
 class AnglELoss(ContrastiveLoss):
     """AnglE's angle objective: CoSENT's ranking loss on an angle similarity in complex space.
 

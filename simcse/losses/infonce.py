@@ -86,7 +86,7 @@ def infonce_loss(
     return loss
 
 
-@register_loss("infonce")
+@register_loss("infonce", flags={"temp": "temp", "hard_negative_weight": "hard_negative_weight"})
 class InfoNCELoss(ContrastiveLoss):
     """InfoNCE over in-batch negatives, optionally with hard negatives: the loss of SimCSE.
 

@@ -77,7 +77,7 @@ def mat_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.15) -> tor
     return _hardest_negative_triplet(z1, z2, margin * math.pi, safe_arccos, "mat")
 
 
-@register_loss("met")
+@register_loss("met", flags={"margin": "margin"})
 class METLoss(ContrastiveLoss):
     """MET: margin triplet loss in Euclidean distance, against the hardest in-batch negative.
 
@@ -122,7 +122,7 @@ class METLoss(ContrastiveLoss):
         return met_loss(z1, z2, margin=self.margin)
 
 
-@register_loss("mpt")
+@register_loss("mpt", flags={"margin": "margin"})
 class MPTLoss(ContrastiveLoss):
     """MPT: margin triplet loss in cosine similarity, against the hardest in-batch negative.
 
@@ -164,7 +164,7 @@ class MPTLoss(ContrastiveLoss):
         return mpt_loss(z1, z2, margin=self.margin)
 
 
-@register_loss("mat")
+@register_loss("mat", flags={"margin": "margin"})
 class MATLoss(ContrastiveLoss):
     """MAT: margin triplet loss in angle, against the hardest in-batch negative.
 

@@ -27,7 +27,7 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temp: float = 0.05) -> t
     return F.cross_entropy(logits, target)
 
 
-@register_loss("nt_xent")
+@register_loss("nt_xent", flags={"temp": "temp"})
 class NTXentLoss(ContrastiveLoss):
     """NT-Xent (normalised temperature-scaled cross-entropy): SimCLR's contrastive loss.
 

@@ -69,6 +69,8 @@ class ContrastiveLoss(nn.Module):
     needs_scores: ClassVar[bool] = False
     #: Whether the loss needs the embeddings of a frozen guide encoder (``--guide_model``).
     needs_guide: ClassVar[bool] = False
+    #: train.py flags of its own for some hyperparameters, ``{flag: argument}``, set by :func:`register_loss`.
+    cli_flags: ClassVar[dict[str, str]] = {}
     #: Whether ``forward`` also takes ``layers``: every earlier layer's pooled embeddings (2D Matryoshka).
     needs_layers: ClassVar[bool] = False
 
@@ -114,8 +116,12 @@ LossT = TypeVar("LossT", bound=type[ContrastiveLoss])
 LOSSES: dict[str, type[ContrastiveLoss]] = {}
 
 
-def register_loss(name: str):
+def register_loss(name: str, flags: dict[str, str] | None = None):
     """Class decorator adding a :class:`ContrastiveLoss` subclass to :data:`LOSSES` under ``name``.
+
+    ``flags``: the hyperparameters train.py exposes as flags of their own, ``{flag: constructor argument}``
+    (e.g. ``{"temp": "temp", "uniform_t": "t"}``); every other one is set with ``--loss_kwargs`` JSON.
+    train.py's loss flags are the union of these declarations (one meaning per flag across losses).
 
     The name must be lower-case (``[a-z][a-z0-9_]*``) and not taken; the constructor must take only
     keyword-passable arguments with defaults. Violations are programming errors (ValueError/TypeError)
@@ -136,7 +142,16 @@ def register_loss(name: str):
                 raise TypeError(f"{cls.__qualname__}.__init__ must not take *args/**kwargs ({param})")
             if param.default is param.empty:
                 raise TypeError(f"{cls.__qualname__}.__init__ argument {param.name!r} needs a default")
-        cls.name = name
+        declared = dict(flags or {})
+        unknown = sorted(set(declared.values()) - set(_constructor_parameters(cls)))
+        if unknown:
+            raise TypeError(f"@register_loss({name!r}) flags name {unknown}, which {cls.__qualname__}.__init__ lacks")
+        for other in LOSSES.values():
+            clash = {f for f in set(declared) & set(other.cli_flags) if declared[f] != other.cli_flags[f]}
+            if clash:
+                raise ValueError(f"@register_loss({name!r}): flag(s) {sorted(clash)} already mean another argument "
+                                 f"for {other.name!r}")
+        cls.name, cls.cli_flags = name, declared
         LOSSES[name] = cls
         return cls
 

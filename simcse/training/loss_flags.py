@@ -1,8 +1,9 @@
 """The loss a training run's flags ask for, built once (when the arguments are parsed) and passed on.
 
-:data:`LOSS_FLAGS` maps train.py's loss flags to the registry's constructor arguments; :func:`loss_kwargs`
-applies the flags the user gave and ``--loss_kwargs`` on top; :func:`build_training_loss` builds the
-registered loss and wraps it in the Matryoshka wrappers the flags ask for. ``args`` is a
+:func:`loss_flags` maps train.py's loss flags to constructor arguments, as the losses declared them at
+registration (``@register_loss(name, flags=...)``); :func:`loss_kwargs` applies the flags the user gave
+and ``--loss_kwargs`` on top; :func:`build_training_loss` builds the registered loss and wraps it in the
+Matryoshka wrappers the flags ask for. ``args`` is a
 :class:`simcse.training.arguments.ModelArguments`.
 
 Imports: the losses and the foundation.
@@ -13,19 +14,15 @@ from __future__ import annotations
 import json
 
 from simcse.errors import SimCSEError
-from simcse.losses import build_loss, loss_kwargs_of
+from simcse.losses import LOSSES, build_loss, loss_kwargs_of
 from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
 
-#: Loss hyperparameter flags of train.py -> the registry's constructor argument they set. Every one
-#: defaults to None ("not given"), so a flag the chosen loss does not take is an error only when given.
-LOSS_FLAGS = {
-    "temp": "temp",
-    "hard_negative_weight": "hard_negative_weight",
-    "margin": "margin",
-    "loss_lambda": "lam",
-    "align_alpha": "alpha",
-    "uniform_t": "t",
-}
+
+def loss_flags() -> dict[str, str]:
+    """train.py's loss hyperparameter flags -> the constructor argument they set: the union of what each
+    registered loss declared (``@register_loss(name, flags=...)``). Every one defaults to None ("not
+    given"), so a flag the chosen loss does not take is an error only when given."""
+    return {flag: argument for cls in LOSSES.values() for flag, argument in cls.cli_flags.items()}
 
 
 def loss_kwargs(args) -> dict:
@@ -34,15 +31,17 @@ def loss_kwargs(args) -> dict:
     keep the loss's own defaults. A flag given for a loss that does not take it is an error (it would
     otherwise be silently ignored: e.g. --hard_negative_weight with dcl)."""
     valid = loss_kwargs_of(args.loss_type)
+    own = LOSSES[args.loss_type].cli_flags
     kwargs = {}
-    for flag, key in LOSS_FLAGS.items():
+    for flag in loss_flags():
         value = getattr(args, flag)
         if value is None:  # not given: the loss's default
             continue
-        if key not in valid:
+        if flag not in own:
             raise SimCSEError(f"--{flag} does not apply to --loss_type {args.loss_type} "
-                              f"(its hyperparameters: {', '.join(valid) or 'none'}); drop the flag")
-        kwargs[key] = value
+                              f"(its flags: {', '.join('--' + f for f in own) or 'none'}; every hyperparameter: "
+                              f"{', '.join(valid) or 'none'}, through --loss_kwargs); drop the flag")
+        kwargs[own[flag]] = value
     if args.loss_kwargs:
         try:
             extra = json.loads(args.loss_kwargs)

@@ -233,3 +233,34 @@ def test_matryoshka_2d_trains_over_layers_and_widths(tiny_bert, tmp_path, monkey
 def test_bad_matryoshka_2d_flags(tiny_bert, tmp_path, flags, message):
     with pytest.raises(SimCSEError, match=message):
         train.main(base_args(tiny_bert, write_train_file(tmp_path, 2), tmp_path / "o", *flags))
+
+
+def test_the_loss_flags_are_derived_from_registration_and_each_has_a_field():
+    """Each loss declares its train.py flags at registration; their union is the flag set, and every flag
+    is a ModelArguments field (a loss declaring a new flag without a field fails here)."""
+    from dataclasses import fields
+
+    from simcse.training.loss_flags import loss_flags
+
+    derived = loss_flags()
+    assert derived == {"temp": "temp", "hard_negative_weight": "hard_negative_weight", "margin": "margin",
+                       "loss_lambda": "lam", "align_alpha": "alpha", "uniform_t": "t"}
+    names = {f.name for f in fields(ModelArguments)}
+    assert set(derived) <= names
+    assert LOSSES["kcl"].cli_flags == {"uniform_t": "t"} and "temp" not in LOSSES["kcl"].cli_flags
+    with pytest.raises(SimCSEError, match="--temp does not apply to --loss_type kcl"):
+        loss_kwargs(ModelArguments(model_name_or_path="m", loss_type="kcl", temp=0.1))
+
+
+def test_a_registration_cannot_give_a_flag_another_meaning():
+    from simcse.losses import ContrastiveLoss, register_loss
+
+    class Odd(ContrastiveLoss):
+        def __init__(self, scale: float = 1.0):
+            super().__init__()
+
+    with pytest.raises(ValueError, match=r"flag\(s\) \['temp'\] already mean another argument"):
+        register_loss("odd_scale", flags={"temp": "scale"})(Odd)
+    with pytest.raises(TypeError, match="flags name \\['tau'\\]"):
+        register_loss("odd_tau", flags={"temp": "tau"})(Odd)
+    assert "odd_scale" not in LOSSES and "odd_tau" not in LOSSES
