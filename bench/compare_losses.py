@@ -14,13 +14,20 @@ with its registry defaults (the recommended hyperparameters of its paper) on the
   (``--guide_model``, default the start model, ``--guide_pooler avg``).
 
 Each (loss, seed) run ends with the STS test suite (as ``evaluation.py --mode test --task_set sts``) on the
-final model; its result is written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes,
-and a rerun skips every (loss, seed) whose result exists (so the table can be built over several sittings;
-delete a result file to redo it). After each run the summary is rewritten:
+final model and with retrieval: nDCG@10 on three proxy retrieval sets built once from local data
+(:mod:`simcse.evaluation.proxy_sets`: STS-B test, SICK-R test, and the NLI file's test half, under
+``<output_dir>/proxy/``; not BEIR: they rank models, not compare with published numbers); its result is
+written to ``<output_dir>/results/<loss>-seed<S>.json`` as soon as it completes, and a rerun skips every
+(loss, seed) whose result exists (so the table can be built over several sittings; delete a result file to
+redo it). A result written before the retrieval columns existed is completed: from
+the model kept by ``--keep_models`` when it is there, else by training that (loss, seed) again (the runs are
+deterministic; the retrained STS average is checked against the stored one). After each run the summary is
+rewritten:
 
 * ``compare_losses.md``: per loss, mean ± sample standard deviation over the seeds of the 7-task STS
   average and of STS-B test, the data it trained on, and the verdict against the reference loss
   (``--reference``, default infonce): ``>`` or ``<`` when the two mean ± std intervals do not overlap,
+  then the mean ± std of the proxies' nDCG@10 (their average, and each proxy's mean),
   ``≈`` when they do (with 3 seeds this is a coarse rule: it says where the spread cannot explain a
   difference, not a significance level);
 * ``compare_losses.json``: every per-seed result;
@@ -43,9 +50,11 @@ from pathlib import Path
 
 from bench_defaults import default_model
 
-from senteval.datapath import resolve_data_dir
+from senteval.datapath import resolve_data_dir, shared_dir
 from simcse.data.prepare import read_stsb_pairs, write_scored_pairs
+from simcse.evaluation.proxy_sets import build_proxy_set
 from simcse.evaluation.report import EvaluationConfig, evaluate
+from simcse.evaluation.retrieval import RetrievalEvaluator
 from simcse.files import atomic_write_text
 from simcse.losses import LOSSES
 from simcse.training.arguments import make_train_args
@@ -63,8 +72,37 @@ def sts_suite(model: str, data: str) -> dict[str, float]:
                                      mode="test", senteval_data=data))["tables"]["sts"]
 
 
-def run_one(loss: str, seed: int, args, data: str, files: dict[str, str]) -> dict:
-    """Train one (loss, seed) and evaluate it; the run directory is scratch (removed afterwards)."""
+PROXIES = ("stsb", "sickr", "nli")  # the proxy retrieval sets (test split) every final model is scored on
+
+
+def proxy_folders(out: Path, data: str, nli_file: str) -> dict[str, str]:
+    """``{name: folder}`` of the proxy retrieval sets, built under ``out/proxy`` at the first sitting."""
+    folders = {}
+    for source in PROXIES:
+        folder = out / "proxy" / f"{source}-test"
+        if not (folder / "README.txt").is_file():  # written last: a folder without it is incomplete
+            build_proxy_set(source, "test", folder, data_dir=data, overwrite=folder.exists(),
+                            input_path=nli_file if source == "nli" else None)
+        folders[f"{source}_proxy"] = str(folder)
+    return folders
+
+
+def retrieval_scores(model: str, folders: dict[str, str]) -> dict[str, float]:
+    """nDCG@10 x 100 of ``model``'s [CLS] state on each proxy retrieval set."""
+    from simcse.modeling.encoder import build_encoder
+
+    encoder = build_encoder(model, "cls_before_pooler")
+    return {name: 100 * RetrievalEvaluator(folder, name=name)(encoder)[f"{name}_ndcg@10"]
+            for name, folder in folders.items()}
+
+
+def with_retrieval(result: dict, retrieval: dict[str, float]) -> dict:
+    return {**result, "retrieval": retrieval, "retrieval_avg": sum(retrieval.values()) / len(retrieval)}
+
+
+def run_one(loss: str, seed: int, args, data: str, files: dict[str, str], folders: dict[str, str]) -> dict:
+    """Train one (loss, seed) and evaluate it; the run directory is scratch (removed afterwards unless
+    ``--keep_models``)."""
     out = Path(args.output_dir) / "runs" / f"{loss}-seed{seed}"
     kind = data_kind(loss)
     extra = {"guide_model": args.guide_model, "guide_pooler": "avg"} if kind == "wiki+guide" else {}
@@ -78,13 +116,29 @@ def run_one(loss: str, seed: int, args, data: str, files: dict[str, str]) -> dic
     ))
     train_seconds = time.perf_counter() - started
     suite = sts_suite(str(out), data)
+    retrieval = retrieval_scores(str(out), folders)
     hparams = json.loads((out / "config.json").read_text())["simcse_loss"]
     hparams.pop("name")
-    shutil.rmtree(out)  # the scores are the result; the weights of 3 x every loss would fill the disk
-    return {"loss": loss, "seed": seed, "data": kind, "hparams": hparams, "steps": args.steps,
-            "batch_size": args.batch_size, "learning_rate": args.learning_rate, "model": args.model,
-            "sts": suite, "sts_avg": suite["Avg."], "stsb_test": suite["STSBenchmark"],
-            "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - started, 1)}
+    if not args.keep_models:
+        shutil.rmtree(out)  # the scores are the result; the weights of 3 x every loss would fill the disk
+    return with_retrieval({"loss": loss, "seed": seed, "data": kind, "hparams": hparams, "steps": args.steps,
+                           "batch_size": args.batch_size, "learning_rate": args.learning_rate, "model": args.model,
+                           "sts": suite, "sts_avg": suite["Avg."], "stsb_test": suite["STSBenchmark"],
+                           "train_seconds": round(train_seconds, 1),
+                           "seconds": round(time.perf_counter() - started, 1)}, retrieval)
+
+
+def complete_retrieval(done: dict, args, data: str, files: dict[str, str], folders: dict[str, str]) -> dict:
+    """A result from before the retrieval columns: score the kept model, or train the run again (it is
+    deterministic) and check it reproduces the stored STS average."""
+    kept = Path(args.output_dir) / "runs" / f"{done['loss']}-seed{done['seed']}"
+    if (kept / "config.json").is_file():
+        return with_retrieval(done, retrieval_scores(str(kept), folders))
+    again = run_one(done["loss"], done["seed"], args, data, files, folders)
+    if abs(again["sts_avg"] - done["sts_avg"]) > 0.01:
+        print(f"warning: {done['loss']} seed {done['seed']} retrained to STS avg {again['sts_avg']:.2f}, "
+              f"stored {done['sts_avg']:.2f}: the stored STS scores are kept", flush=True)
+    return {**with_retrieval(done, again["retrieval"]), "seconds": done["seconds"] + again["seconds"]}
 
 
 def result_path(out: Path, loss: str, seed: int) -> Path:
@@ -117,9 +171,13 @@ def summarize(results: list[dict], reference: str) -> list[dict]:
         by_loss.setdefault(r["loss"], []).append(r)
     rows = []
     for loss, runs in by_loss.items():
+        scored = [r for r in runs if "retrieval" in r]
         rows.append({"loss": loss, "data": runs[0]["data"], "hparams": runs[0]["hparams"],
                      "seeds": sorted(r["seed"] for r in runs), "sts_avg": mean_std([r["sts_avg"] for r in runs]),
                      "stsb_test": mean_std([r["stsb_test"] for r in runs]),
+                     "retrieval_avg": mean_std([r["retrieval_avg"] for r in scored]) if scored else None,
+                     "retrieval": {name: mean_std([r["retrieval"][name] for r in scored])[0]
+                                   for name in (scored[0]["retrieval"] if scored else {})},
                      "values": [r["sts_avg"] for r in runs]})
     rows.sort(key=lambda row: -row["sts_avg"][0])
     ref = next((row for row in rows if row["loss"] == reference), None)
@@ -141,12 +199,15 @@ def markdown(rows: list[dict], args, start: dict | None, total_seconds: float, r
     ]
     if start is not None:
         lines += [f"Start model, no training: STS avg {start['sts_avg']:.2f}, STS-B test {start['stsb_test']:.2f}.", ""]
-    lines += [f"| loss | data | seeds | STS avg | STS-B test | vs {reference} | hyperparameters |",
-              "|---|---|---|---|---|---|---|"]
+    proxies = [f"{source}_proxy" for source in PROXIES]
+    lines += [f"| loss | data | seeds | STS avg | STS-B test | vs {reference} | retrieval nDCG@10 | "
+              + " | ".join(proxies) + " | hyperparameters |", "|---|---|---|---|---|---|---|" + "---|" * len(proxies)]
     for row in rows:
         hp = ", ".join(f"{k}={v}" for k, v in row["hparams"].items())
+        retrieval = fmt(row["retrieval_avg"]) if row["retrieval_avg"] else "-"
+        each = " | ".join(f"{row['retrieval'][p]:.2f}" if p in row["retrieval"] else "-" for p in proxies)
         lines.append(f"| {row['loss']} | {row['data']} | {len(row['seeds'])} | {fmt(row['sts_avg'])} | "
-                     f"{fmt(row['stsb_test'])} | {row['vs_reference']} | {hp} |")
+                     f"{fmt(row['stsb_test'])} | {row['vs_reference']} | {retrieval} | {each} | {hp} |")
     return "\n".join(lines) + "\n"
 
 
@@ -200,6 +261,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--learning_rate", type=float, default=3e-5)
     parser.add_argument("--reference", default="infonce", help="the loss every other is compared with")
     parser.add_argument("--output_dir", default="result/compare_losses")
+    parser.add_argument("--nli_file", default=None,
+                        help="SimCSE's NLI csv for the NLI retrieval proxy; default: ../shared/data/train's")
+    parser.add_argument("--keep_models", action="store_true", help="keep each run's final model under runs/")
     args = parser.parse_args(argv)
     from simcse.training.demo import default_train_file
 
@@ -216,6 +280,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"--seeds {args.seeds!r}: write comma-separated integers, e.g. 42,43,44")
     data = str(resolve_data_dir(args.senteval_data))
     out = Path(args.output_dir)
+    if args.nli_file is None:
+        shared = shared_dir()
+        args.nli_file = str(shared / "data" / "train" / "nli_snli_devtest_for_simcse.csv") if shared else None
+    if not args.nli_file or not Path(args.nli_file).is_file():
+        parser.error(f"--nli_file {args.nli_file!r} does not exist; give SimCSE's NLI csv (sent0,sent1,hard_neg)")
+    folders = proxy_folders(out, data, args.nli_file)
     files = {"wiki": args.train_file, "stsb-train": str(out / "stsb-train-scored.csv")}
     if any(data_kind(loss) == "stsb-train" for loss in losses) and not Path(files["stsb-train"]).is_file():
         source = Path(data) / "downstream" / "STS" / "STSBenchmark" / "sts-train.csv"
@@ -240,10 +310,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 if mismatch:
                     raise SystemExit(f"{path} was computed with other settings {mismatch}; use another "
                                      "--output_dir or delete it")
-                print(f"=== {loss} seed {seed}: done earlier ({done['sts_avg']:.2f})", flush=True)
+                if "retrieval" not in done:
+                    print(f"=== {loss} seed {seed}: done earlier, adding retrieval", flush=True)
+                    done = complete_retrieval(done, args, data, files, folders)
+                    atomic_write_text(path, json.dumps(done, indent=2) + "\n")
+                    write_summary(out, losses, args, start)
+                print(f"=== {loss} seed {seed}: done ({done['sts_avg']:.2f})", flush=True)
                 continue
             print(f"=== {loss} seed {seed}", flush=True)
-            atomic_write_text(path, json.dumps(run_one(loss, seed, args, data, files), indent=2) + "\n")
+            atomic_write_text(path, json.dumps(run_one(loss, seed, args, data, files, folders), indent=2) + "\n")
             write_summary(out, losses, args, start)  # an interrupted sitting leaves a current table
 
     rows, total = write_summary(out, losses, args, start)

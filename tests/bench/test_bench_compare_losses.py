@@ -54,18 +54,28 @@ def bench(monkeypatch, tmp_path):
         return (NS(loss_type=values["loss_type"]), NS(train_file=values["train_file"]),
                 NS(output_dir=values["output_dir"], seed=values["seed"]))
 
+    def fake_retrieval(model, folders):  # nDCG@10 per proxy: the loss's STS value minus 10, 20, 30
+        saved = json.loads(open(f"{model}/config.json").read())
+        value = FAKE[saved["simcse_loss"]["name"]] + (saved["seed"] - 2)
+        return {name: value - 10 * (i + 1) for i, name in enumerate(folders)}
+
+    monkeypatch.setattr(module, "proxy_folders", lambda out, data, nli: {f"{s}_proxy": s for s in module.PROXIES})
+    monkeypatch.setattr(module, "retrieval_scores", fake_retrieval)
     monkeypatch.setattr(module, "make_train_args", fake_args)
     monkeypatch.setattr(module, "train_model", fake_train)
     monkeypatch.setattr(module, "evaluate", fake_evaluation)
     module.calls = calls
     module.data = str(write_sts_tree(tmp_path / "data"))
+    module.nli = tmp_path / "nli.csv"
+    module.nli.write_text("sent0,sent1,hard_neg\n", encoding="utf-8")
     return module
 
 
 def test_results_are_written_summarised_and_resumed(bench, tmp_path, capsys):
     out = tmp_path / "cmp"
     argv = ["--losses", "infonce,dcl,cosent", "--seeds", "1,2,3", "--steps", "5", "--output_dir", str(out),
-            "--senteval_data", bench.data, "--train_file", "wiki.txt", "--model", "start-model"]
+            "--senteval_data", bench.data, "--train_file", "wiki.txt", "--nli_file", str(bench.nli), "--model",
+            "start-model"]
     rows = bench.main(argv)
     assert len(bench.calls) == 9 and {c[2] for c in bench.calls if c[0] == "cosent"} == {
         str(out / "stsb-train-scored.csv")}  # graded losses train on STS-B train, written once
@@ -77,7 +87,8 @@ def test_results_are_written_summarised_and_resumed(bench, tmp_path, capsys):
     assert summary["cosent"]["vs_reference"] == ">" and summary["dcl"]["vs_reference"] == "≈"
     assert summary["infonce"]["vs_reference"] == "-"
     table = (out / "compare_losses.md").read_text()
-    assert "| cosent | stsb-train | 3 | 80.00 ± 1.00 | 81.00 ± 1.00 | > |" in table
+    assert ("| cosent | stsb-train | 3 | 80.00 ± 1.00 | 81.00 ± 1.00 | > | 60.00 ± 1.00 | 70.00 | 60.00 | 50.00 |"
+            in table)  # the retrieval columns: the proxies' average nDCG@10, then each proxy's mean
     assert "Start model, no training: STS avg 60.00" in table and (out / "compare_losses.png").is_file()
     assert "total compute time of these results" in capsys.readouterr().out
 
@@ -89,6 +100,18 @@ def test_results_are_written_summarised_and_resumed(bench, tmp_path, capsys):
     assert [c[:2] for c in bench.calls] == [("dcl", 2)]
     with pytest.raises(SystemExit, match="computed with other settings"):
         bench.main([*argv[:-2], "--model", "start-model", "--steps", "7"])
+
+    # a result from before the retrieval columns is completed by training the run again (deterministic)
+    old = json.loads((out / "results" / "cosent-seed3.json").read_text())
+    for key in ("retrieval", "retrieval_avg"):
+        old.pop(key)
+    (out / "results" / "cosent-seed3.json").write_text(json.dumps(old))
+    bench.calls.clear()
+    bench.main(argv)
+    assert [c[:2] for c in bench.calls] == [("cosent", 3)]
+    again = json.loads((out / "results" / "cosent-seed3.json").read_text())
+    assert again["sts_avg"] == old["sts_avg"] and again["retrieval"] == {"stsb_proxy": 71.0, "sickr_proxy": 61.0,
+                                                                         "nli_proxy": 51.0}
 
 
 def test_the_overlap_rule(bench):
@@ -110,7 +133,8 @@ def test_an_interrupted_sitting_leaves_a_current_table(bench, tmp_path, monkeypa
     monkeypatch.setattr(bench, "train_model", train_then_fail)
     with pytest.raises(KeyboardInterrupt):
         bench.main(["--losses", "infonce,dcl", "--seeds", "1,2,3", "--output_dir", str(out), "--senteval_data",
-                    bench.data, "--train_file", "wiki.txt", "--model", "start-model"])
+                    bench.data, "--train_file", "wiki.txt", "--nli_file", str(bench.nli), "--model",
+                    "start-model"])
     table = (out / "compare_losses.md").read_text()
     assert "| infonce | wiki | 3 | 70.00 ± 1.00 |" in table and "| dcl |" not in table
     assert not (out / "results" / "dcl-seed1.json").exists()
