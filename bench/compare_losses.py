@@ -81,8 +81,8 @@ def proxy_folders(out: Path, data: str, nli_file: str) -> dict[str, str]:
     for source in PROXIES:
         folder = out / "proxy" / f"{source}-test"
         if not (folder / "README.txt").is_file():  # written last: a folder without it is incomplete
-            build_proxy_set(source, "test", folder, data_dir=data, overwrite=folder.exists(),
-                            input_path=nli_file if source == "nli" else None)
+            sources = {"input_path": nli_file} if source == "nli" else {"data_dir": data}
+            build_proxy_set(source, "test", folder, overwrite=folder.exists(), **sources)
         folders[f"{source}_proxy"] = str(folder)
     return folders
 

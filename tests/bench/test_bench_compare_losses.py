@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,18 @@ def test_an_interrupted_sitting_leaves_a_current_table(bench, tmp_path, monkeypa
     table = (out / "compare_losses.md").read_text()
     assert "| infonce | wiki | 3 | 70.00 ± 1.00 |" in table and "| dcl |" not in table
     assert not (out / "results" / "dcl-seed1.json").exists()
+
+
+def test_the_proxy_sets_are_built_once_from_the_data(monkeypatch, tmp_path):
+    module = load_bench(monkeypatch)
+    data = write_sts_tree(tmp_path / "data")
+    nli = tmp_path / "nli.csv"
+    rows = "".join(f"premise {i},entailed {i},contradicted {i}\n" for i in range(40))
+    nli.write_text("sent0,sent1,hard_neg\n" + rows, encoding="utf-8")
+    folders = module.proxy_folders(tmp_path / "out", str(data), str(nli))
+    assert list(folders) == ["stsb_proxy", "sickr_proxy", "nli_proxy"]
+    for folder in folders.values():
+        assert (Path(folder) / "README.txt").is_file() and (Path(folder) / "qrels" / "test.tsv").is_file()
+    stamp = (Path(folders["nli_proxy"]) / "corpus.jsonl").stat().st_mtime_ns
+    assert module.proxy_folders(tmp_path / "out", str(data), str(nli)) == folders  # the next sitting reuses them
+    assert (Path(folders["nli_proxy"]) / "corpus.jsonl").stat().st_mtime_ns == stamp
