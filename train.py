@@ -18,7 +18,8 @@ from __future__ import annotations
 import sys
 
 from simcse.cli import configure_training_logging, print_notices, run_cli
-from simcse.training.arguments import parse_train_args, run_notices
+from simcse.training.arguments import parse_train_args
+from simcse.training.recipes import run_notices
 from simcse.training.run import train_model
 
 

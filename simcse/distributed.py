@@ -3,8 +3,15 @@
 Each process computes the loss of the global batch (its anchors and every other process's); the
 gather's backward sums the gradient slices of all processes, and DDP averages parameter gradients
 over the W processes, so each process ends with exactly the gradient of the global-batch loss (a run on
-W processes x batch b equals one process x batch W·b, dropout aside). The original SimCSE gathered
-without gradient and put the local slice back, which scales the negatives' gradient by 1/W.
+W processes x batch b equals one process x batch W·b, dropout aside).
+
+The original SimCSE (princeton-nlp/SimCSE ``simcse/models.py``) gathered without gradient and put the
+local slice back: each process also held the whole global loss, but back-propagated only through its own
+rows, and DDP then averaged over the W processes, so its contrastive gradient was the global-batch
+gradient divided by W. Its 4-GPU runs therefore clipped at an effective 4 x ``max_grad_norm`` relative
+to ours, and its MLM term (a per-process mean, averaged) weighed W times more against the contrastive
+one. ``--ddp_original_gradient_scale`` reproduces that (:func:`scale_gradient` by 1/W on the contrastive
+loss); by default the gradient is the exact one.
 
 :func:`process_group_teardown` ends a run's process group on every exit path of an entry point.
 """
@@ -60,6 +67,22 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class _ScaleGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, factor: float) -> torch.Tensor:
+        ctx.factor = factor
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad * ctx.factor, None
+
+
+def scale_gradient(tensor: torch.Tensor, factor: float) -> torch.Tensor:
+    """``tensor`` unchanged forward; its gradient multiplied by ``factor`` backward."""
+    return _ScaleGradient.apply(tensor, factor)
 
 
 @torch.no_grad()

@@ -14,7 +14,8 @@ import train
 from helpers import REPO, save_tiny_model
 from simcse.cli import run_cli
 from simcse.errors import SimCSEError
-from simcse.training.arguments import ModelArguments, global_batch, parse_train_args, run_notices
+from simcse.training.arguments import ModelArguments, parse_train_args
+from simcse.training.recipes import global_batch, run_notices
 
 CONFIGS = sorted((REPO / "configs").glob("*.json"))
 RECIPE_KEYS = {"paper", "reported", "hardware", "data"}

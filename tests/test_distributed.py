@@ -128,3 +128,13 @@ def test_run_cli_tears_the_group_down_after_a_user_error(tmp_path):
 
     assert run_cli(main, [], prog="x") == 2
     assert not dist.is_initialized()
+
+
+def test_scale_gradient_scales_only_the_gradient():
+    from simcse.distributed import scale_gradient
+
+    x = torch.randn(3, 4, requires_grad=True)
+    y = scale_gradient(x, 0.25)
+    assert torch.equal(y, x)
+    (y * torch.arange(12.0).view(3, 4)).sum().backward()
+    assert torch.allclose(x.grad, 0.25 * torch.arange(12.0).view(3, 4))

@@ -17,7 +17,8 @@ def script_flags(name: str) -> list[str]:
     """The arguments the script passes to train.py (the lines after `train.py \\` up to "$@")."""
     text = (REPO / name).read_text(encoding="utf-8")
     command = text[text.index("train.py \\\n") + len("train.py"):text.index('"$@"')]
-    return shlex.split(command.replace("\\\n", " "))
+    # run_sup_example.sh derives the per-device batch from GLOBAL_BATCH / NUM_GPU: 512 / 4 by default
+    return shlex.split(command.replace("\\\n", " ").replace('"$PER_DEVICE"', "128"))
 
 
 @pytest.mark.parametrize("script, expected", [
@@ -54,3 +55,26 @@ def test_several_visible_gpus_in_one_process_are_refused(tmp_path, monkeypatch):
     with pytest.raises(SimCSEError, match=r"2 GPUs are visible.*torchrun --nproc_per_node 2 train.py"):
         parse_train_args(["--model_name_or_path", "m", "--train_file", str(data), "--output_dir",
                           str(tmp_path / "out")])
+
+
+def test_the_supervised_script_splits_the_global_batch_over_the_processes(tmp_path):
+    """run_sup_example.sh keeps the paper's global batch of 512 whatever NUM_GPU is, and says so (torchrun
+    replaced by a stub that records its arguments)."""
+    import os
+    import subprocess
+
+    stub = tmp_path / "bin" / "torchrun"
+    stub.parent.mkdir()
+    stub.write_text('#!/bin/sh\necho "$@" > "$ARGS_FILE"\n', encoding="utf-8")
+    stub.chmod(0o755)
+    env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "ARGS_FILE": str(tmp_path / "a")}
+    for gpus, per_device in (("8", "64"), ("4", "128"), ("1", "512")):
+        done = subprocess.run(["bash", str(REPO / "run_sup_example.sh")], env={**env, "NUM_GPU": gpus},
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        args = (tmp_path / "a").read_text().split()
+        assert args[args.index("--per_device_train_batch_size") + 1] == per_device
+        assert f"global batch 512 = {per_device} per device x {gpus} process(es)" in done.stderr
+    bad = subprocess.run(["bash", str(REPO / "run_sup_example.sh")], env={**env, "NUM_GPU": "3"},
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "GLOBAL_BATCH=512 does not split over NUM_GPU=3" in bad.stderr

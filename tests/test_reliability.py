@@ -521,3 +521,18 @@ def test_train_resumes_its_own_checkpoint_not_a_newer_one_left_by_another_run(ti
     assert f"resuming from {out / 'checkpoint-1'} (this run" in caplog.text
     final = load_file(out / "model.safetensors")  # B's step-1 weights: nothing of A's step 2 came in
     assert all(torch.equal(final[k], b_step1[k]) for k in b_step1 if k in final)
+
+
+def test_a_run_resumed_on_another_number_of_processes_is_refused_naming_the_world_size(tmp_path):
+    """The run record holds the world size: `--resume_from_checkpoint last` on 4 processes does not pick up
+    the checkpoints of an 8-process run (other global batches), and says why."""
+    from simcse.training.reliability import mark_complete, resolve_resume_checkpoint, run_record
+
+    args = {"learning_rate": 3e-5, "per_device_train_batch_size": 64}
+    ckpt = tmp_path / "checkpoint-10"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    mark_complete(ckpt, 10, run=run_record(args, {"world_size": 8}))
+    assert resolve_resume_checkpoint("last", tmp_path, run=run_record(args, {"world_size": 8})) == str(ckpt)
+    with pytest.raises(SimCSEError, match=r"no complete checkpoint .* from this run .*world_size 8 there, 4 now"):
+        resolve_resume_checkpoint("last", tmp_path, run=run_record(args, {"world_size": 4}))

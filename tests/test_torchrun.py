@@ -122,6 +122,22 @@ def test_two_hard_negatives_per_anchor_two_processes_equal_one(models, tmp_path,
     assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
 
 
+def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_size(models, train_file, tmp_path):
+    """--ddp_original_gradient_scale (princeton-nlp/SimCSE's 1/W): with SGD, whose update is linear in the
+    gradient, 2 processes at lr 0.5 end where 1 process with the double batch ends at lr 0.25 (gradients
+    are far below the clipping norm here, so clipping plays no part)."""
+    flags = ["--pooler_type", "cls", "--ddp_original_gradient_scale"]
+    launch(2, models["bert"], train_file, tmp_path / "two", 2, *flags)
+    one = launch(1, models["bert"], train_file, tmp_path / "one", 4, *flags[:2], "--learning_rate", "0.25")
+    assert "'grad_norm'" in one.stdout
+    two, single = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    for key in two:
+        assert torch.allclose(two[key], single[key], atol=1e-5, rtol=0), (key, (two[key] - single[key]).abs().max())
+    exact = tmp_path / "exact"
+    launch(2, models["bert"], train_file, exact, 2, *flags[:2])
+    assert not all(torch.allclose(two[k], load_file(exact / "model.safetensors")[k], atol=1e-6) for k in two)
+
+
 # Loaded by every launched process through PYTHONPATH (Python imports ``sitecustomize`` at start-up), so
 # the production code carries no test hook: on rank 1 only, the loss of step 2 becomes NaN (the way a
 # per-process MLM term can), and each rank saves its final weights.

@@ -197,6 +197,12 @@ class SimCSETrainingArguments(TrainingArguments):
         metadata={"help": "continue a stopped run: a checkpoint-N directory, or 'last' for the newest COMPLETE "
                   "checkpoint in --output_dir (one cut off by a crash is skipped)"},
     )
+    ddp_original_gradient_scale: bool = field(
+        default=False,
+        metadata={"help": "under torchrun, scale the contrastive gradient by 1/W as princeton-nlp/SimCSE did, to "
+                  "reproduce its multi-GPU runs (clipping at W x --max_grad_norm in effect, the MLM term W "
+                  "times heavier); off: the exact gradient of the global-batch loss"},
+    )
     skip_nonfinite: bool = field(
         default=False,
         metadata={"help": "skip a step whose loss is NaN/inf (no update, a warning with the count) instead of "
@@ -297,7 +303,7 @@ class SimCSETrainingArguments(TrainingArguments):
                                   "the optimizer at every backward, i.e. once per chunk); drop one of the two")
 
 
-def _read_config(path: str) -> tuple[dict, dict | None]:
+def read_config(path: str) -> tuple[dict, dict | None]:
     """(train.py keys, the ``"recipe"`` object or None) of the JSON config at ``path``."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -310,46 +316,6 @@ def _read_config(path: str) -> tuple[dict, dict | None]:
     if recipe is not None and not isinstance(recipe, dict):
         raise SimCSEError(f"{path}: \"recipe\" must be an object (paper, reported, hardware, data)")
     return config, recipe
-
-
-def describe_global_batch(per_device: int, world: int, accumulation: int) -> tuple[int, str]:
-    """(the global batch, a line saying how it is made): per-device batch x processes x accumulation steps."""
-    total = per_device * world * accumulation
-    return total, (f"global batch {total} = {per_device} per device x {world} process(es) x {accumulation} "
-                   "accumulation step(s)")
-
-
-def global_batch(training_args, world: int | None = None) -> tuple[int, str]:
-    """:func:`describe_global_batch` of parsed arguments (``world``: default $WORLD_SIZE or 1)."""
-    world = world if world is not None else int(os.environ.get("WORLD_SIZE") or 1)
-    return describe_global_batch(training_args.per_device_train_batch_size, world,
-                                 training_args.gradient_accumulation_steps)
-
-
-def run_notices(argv: list[str]) -> list[str]:
-    """train.py's first line for a recipe file (``configs/NAME.json``, main process only): the recipe's
-    name and paper and its global batch, from the file and the flags that override it, before anything is
-    checked (so it prints even where the recipe's data or GPU is missing); with the recipe's own
-    ``global_batch`` when they differ. Every run also logs its global batch once it starts
-    (:func:`simcse.training.run.build_trainer`)."""
-    if os.environ.get("RANK", "0") != "0" or not argv or not argv[0].endswith(".json") or argv[0].startswith("-"):
-        return []
-    config, recipe = _read_config(argv[0])
-    if recipe is None:
-        return []
-    values = {"per_device_train_batch_size": config.get("per_device_train_batch_size", 8),
-              "gradient_accumulation_steps": config.get("gradient_accumulation_steps", 1)}
-    for i, token in enumerate(argv[1:], start=1):  # the flags after the file win, as in the parse
-        name, _, inline = token.lstrip("-").partition("=")
-        if token.startswith("--") and name in values:
-            value = inline or (argv[i + 1] if i + 1 < len(argv) else "")
-            values[name] = int(value) if value.isdigit() else values[name]
-    total, line = describe_global_batch(values["per_device_train_batch_size"], int(os.environ.get("WORLD_SIZE") or 1),
-                                        values["gradient_accumulation_steps"])
-    if recipe.get("global_batch") not in (None, total):
-        line += f" (the recipe's: {recipe['global_batch']})"
-    name = recipe.get("name") or os.path.splitext(os.path.basename(argv[0]))[0]
-    return [f"recipe {name}" + (f" ({recipe['paper']})" if recipe.get("paper") else "") + f"; {line}"]
 
 
 def parse_train_args(argv: list[str]):
@@ -366,7 +332,7 @@ def parse_train_args(argv: list[str]):
     try:
         config, notices = {}, []
         if argv and argv[0].endswith(".json") and not argv[0].startswith("-"):
-            config, notices = translate_legacy_config(_read_config(argv[0])[0])
+            config, notices = translate_legacy_config(read_config(argv[0])[0])
             known = {f.name for cls in groups for f in fields(cls) if f.init}
             unknown = sorted(set(config) - known)
             if unknown:

@@ -28,13 +28,9 @@ from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_t
 from simcse.modeling.guide import GuideEncoder
 from simcse.modeling.models import configure, is_simcse_checkpoint, model_class_for
 from simcse.modeling.poolers import uses_mlp_head
-from simcse.training.arguments import (
-    DataTrainingArguments,
-    ModelArguments,
-    SimCSETrainingArguments,
-    global_batch,
-)
+from simcse.training.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.training.loss_flags import model_temp
+from simcse.training.recipes import global_batch
 from simcse.training.reliability import check_task_data, resolve_resume_checkpoint, run_record
 from simcse.training.trainers import SimCSETrainer
 
@@ -73,7 +69,9 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     """
     training_args.do_train = True
     check_output_dir(training_args)
-    run = run_record(model_args, data_args, training_args)  # recorded in each checkpoint's marker
+    # recorded in each checkpoint's marker; the world size too: a run resumed on another number of
+    # processes trains on other global batches, so `--resume_from_checkpoint last` refuses it, naming why
+    run = run_record(model_args, data_args, training_args, {"world_size": training_args.world_size})
     evaluating = _evaluating(training_args)
     if evaluating and evaluator is None:  # missing SentEval files fail now, not after the model has loaded
         data_dir = resolve_data_dir(data_args.senteval_data)

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import rotate_checkpoints
 
 from simcse.data.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
-from simcse.distributed import gather_no_grad, gather_with_grad, rank, world_size
+from simcse.distributed import gather_no_grad, gather_with_grad, rank, scale_gradient, world_size
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
 from simcse.training.gradcache import cached_step
@@ -96,7 +96,10 @@ class SimCSETrainer(Trainer):
     def _loss_of_embeddings(self, z: torch.Tensor, extras: dict | None = None) -> torch.Tensor:
         """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
         ``extras``: ``scores`` (B,) of graded pairs and/or ``guide`` (B, N, G) embeddings, gathered like ``z``."""
-        return self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
+        loss = self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
+        if self.args.ddp_original_gradient_scale and world_size() > 1:  # princeton-nlp/SimCSE's 1/W (distributed)
+            loss = scale_gradient(loss, 1.0 / world_size())
+        return loss
 
     def _loss_extras(self, inputs: dict) -> dict:
         """What the loss takes beyond the embeddings, for the global batch: the pairs' scores (from
