@@ -200,8 +200,9 @@ def markdown(rows: list[dict], args, start: dict | None, total_seconds: float, r
     if start is not None:
         lines += [f"Start model, no training: STS avg {start['sts_avg']:.2f}, STS-B test {start['stsb_test']:.2f}.", ""]
     proxies = [f"{source}_proxy" for source in PROXIES]
-    lines += [f"| loss | data | seeds | STS avg | STS-B test | vs {reference} | retrieval nDCG@10 | "
-              + " | ".join(proxies) + " | hyperparameters |", "|---|---|---|---|---|---|---|" + "---|" * len(proxies)]
+    header = ["loss", "data", "seeds", "STS avg", "STS-B test", f"vs {reference}", "retrieval nDCG@10", *proxies,
+              "hyperparameters"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         hp = ", ".join(f"{k}={v}" for k, v in row["hparams"].items())
         retrieval = fmt(row["retrieval_avg"]) if row["retrieval_avg"] else "-"

@@ -90,6 +90,8 @@ def test_results_are_written_summarised_and_resumed(bench, tmp_path, capsys):
     table = (out / "compare_losses.md").read_text()
     assert ("| cosent | stsb-train | 3 | 80.00 ± 1.00 | 81.00 ± 1.00 | > | 60.00 ± 1.00 | 70.00 | 60.00 | 50.00 |"
             in table)  # the retrieval columns: the proxies' average nDCG@10, then each proxy's mean
+    header, rule = [line for line in table.splitlines() if line.startswith("|")][:2]
+    assert header.count("|") == rule.count("|") == 12  # 11 columns, a well-formed markdown table
     assert "Start model, no training: STS avg 60.00" in table and (out / "compare_losses.png").is_file()
     assert "total compute time of these results" in capsys.readouterr().out
 
