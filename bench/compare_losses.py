@@ -198,7 +198,11 @@ def markdown(rows: list[dict], args, start: dict | None, total_seconds: float, r
         "",
     ]
     if start is not None:
-        lines += [f"Start model, no training: STS avg {start['sts_avg']:.2f}, STS-B test {start['stsb_test']:.2f}.", ""]
+        retrieval = (f", retrieval nDCG@10 {start['retrieval_avg']:.2f} ("
+                     + " / ".join(f"{name} {value:.2f}" for name, value in start["retrieval"].items()) + ")"
+                     if "retrieval" in start else "")
+        lines += [f"Start model, no training: STS avg {start['sts_avg']:.2f}, STS-B test {start['stsb_test']:.2f}"
+                  f"{retrieval}.", ""]
     proxies = [f"{source}_proxy" for source in PROXIES]
     header = ["loss", "data", "seeds", "STS avg", "STS-B test", f"vs {reference}", "retrieval nDCG@10", *proxies,
               "hyperparameters"]
@@ -300,6 +304,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         atomic_write_text(start_file, json.dumps({"model": args.model, "sts_avg": suite["Avg."],
                                              "stsb_test": suite["STSBenchmark"], "sts": suite}, indent=2) + "\n")
     start = json.loads(start_file.read_text())
+    if "retrieval" not in start:  # the start model's retrieval, once (also for a start.json of before)
+        start = with_retrieval(start, retrieval_scores(args.model, folders))
+        atomic_write_text(start_file, json.dumps(start, indent=2) + "\n")
 
     sitting = time.perf_counter()
     for loss in losses:
