@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from senteval.errors import SentEvalError
 from simcse.distributed import process_group_teardown
-from simcse.errors import SimCSEError
+from simcse.errors import SimCSEError, as_flags
 
 USER_ERRORS = (SimCSEError, SentEvalError)
 
@@ -22,13 +22,14 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def run_cli(main: Callable[[list[str] | None], object], argv: list[str] | None = None, prog: str = "simcse") -> int:
-    """Run ``main(argv)``; a user error becomes ``prog: error: message`` on stderr and exit code 2. A process
+    """Run ``main(argv)``; a user error becomes ``prog: error: message`` on stderr and exit code 2 (the
+    arguments it names written as flags, :func:`simcse.errors.as_flags`). A process
     group started by the run (torchrun) is destroyed on the way out, whatever the outcome."""
     try:
         with process_group_teardown():
             main(argv)
     except USER_ERRORS as err:
-        message, code = f"{prog}: error: {err}", 2
+        message, code = f"{prog}: error: {as_flags(str(err))}", 2
     except KeyboardInterrupt:
         message, code = f"{prog}: interrupted", 130
     else:

@@ -168,7 +168,7 @@ def test_unknown_extension_lists_supported(load):
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(SimCSEError, match="does not exist.*--train_file"):
+    with pytest.raises(SimCSEError, match="does not exist.*`train_file`"):
         load_training_dataset(tmp_path / "nope.txt")
 
 
@@ -376,7 +376,7 @@ def test_collator_errors():
         SimCSECollator(gpt2, do_mlm=True)
     bert = _tokenizer("bert-base-uncased")
     for bad in (1.5, 1.0, 0.0):  # the same (0, 1) bound as train.py's --mlm_probability
-        with pytest.raises(SimCSEError, match=rf"--mlm_probability must be in \(0, 1\), got {bad}"):
+        with pytest.raises(SimCSEError, match=rf"`mlm_probability` must be in \(0, 1\), got {bad}"):
             SimCSECollator(bert, do_mlm=True, mlm_probability=bad)
     with pytest.raises(SimCSEError, match="pad_to_multiple_of must be a positive integer or None, got 0"):
         SimCSECollator(bert, pad_to_multiple_of=0)
@@ -479,7 +479,7 @@ def test_a_score_column_is_found_by_name_in_any_position():
 @pytest.mark.parametrize("third", [["4.5", "3", " -1e-2 ", ".5"], ["1", "", "2", "0"]])
 def test_an_undeclared_numeric_column_is_ambiguous(third):
     with pytest.raises(SimCSEError, match=r"f.csv: column 3 \('label'\) holds numbers .*name the column 'score' or "
-                                          r"pass --train_columns sent0,sent1,score"):
+                                          r"pass `train_columns` sent0,sent1,score"):
         _roles({"a": ["w"] * 4, "b": ["x"] * 4, "label": third})
     # Sentences that merely contain digits are sentences; numbers under a role name are what they say.
     assert _roles({"a": ["w"] * 4, "b": ["x"] * 4, "label": ["7 cats", "3", "1", "2"]}).score is None

@@ -51,7 +51,7 @@ def test_the_page_example_registers_a_loss_equal_to_infonce_without_smoothing(sm
     for a, b in zip(grads, torch.autograd.grad(reference, (z1, z2, z3))):
         assert torch.allclose(a, b, atol=1e-12)
     assert not torch.allclose(build_loss("smoothed_infonce", smoothing=0.1)(z1, z2, z3), reference)
-    with pytest.raises(Exception, match="smoothing must be in"):
+    with pytest.raises(Exception, match="`smoothing` must be in"):
         build_loss("smoothed_infonce", smoothing=1.0)
 
 

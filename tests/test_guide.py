@@ -105,7 +105,7 @@ def test_gist_trains_with_the_guide_run_once_per_batch(models, st_guide, tmp_pat
 
 def test_guide_flags_must_match_the_loss(models, tmp_path):
     data = write_train_file(tmp_path, 2)
-    with pytest.raises(SimCSEError, match="--loss_type gist needs a frozen guide encoder: add --guide_model"):
+    with pytest.raises(SimCSEError, match="`loss_type` gist needs a frozen guide encoder: add `guide_model`"):
         train.main(base_args(models["bert"], data, tmp_path / "a", "--loss_type", "gist"))
-    with pytest.raises(SimCSEError, match="--guide_model is used by guided losses only \\(gist\\)"):
+    with pytest.raises(SimCSEError, match="`guide_model` is used by guided losses only \\(gist\\)"):
         train.main(base_args(models["bert"], data, tmp_path / "b", "--guide_model", str(models["bert"])))

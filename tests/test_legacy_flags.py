@@ -169,7 +169,7 @@ def test_gpu_only_flags_are_refused_without_a_gpu(base):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    with pytest.raises(SimCSEError, match="--fp16 needs a CUDA GPU"):
+    with pytest.raises(SimCSEError, match="`fp16` needs a CUDA GPU"):
         parse_train_args(base + ["--fp16"])
     with pytest.raises(SimCSEError, match="needs a CUDA GPU"):
         parse_train_args(base + ["--deepspeed", "ds.json"])

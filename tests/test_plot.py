@@ -80,7 +80,7 @@ def test_errors(tmp_path, capsys, monkeypatch):
     assert code == 2 and "no trainer_state.json in" in capsys.readouterr().err
     (tmp_path / "trainer_state.json").write_text(json.dumps({"log_history": [{"train_runtime": 1.0, "step": 3}]}))
     pytest.importorskip("matplotlib")
-    with pytest.raises(SimCSEError, match=r"no logged metrics to plot; train with --logging_steps N"):
+    with pytest.raises(SimCSEError, match=r"no logged metrics to plot; train with `logging_steps` N"):
         plot.plot_training(tmp_path)
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
     with pytest.raises(SimCSEError, match=r"plotting needs matplotlib; pip install matplotlib"):

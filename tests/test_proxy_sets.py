@@ -188,7 +188,7 @@ def test_refuses_non_empty_folder_and_deletes_nothing(tmp_path):
     out.mkdir()
     (out / "notes.txt").write_text("mine", encoding="utf-8")
     (out / "dataset.json").write_text('{"ignore_identical_ids": false}', encoding="utf-8")
-    with pytest.raises(SimCSEError, match="--overwrite") as info:
+    with pytest.raises(SimCSEError, match="`overwrite`") as info:
         build_proxy_set("stsb", "test", out, data_dir=tree)
     assert str(out) in str(info.value) and "\n" not in str(info.value)
     assert sorted(p.name for p in out.iterdir()) == ["dataset.json", "notes.txt"]
@@ -220,7 +220,7 @@ def test_bad_input_names_file_and_line(tmp_path):
     bad_nli.write_text("premise,hypothesis\na,b\n", encoding="utf-8")
     with pytest.raises(SimCSEError, match=r"bad\.csv, line 1: the header"):
         build_proxy_set("nli", "test", tmp_path / "out", input_path=bad_nli)
-    with pytest.raises(SimCSEError, match="--input"):
+    with pytest.raises(SimCSEError, match="`input`"):
         build_proxy_set("nli", "test", tmp_path / "out", input_path=tmp_path / "missing.csv")
 
 

@@ -202,7 +202,7 @@ def test_errors_name_the_value_and_the_fix(minilm, tmp_path):
     blank.write_text("\n\n")
     with pytest.raises(SimCSEError, match=r"holds no sentences"):
         minilm.add_to_index(str(blank))
-    with pytest.raises(SimCSEError, match=r"max_length 1000 exceeds this model's limit of 512"):
+    with pytest.raises(SimCSEError, match=r"`max_length` 1000 exceeds this model's limit of 512"):
         minilm.encode("x", max_length=1000)
 
 
@@ -407,14 +407,14 @@ def test_position_limit_counts_only_usable_positions(tmp_path):
     assert position_limit(BertConfig(max_position_embeddings=512)) == 512
     assert position_limit(GPT2Config(n_positions=1024)) == 1024
     check_max_seq_length(512, roberta, "roberta-base")
-    with pytest.raises(SimCSEError, match=r"--max_seq_length 513 exceeds this model's limit of 512 positions"):
+    with pytest.raises(SimCSEError, match=r"`max_seq_length` 513 exceeds this model's limit of 512 positions"):
         check_max_seq_length(513, roberta, "roberta-base")
     # a tiny RoBERTa with 130 rows: 128 usable; the default length is that limit, so a long text encodes
     tool = SimCSE(str(save_tiny_model(tmp_path / "roberta", "roberta")), device="cpu", pooler="avg")
     long_text = " ".join(["word"] * 400)
     assert tool.encode(long_text).shape == (32,)
     torch.testing.assert_close(tool.encode(long_text), tool.encode(long_text, max_length=128))
-    with pytest.raises(SimCSEError, match=r"max_length 129 exceeds this model's limit of 128 positions"):
+    with pytest.raises(SimCSEError, match=r"`max_length` 129 exceeds this model's limit of 128 positions"):
         tool.encode("x", max_length=129)
 
 
@@ -443,7 +443,7 @@ def test_truncate_dim_keeps_the_first_coordinates(tmp_path):
     short.build_index(sentences[1:])
     assert short.search(sentences[0], top_k=1)[0]["sentence"] in sentences[1:]
     assert "truncate_dim=8" in repr(short)
-    with pytest.raises(SimCSEError, match=r"--truncate_dim must be an integer in \[1, 32\], got 64"):
+    with pytest.raises(SimCSEError, match=r"`truncate_dim` must be an integer in \[1, 32\], got 64"):
         SimCSE(path, device="cpu", pooler="avg", truncate_dim=64)
 
 

@@ -74,14 +74,14 @@ def test_deepspeed_zero3_is_refused(tmp_path):
 
 @pytest.mark.parametrize("flags, message", [
     (dict(load_best_model_at_end=True, metric_for_best_model="stsb_spearman"),
-     "--load_best_model_at_end needs evaluations to find the best model, but --eval_strategy is no"),
+     "`load_best_model_at_end` needs evaluations to find the best model, but `eval_strategy` is no"),
     (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5, metric_for_best_model="loss"),
-     "--metric_for_best_model loss: the evaluation reports dev scores, no loss; use stsb_spearman"),
+     "`metric_for_best_model` loss: the evaluation reports dev scores, no loss; use stsb_spearman"),
     (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5, save_strategy="steps", save_steps=10,
           metric_for_best_model="stsb_spearman"),
-     "--save_steps 10 differs from --eval_steps 5"),
-    (dict(fsdp="full_shard"), "--fsdp 'full_shard' is not supported"),
-    (dict(deepspeed="ds.json"), "--deepspeed 'ds.json' needs a CUDA GPU"),
+     "`save_steps` 10 differs from `eval_steps` 5"),
+    (dict(fsdp="full_shard"), "`fsdp` 'full_shard' is not supported"),
+    (dict(deepspeed="ds.json"), "`deepspeed` 'ds.json' needs a CUDA GPU"),
 ])
 def test_settings_that_cannot_keep_the_best_model_or_run_are_refused(flags, message):
     if "deepspeed" in flags and torch.cuda.is_available():

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 def check_mlm_probability(probability: float) -> float:
     """The masking rate of the MLM objective, in (0, 1) (1 would mask every token: nothing left to read)."""
     if isinstance(probability, bool) or not isinstance(probability, int | float) or not 0 < probability < 1:
-        raise SimCSEError(f"--mlm_probability must be in (0, 1), got {probability!r}; the SimCSE recipe uses 0.15")
+        raise SimCSEError(f"`mlm_probability` must be in (0, 1), got {probability!r}; the SimCSE recipe uses 0.15")
     return float(probability)
 
 
@@ -228,8 +228,8 @@ class SimCSECollator:
             check_mlm_probability(self.mlm_probability)
             if self.tokenizer.mask_token_id is None:
                 raise SimCSEError(
-                    f"--do_mlm needs a tokenizer with a mask token, and {self.tokenizer.name_or_path!r} has "
-                    "none (decoders such as GPT-2 are not trained with masked LM); drop --do_mlm"
+                    f"`do_mlm` needs a tokenizer with a mask token, and {self.tokenizer.name_or_path!r} has "
+                    "none (decoders such as GPT-2 are not trained with masked LM); drop `do_mlm`"
                 )
         self._token_types = "token_type_ids" in getattr(self.tokenizer, "model_input_names", ())
 

@@ -51,9 +51,9 @@ def write_scored_pairs(pairs: list[tuple[str, str, float]], output: str | Path) 
     """Write ``sent0,sent1,score`` rows to a new ``.csv`` (refuses to overwrite an existing file)."""
     output = Path(output)
     if output.suffix != ".csv":
-        raise SimCSEError(f"--output {output}: write a .csv file (train.py reads graded pairs from .csv/.json)")
+        raise SimCSEError(f"`output` {output}: write a .csv file (train.py reads graded pairs from .csv/.json)")
     if output.exists():
-        raise SimCSEError(f"--output {output} already exists; remove it or choose another path")
+        raise SimCSEError(f"`output` {output} already exists; remove it or choose another path")
     output.parent.mkdir(parents=True, exist_ok=True)
     temporary = output.with_name(f"{output.name}.{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8", newline="") as handle:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> None:
     downstream = Path(resolve_data_dir(args.senteval_data)) / "downstream"
     source = downstream / "STS" / "STSBenchmark" / f"sts-{args.split}.csv"
     if not source.is_file():
-        raise SimCSEError(f"{source} does not exist; point --senteval_data at the SentEval data directory")
+        raise SimCSEError(f"{source} does not exist; point `senteval_data` at the SentEval data directory")
     pairs = read_stsb_pairs(source)
     out = write_scored_pairs(pairs, args.output)
     print(f"wrote {len(pairs)} scored pairs from {source} to {out}")

@@ -67,7 +67,7 @@ def load_training_dataset(train_file: str | Path, cache_dir: str | Path | None =
         raise SimCSEError(f"training file {path} has the unsupported extension {path.suffix or '(none)'!r}; "
                           f"use one of {', '.join(SUPPORTED_EXTENSIONS)}")
     if not path.is_file():
-        raise SimCSEError(f"training file {path} does not exist or is not a file; check --train_file")
+        raise SimCSEError(f"training file {path} does not exist or is not a file; check `train_file`")
     raw = path.read_bytes()
     root = Path(cache_dir if cache_dir is not None else datasets.config.HF_DATASETS_CACHE)
     # The reader's version and the extension are part of the key: the same bytes read as .txt and as .csv differ.
@@ -202,9 +202,9 @@ def column_roles(dataset: datasets.Dataset, train_columns: str | Sequence[str] |
             if sample and all(_NUMBER.fullmatch(cell) for cell in sample):
                 raise SimCSEError(f"{where}: column {position} ({name!r}) holds numbers (e.g. "
                                   f"{', '.join(map(repr, sample[:3]))}), not sentences. If it is a similarity score, "
-                                  f"name the column {SCORE_COLUMN!r} or pass --train_columns "
+                                  f"name the column {SCORE_COLUMN!r} or pass `train_columns` "
                                   f"{','.join(['sent0', 'sent1', 'score'][:len(names)])}; if it really holds "
-                                  "sentences, name it (e.g. hard_neg) or pass --train_columns with its role")
+                                  "sentences, name it (e.g. hard_neg) or pass `train_columns` with its role")
     if score is not None:
         _check_scores(dataset, score, where)
     return ColumnRoles(sentences=tuple(sentences), score=score)
@@ -229,22 +229,22 @@ def _check_scores(dataset: datasets.Dataset, name: str, where: str) -> None:
 def _parse_train_columns(train_columns: str | Sequence[str], names: list[str], where: str) -> list[str]:
     roles = [r.strip() for r in train_columns.split(",")] if isinstance(train_columns, str) else list(train_columns)
     if len(roles) != len(names):
-        raise SimCSEError(f"--train_columns {','.join(roles)} names {len(roles)} column role(s), but {where} has "
+        raise SimCSEError(f"`train_columns` {','.join(roles)} names {len(roles)} column role(s), but {where} has "
                           f"{len(names)} column(s) ({', '.join(map(repr, names))}); give one role per column, in order")
     unknown = [role for role in roles if not _ROLE.fullmatch(role)]
     if unknown:
-        raise SimCSEError(f"--train_columns: unknown role(s) {', '.join(map(repr, unknown))}; each column is one "
+        raise SimCSEError(f"`train_columns`: unknown role(s) {', '.join(map(repr, unknown))}; each column is one "
                           "of sent0, sent1, hard_neg (or hard_neg_1, hard_neg_2, ...), score (text: one column)")
     repeated = sorted({role for role in roles if roles.count(role) > 1})
     if repeated:
-        raise SimCSEError(f"--train_columns names the role(s) {repeated} more than once: {','.join(roles)}")
+        raise SimCSEError(f"`train_columns` names the role(s) {repeated} more than once: {','.join(roles)}")
     sentence_roles = [role for role in roles if role != SCORE_COLUMN]
     expected = ["sent0", "sent1"][:len(sentence_roles)]
     if sentence_roles[:2] != expected and sentence_roles != ["text"]:
-        raise SimCSEError(f"--train_columns {','.join(roles)}: the sentence columns must read sent0, sent1, then "
+        raise SimCSEError(f"`train_columns` {','.join(roles)}: the sentence columns must read sent0, sent1, then "
                           "hard negatives, in order (score may stand anywhere)")
     if any(not role.startswith("hard_neg") for role in sentence_roles[2:]):
-        raise SimCSEError(f"--train_columns {','.join(roles)}: columns after sent0, sent1 are hard negatives "
+        raise SimCSEError(f"`train_columns` {','.join(roles)}: columns after sent0, sent1 are hard negatives "
                           "(hard_neg, hard_neg_1, ...) or the score")
     return roles
 

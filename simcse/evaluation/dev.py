@@ -46,14 +46,14 @@ def parse_retrieval_spec(spec: str, flag: str) -> tuple[str, str | None, str]:
 
 def build_evaluators(data_dir: str | None = None, *, sts_dev: bool = True, transfer_dev: bool = False,
                      custom_sts: Sequence[str] = (), custom_retrieval: Sequence[str] = (),
-                     sts_flag: str = "--eval_custom_sts", retrieval_flag: str = "--eval_custom_retrieval",
+                     sts_flag: str = "`eval_custom_sts`", retrieval_flag: str = "`eval_custom_retrieval`",
                      query_prompt: str = "", document_prompt: str = "") -> EvaluatorSequence:
     """The evaluators the flags ask for, in table order: STS dev (needs ``data_dir``, the folder holding
     SentEval's ``downstream/``), each custom STS file, each retrieval folder, then the transfer tasks' dev
     accuracy. The sequence's primary metric (the default ``--metric_for_best_model``) is the first one's."""
     evaluators: list[Evaluator] = []
     if (sts_dev or transfer_dev) and data_dir is None:
-        raise SimCSEError("the STS / transfer dev evaluation needs the SentEval data; pass --senteval_data DIR")
+        raise SimCSEError("the STS / transfer dev evaluation needs the SentEval data; pass `senteval_data` DIR")
     if sts_dev:
         evaluators.append(STSDevEvaluator(data_dir))
     evaluators += [CustomSTSEvaluator(spec, flag=sts_flag) for spec in custom_sts]

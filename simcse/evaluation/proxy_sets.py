@@ -105,7 +105,7 @@ def read_scored_pairs(path: Path, columns: tuple[int, int, int], header: bool) -
     or a score that is not a finite number is a :class:`SimCSEError` naming the file and the line.
     """
     rows: list[Row] = []
-    _require_file(path, "input file", "point --senteval_data at the SentEval data directory")
+    _require_file(path, "input file", "point `senteval_data` at the SentEval data directory")
     with open(path, encoding="utf-8", newline="") as handle:
         for number, line in enumerate(handle, start=1):
             if header and number == 1:
@@ -125,7 +125,7 @@ def read_scored_pairs(path: Path, columns: tuple[int, int, int], header: bool) -
 def read_nli_triples(path: Path) -> list[Row]:
     """(line number, (premise, entailment, contradiction), None) of each row of a ``sent0,sent1,hard_neg`` csv."""
     rows: list[Row] = []
-    _require_file(path, "--input", "give the sent0,sent1,hard_neg csv")
+    _require_file(path, "`input`", "give the sent0,sent1,hard_neg csv")
     with open(path, encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         try:
@@ -149,18 +149,18 @@ def source_files(source: str, split: str, data_dir: str | os.PathLike | None,
                  input_path: str | os.PathLike | None) -> Path:
     """The file a proxy set of ``source``/``split`` is built from (SentEval data tree, or ``--input`` for nli)."""
     if source not in SOURCES:
-        raise SimCSEError(f"--source {source!r}: choose one of {', '.join(SOURCES)}")
+        raise SimCSEError(f"`source` {source!r}: choose one of {', '.join(SOURCES)}")
     if split not in SPLITS:
-        raise SimCSEError(f"--split {split!r}: choose one of {', '.join(SPLITS)}")
+        raise SimCSEError(f"`split` {split!r}: choose one of {', '.join(SPLITS)}")
     if source == "nli":
         if input_path is None:
-            raise SimCSEError("--source nli needs --input, the sent0,sent1,hard_neg csv "
+            raise SimCSEError("`source` nli needs `input`, the sent0,sent1,hard_neg csv "
                               "(e.g. ../shared/data/train/nli_snli_devtest_for_simcse.csv)")
         if data_dir is not None:
-            raise SimCSEError("--senteval_data applies to --source stsb/sickr; nli reads --input")
+            raise SimCSEError("`senteval_data` applies to `source` stsb/sickr; nli reads `input`")
         return Path(input_path)
     if input_path is not None:
-        raise SimCSEError(f"--input applies to --source nli; {source} is read from the SentEval data (--senteval_data)")
+        raise SimCSEError(f"`input` applies to `source` nli; {source} is read from the SentEval data (`senteval_data`)")
     from senteval.datapath import resolve_data_dir
     from senteval.errors import SentEvalError
 
@@ -203,15 +203,15 @@ def _jsonl(records: Iterable[dict]) -> str:
 
 def _check_output(output: Path, split: str, overwrite: bool) -> None:
     if output.exists() and not output.is_dir():
-        raise SimCSEError(f"--output {output} is a file; name a folder")
+        raise SimCSEError(f"`output` {output} is a file; name a folder")
     if not output.is_dir() or not any(output.iterdir()):
         return
     if not overwrite:
-        raise SimCSEError(f"--output {output} is not empty; pass --overwrite to replace its proxy files, "
+        raise SimCSEError(f"`output` {output} is not empty; pass `overwrite` to replace its proxy files, "
                           "or choose another folder")
     stale = sorted(p.name for p in (output / "qrels").glob("*.tsv") if p.name != f"{split}.tsv")
     if stale:
-        raise SimCSEError(f"--output {output} holds qrels/{', qrels/'.join(stale)} of another build, which the new "
+        raise SimCSEError(f"`output` {output} holds qrels/{', qrels/'.join(stale)} of another build, which the new "
                           "corpus would leave stale (nothing is deleted); remove it or choose another folder")
 
 
@@ -261,7 +261,7 @@ def build_proxy_set(source: str, split: str, output: str | os.PathLike, data_dir
     path = source_files(source, split, data_dir, input_path)
     min_score = float(min_score)
     if not math.isfinite(min_score):
-        raise SimCSEError(f"--min_score {min_score}: give a finite number")
+        raise SimCSEError(f"`min_score` {min_score}: give a finite number")
     output = Path(output)
     _check_output(output, split, overwrite)
     if source == "nli":
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "--output (nothing is deleted)")
     args = parser.parse_args(argv)
     if args.min_score is not None and args.source == "nli":
-        raise SimCSEError("--min_score applies to --source stsb/sickr; nli pairs are entailments")
+        raise SimCSEError("`min_score` applies to `source` stsb/sickr; nli pairs are entailments")
     counts = build_proxy_set(args.source, args.split, args.output, data_dir=args.senteval_data,
                              min_score=4.0 if args.min_score is None else args.min_score, input_path=args.input,
                              overwrite=args.overwrite)

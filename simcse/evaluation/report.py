@@ -118,25 +118,25 @@ def aggregation_note(mode: str, agg: str) -> str:
 
 def load_custom_tasks(args: EvaluationConfig) -> tuple[list[CustomSTSEvaluator], list[CustomClassificationEval]]:
     """Read every --custom_* file now, so a bad file fails before the model is loaded."""
-    sts = [CustomSTSEvaluator(spec, flag="--custom_sts", columns=args.custom_columns, columns_flag="--custom_columns")
+    sts = [CustomSTSEvaluator(spec, flag="`custom_sts`", columns=args.custom_columns, columns_flag="`custom_columns`")
            for spec in args.custom_sts]
     classification = []
     for spec in args.custom_classification:
         body, name, columns = parse_spec(spec)
         files = body.split(",")
         if len(files) not in (2, 3) or not all(files):
-            raise SimCSEError(f"--custom_classification {spec!r}: give TRAIN,TEST or TRAIN,DEV,TEST "
+            raise SimCSEError(f"`custom_classification` {spec!r}: give TRAIN,TEST or TRAIN,DEV,TEST "
                               "(comma-separated files), optionally followed by :NAME and :TEXT,LABEL")
         train, dev, test = (files[0], None, files[1]) if len(files) == 2 else files
         classification.append(CustomClassificationEval(
             train, test, dev=dev, name=name, columns=columns or args.custom_classification_columns,
-            flag=f"--custom_classification {spec!r}" if columns else "--custom_classification_columns"))
+            flag=f"`custom_classification` {spec!r}" if columns else "`custom_classification_columns`"))
     for evaluator in sts:
         print(f"custom STS {evaluator.task.name}: {evaluator.task.layout}", file=sys.stderr)
     for task in classification:
         for split, layout in task.layout.items():
             print(f"custom classification {task.name} ({split}): {layout}", file=sys.stderr)
-    for kind, tasks in (("--custom_sts", sts), ("--custom_classification", classification)):
+    for kind, tasks in (("`custom_sts`", sts), ("`custom_classification`", classification)):
         names = [getattr(t, "task", t).name for t in tasks]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -167,7 +167,7 @@ def load_retrieval_sets(args: EvaluationConfig) -> list:
     if (query, document) != ("", "") and args.query_prompt is None and args.document_prompt is None:
         print(f"custom retrieval: the checkpoint's prompts: query {query!r}, document {document!r}", file=sys.stderr)
     sequence = build_evaluators(sts_dev=False, custom_retrieval=args.custom_retrieval,
-                                retrieval_flag="--custom_retrieval", query_prompt=query, document_prompt=document)
+                                retrieval_flag="`custom_retrieval`", query_prompt=query, document_prompt=document)
     for evaluator in sequence.evaluators:
         print(f"custom retrieval {evaluator.name}: {len(evaluator.query_ids)} judged queries, "
               f"{len(evaluator.doc_ids)} documents", file=sys.stderr)

@@ -133,7 +133,7 @@ class CustomSTSEvaluator(Evaluator):
     cosine against the gold score or 0/1 label, reported as ``<name>_spearman`` (NAME or the file stem,
     reduced to [a-z0-9_]). The file is read here, so a bad file fails before any model loads."""
 
-    def __init__(self, spec: str, flag: str = "--eval_custom_sts", columns: str | None = None,
+    def __init__(self, spec: str, flag: str = "`eval_custom_sts`", columns: str | None = None,
                  columns_flag: str | None = None):
         """flag: the option the spec came from, named in errors; columns: the columns of every such file
         (set by ``columns_flag``), overridden by the spec's own."""

@@ -168,7 +168,7 @@ class SimCSE:
             if target != self.device:
                 self._model.to(target)
                 self.device = target
-        max_length = check_max_length(max_length, self._max_positions, name="max_length")
+        max_length = check_max_length(max_length, self._max_positions, name="`max_length`")
         encoder = SentenceEncoder(self._embed, self.tokenizer, self.device, batch_size=batch_size,
                                   max_length=max_length, cache=False, show_progress=show_progress_bar)
         vectors = encoder.encode(items)  # (n, H)

@@ -77,5 +77,5 @@ def require_pairs(loss_name: str, z: torch.Tensor) -> None:
         raise SimCSEError(
             f"loss {loss_name!r} needs at least 2 pairs per batch (it uses in-batch negatives or batch "
             f"statistics), got a batch of {z.shape[0]}; raise the batch size and drop a last incomplete "
-            "batch (--dataloader_drop_last)"
+            "batch (`dataloader_drop_last`)"
         )

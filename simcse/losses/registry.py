@@ -246,15 +246,15 @@ def check_inputs(loss: ContrastiveLoss | type[ContrastiveLoss], *, hard_negative
                           f"{able('supports_hard_negatives')}, or data without hard-negative columns")
     if loss.needs_scores and not scores:
         raise SimCSEError(f"loss {label!r} is graded: it needs a similarity score per pair, and {source} has none; "
-                          "add a column named 'score' (or declare it with --train_columns sent0,sent1,score)")
+                          "add a column named 'score' (or declare it with `train_columns` sent0,sent1,score)")
     if scores and not loss.needs_scores:
         raise SimCSEError(f"{source} has similarity scores that loss {label!r} would ignore; use a graded loss "
                           f"({able('needs_scores')}) or drop the score column")
     if loss.needs_guide and not guide:
-        raise SimCSEError(f"loss {label!r} needs the embeddings of a guide encoder (--guide_model) and {source} "
+        raise SimCSEError(f"loss {label!r} needs the embeddings of a guide encoder (`guide_model`) and {source} "
                           "has none")
     if guide and not loss.needs_guide:
-        raise SimCSEError(f"{source} has guide embeddings that loss {label!r} does not use; drop --guide_model or "
+        raise SimCSEError(f"{source} has guide embeddings that loss {label!r} does not use; drop `guide_model` or "
                           f"use a guided loss ({able('needs_guide')})")
 
 

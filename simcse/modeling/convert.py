@@ -69,11 +69,11 @@ def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
     path = os.path.abspath(path)
     output_dir = os.path.abspath(output_dir)
     if not os.path.isfile(os.path.join(path, "config.json")):
-        raise SimCSEError(f"--path {path!r} has no config.json; give a checkpoint directory written by train.py")
+        raise SimCSEError(f"`path` {path!r} has no config.json; give a checkpoint directory written by train.py")
     if output_dir == path:
-        raise SimCSEError("--output_dir equals --path; the input would be overwritten. Choose another --output_dir")
+        raise SimCSEError("`output_dir` equals `path`; the input would be overwritten. Choose another `output_dir`")
     if os.path.exists(output_dir) and os.listdir(output_dir) and not overwrite:
-        raise SimCSEError(f"--output_dir {output_dir!r} exists and is not empty; pass --overwrite or choose another")
+        raise SimCSEError(f"`output_dir` {output_dir!r} exists and is not empty; pass `overwrite` or choose another")
 
     config = AutoConfig.from_pretrained(path)
     wrapper = next((ARCHITECTURES[a] for a in (config.architectures or []) if a in ARCHITECTURES), None)

@@ -46,7 +46,7 @@ def position_limit(config) -> int | None:
     return int(limit)
 
 
-def check_max_length(max_length: int | None, config, name: str = "--max_seq_length") -> int | None:
+def check_max_length(max_length: int | None, config, name: str = "`max_seq_length`") -> int | None:
     """The truncation length to use: ``max_length`` when it is at least 2 and within the model's
     :func:`position_limit`, the limit itself when ``max_length`` is None; otherwise a SimCSEError naming
     ``name`` (the flag or argument the user set) and the limit. ``config``: a config, its dict, or the limit."""
@@ -202,7 +202,7 @@ def hf_embed_fn(model, pooler_type: str) -> EmbedFn:
     if uses_mlp_head(pooler_type) and getattr(model, "pooler", None) is None:
         raise SimCSEError(
             f"pooler 'cls' needs the model's pooling layer, but this {model_type} model has none; "
-            "use --pooler cls_before_pooler (the [CLS] state without the head)"
+            "use `pooler` cls_before_pooler (the [CLS] state without the head)"
         )
     want_hidden = pooler_type in NEEDS_HIDDEN_STATES
 
@@ -232,7 +232,7 @@ def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
 def truncated(embed: EmbedFn, dim: int, width: int | None) -> EmbedFn:
     """``embed`` keeping only the first ``dim`` coordinates of each embedding (B, dim)."""
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1 or (width is not None and dim > width):
-        raise SimCSEError(f"--truncate_dim must be an integer in [1, {width or 'the embedding width'}], got {dim!r}")
+        raise SimCSEError(f"`truncate_dim` must be an integer in [1, {width or 'the embedding width'}], got {dim!r}")
 
     def embed_prefix(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return embed(input_ids, attention_mask)[:, :dim]
@@ -284,7 +284,7 @@ def build_encoder(
         # transformers would fill the missing layer with random weights and the scores would be noise
         raise SimCSEError(
             f"pooler 'cls' needs a trained pooling layer ({head}dense), but {model_name_or_path!r} has none; "
-            "use --pooler cls_before_pooler (the [CLS] state) or the pooler the model was trained with (e.g. avg)"
+            "use `pooler` cls_before_pooler (the [CLS] state) or the pooler the model was trained with (e.g. avg)"
         )
     embed = simcse_embed_fn(model, pooler_type) if simcse_checkpoint else hf_embed_fn(model, pooler_type)
     if truncate_dim is not None:

@@ -133,7 +133,7 @@ def configure(config: PretrainedConfig, **settings) -> PretrainedConfig:
         elif not hasattr(config, key):
             setattr(config, key, default)
     if config.temp <= 0:
-        raise SimCSEError(f"--temp must be > 0, got {config.temp}")
+        raise SimCSEError(f"`temp` must be > 0, got {config.temp}")
     check_pooler(config.pooler_type, config.model_type)
     return config
 
@@ -233,7 +233,7 @@ class ContrastiveEncoderMixin:
             self._keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\.dense\.", r"^cls\.seq_relationship\."]
         if config.do_mlm:
             if self.mlm_attr is None:
-                raise SimCSEError(f"--do_mlm is not supported for {config.model_type}; drop the flag")
+                raise SimCSEError(f"`do_mlm` is not supported for {config.model_type}; drop the flag")
             setattr(self, self.mlm_attr, self._mlm_head_class(config))
 
     def _init_weights(self, module: nn.Module) -> None:

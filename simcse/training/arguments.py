@@ -85,26 +85,26 @@ class ModelArguments:
 
     def __post_init__(self):
         if self.temp is not None and self.temp <= 0:
-            raise SimCSEError(f"--temp must be > 0, got {self.temp}; the paper uses 0.05")
+            raise SimCSEError(f"`temp` must be > 0, got {self.temp}; the paper uses 0.05")
         if self.pooler_type not in ALL_POOLERS:
-            raise SimCSEError(f"unknown --pooler_type {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
+            raise SimCSEError(f"unknown `pooler_type` {self.pooler_type!r}; choose one of {', '.join(ALL_POOLERS)}")
         if self.mlm_weight < 0:
-            raise SimCSEError(f"--mlm_weight must be >= 0, got {self.mlm_weight}")
+            raise SimCSEError(f"`mlm_weight` must be >= 0, got {self.mlm_weight}")
         from simcse.losses import LOSSES
 
         if self.loss_type not in LOSSES:
-            raise SimCSEError(f"unknown --loss_type {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
+            raise SimCSEError(f"unknown `loss_type` {self.loss_type!r}; choose one of {', '.join(sorted(LOSSES))}")
         if self.margin is not None and self.margin < 0:
-            raise SimCSEError(f"--margin must be >= 0, got {self.margin}")
+            raise SimCSEError(f"`margin` must be >= 0, got {self.margin}")
         # Built once, here (a bad hyperparameter fails now, not after the model has loaded), and passed on.
         self.loss = build_training_loss(self)
         needs_guide = LOSSES[self.loss_type].needs_guide
         if needs_guide and not self.guide_model:
-            raise SimCSEError(f"--loss_type {self.loss_type} needs a frozen guide encoder: add --guide_model PATH "
+            raise SimCSEError(f"`loss_type` {self.loss_type} needs a frozen guide encoder: add `guide_model` PATH "
                               "(e.g. a sentence-transformers model directory)")
         if self.guide_model and not needs_guide:
             guided = ", ".join(name for name, cls in LOSSES.items() if cls.needs_guide)
-            raise SimCSEError(f"--guide_model is used by guided losses only ({guided}), not --loss_type "
+            raise SimCSEError(f"`guide_model` is used by guided losses only ({guided}), not `loss_type` "
                               f"{self.loss_type}; drop it or pick a guided loss")
 
 
@@ -145,11 +145,11 @@ class DataTrainingArguments:
 
     def __post_init__(self):
         if not self.train_file:
-            raise SimCSEError("--train_file is required (a .txt, .csv or .json file)")
+            raise SimCSEError("`train_file` is required (a .txt, .csv or .json file)")
         if not os.path.isfile(self.train_file):
-            raise SimCSEError(f"--train_file {self.train_file!r} does not exist")
+            raise SimCSEError(f"`train_file` {self.train_file!r} does not exist")
         if not self.train_file.endswith(TRAIN_EXTENSIONS):
-            raise SimCSEError(f"--train_file {self.train_file!r}: use one of {', '.join(TRAIN_EXTENSIONS)}")
+            raise SimCSEError(f"`train_file` {self.train_file!r}: use one of {', '.join(TRAIN_EXTENSIONS)}")
         check_max_length(self.max_seq_length, None)
         check_mlm_probability(self.mlm_probability)
         if isinstance(self.eval_custom_sts, str):  # a JSON config may give one string
@@ -230,11 +230,11 @@ class SimCSETrainingArguments(TrainingArguments):
         self._resolve_best_model_saving()
         self._check_best_model_reachable()
         if (self.fp16 or self.bf16) and self.fp16 == self.bf16:
-            raise SimCSEError("--fp16 and --bf16 are exclusive; pick one")
+            raise SimCSEError("`fp16` and `bf16` are exclusive; pick one")
         if self.fp16 and not torch.cuda.is_available():
-            raise SimCSEError("--fp16 needs a CUDA GPU and none is visible; drop --fp16 (use fp32 on CPU)")
+            raise SimCSEError("`fp16` needs a CUDA GPU and none is visible; drop `fp16` (use fp32 on CPU)")
         if self.grad_cache_mini_batch is not None and self.grad_cache_mini_batch < 1:
-            raise SimCSEError(f"--grad_cache_mini_batch must be a positive number of examples, got "
+            raise SimCSEError(f"`grad_cache_mini_batch` must be a positive number of examples, got "
                               f"{self.grad_cache_mini_batch}")
         self._check_engines()
         super().__post_init__()
@@ -242,7 +242,7 @@ class SimCSETrainingArguments(TrainingArguments):
             raise SimCSEError(
                 f"{self.n_gpu} GPUs are visible but train.py runs as a single process, which would use "
                 "DataParallel (unsupported: negatives would not be gathered); launch one process per GPU with "
-                f"`torchrun --nproc_per_node {self.n_gpu} train.py ...`, or pick one GPU with CUDA_VISIBLE_DEVICES=0"
+                f"torchrun --nproc_per_node {self.n_gpu} train.py ..., or pick one GPU with CUDA_VISIBLE_DEVICES=0"
             )
 
     def _resolve_best_model_saving(self) -> None:
@@ -263,21 +263,21 @@ class SimCSETrainingArguments(TrainingArguments):
         if not (self.load_best_model_at_end or save == "best"):
             return
         if evaluation == "no":
-            flag = "--load_best_model_at_end" if self.load_best_model_at_end else "--save_strategy best"
-            raise SimCSEError(f"{flag} needs evaluations to find the best model, but --eval_strategy is no; add "
-                              "--eval_strategy steps --eval_steps N (or drop the flag)")
+            flag = "`load_best_model_at_end`" if self.load_best_model_at_end else "`save_strategy` best"
+            raise SimCSEError(f"{flag} needs evaluations to find the best model, but `eval_strategy` is no; add "
+                              "`eval_strategy` steps `eval_steps` N (or drop the flag)")
         if self.metric_for_best_model is None:  # the dev evaluation's primary metric (its first evaluator's)
             self.metric_for_best_model = STSDevEvaluator.primary_metric
         if self.metric_for_best_model in ("loss", "eval_loss"):
-            raise SimCSEError(f"--metric_for_best_model {self.metric_for_best_model}: the evaluation reports dev "
+            raise SimCSEError(f"`metric_for_best_model` {self.metric_for_best_model}: the evaluation reports dev "
                               f"scores, no loss; use {STSDevEvaluator.primary_metric} or another metric it logs")
         if (self.load_best_model_at_end and save == "steps" and evaluation == "steps"
                 and float(self.save_steps) != float(self.eval_steps or 0)):
             raise SimCSEError(
-                f"--save_steps {float(self.save_steps):g} differs from --eval_steps {float(self.eval_steps or 0):g}: "
+                f"`save_steps` {float(self.save_steps):g} differs from `eval_steps` {float(self.eval_steps or 0):g}: "
                 "a best model found at an evaluation that is not a save step would never be written, and "
-                "--load_best_model_at_end would load a worse one; drop --save_steps/--save_strategy (the "
-                "default then saves each new best) or set --save_steps equal to --eval_steps")
+                "`load_best_model_at_end` would load a worse one; drop `save_steps`/`save_strategy` (the "
+                "default then saves each new best) or set `save_steps` equal to `eval_steps`")
 
     def _check_engines(self) -> None:
         """Engines other than DDP, refused at parse time with the fix, not after the model has loaded.
@@ -287,19 +287,19 @@ class SimCSETrainingArguments(TrainingArguments):
         DeepSpeed) would bypass or break the sharding. Neither is supported yet.
         """
         if self.fsdp:
-            raise SimCSEError(f"--fsdp {self.fsdp!r} is not supported (evaluation and gradient caching would "
-                              "bypass the sharding); train with DDP: `torchrun --nproc_per_node N train.py ...`, "
-                              "and --grad_cache_mini_batch K for large batches in small memory")
+            raise SimCSEError(f"`fsdp` {self.fsdp!r} is not supported (evaluation and gradient caching would "
+                              "bypass the sharding); train with DDP: torchrun --nproc_per_node N train.py ..., "
+                              "and `grad_cache_mini_batch` K for large batches in small memory")
         if self.deepspeed:
             if _zero_stage(self.deepspeed) == 3:
-                raise SimCSEError(f"--deepspeed {self.deepspeed!r} uses ZeRO stage 3, which shards the parameters: "
+                raise SimCSEError(f"`deepspeed` {self.deepspeed!r} uses ZeRO stage 3, which shards the parameters: "
                                   "the dev evaluation and gradient caching would bypass the sharding; use ZeRO "
                                   "stage 1 or 2, or DDP (torchrun)")
             if not torch.cuda.is_available():
-                raise SimCSEError(f"--deepspeed {self.deepspeed!r} needs a CUDA GPU and none is visible; drop "
+                raise SimCSEError(f"`deepspeed` {self.deepspeed!r} needs a CUDA GPU and none is visible; drop "
                                   "the flag (use torchrun for several processes)")
             if self.grad_cache_mini_batch is not None:
-                raise SimCSEError("--grad_cache_mini_batch cannot be combined with --deepspeed (DeepSpeed steps "
+                raise SimCSEError("`grad_cache_mini_batch` cannot be combined with `deepspeed` (DeepSpeed steps "
                                   "the optimizer at every backward, i.e. once per chunk); drop one of the two")
 
 

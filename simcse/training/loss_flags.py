@@ -38,25 +38,25 @@ def loss_kwargs(args) -> dict:
         if value is None:  # not given: the loss's default
             continue
         if flag not in own:
-            raise SimCSEError(f"--{flag} does not apply to --loss_type {args.loss_type} "
-                              f"(its flags: {', '.join('--' + f for f in own) or 'none'}; every hyperparameter: "
-                              f"{', '.join(valid) or 'none'}, through --loss_kwargs); drop the flag")
+            raise SimCSEError(f"`{flag}` does not apply to `loss_type` {args.loss_type} "
+                              f"(its flags: {', '.join(f'`{f}`' for f in own) or 'none'}; every hyperparameter: "
+                              f"{', '.join(valid) or 'none'}, through `loss_kwargs`); drop the flag")
         kwargs[own[flag]] = value
     if args.loss_kwargs:
         try:
             extra = json.loads(args.loss_kwargs)
         except json.JSONDecodeError as err:
-            raise SimCSEError(f"--loss_kwargs {args.loss_kwargs!r} is not valid JSON ({err.msg}); "
+            raise SimCSEError(f"`loss_kwargs` {args.loss_kwargs!r} is not valid JSON ({err.msg}); "
                               'write it like \'{"temp": 0.1}\'') from None
         if not isinstance(extra, dict):
-            raise SimCSEError(f"--loss_kwargs must be a JSON object, got {args.loss_kwargs!r}")
+            raise SimCSEError(f"`loss_kwargs` must be a JSON object, got {args.loss_kwargs!r}")
         unknown = sorted(set(extra) - set(valid))
         if unknown:
-            raise SimCSEError(f"--loss_kwargs has {unknown} that --loss_type {args.loss_type} does not take; "
+            raise SimCSEError(f"`loss_kwargs` has {unknown} that `loss_type` {args.loss_type} does not take; "
                               f"valid: {', '.join(valid) or 'none'}")
         clash = sorted(set(extra) & set(kwargs))
         if clash:
-            raise SimCSEError(f"--loss_kwargs sets {clash}, which a flag also sets; give each value once")
+            raise SimCSEError(f"`loss_kwargs` sets {clash}, which a flag also sets; give each value once")
         kwargs.update(extra)
     return kwargs
 
@@ -64,14 +64,14 @@ def matryoshka_settings(args) -> tuple[list[int], list[float] | None] | None:
     """(dims, weights) of --matryoshka_dims / --matryoshka_weights, or None without Matryoshka."""
     if args.matryoshka_dims is None:
         if args.matryoshka_weights is not None:
-            raise SimCSEError("--matryoshka_weights needs --matryoshka_dims (the widths they weight)")
+            raise SimCSEError("`matryoshka_weights` needs `matryoshka_dims` (the widths they weight)")
         return None
     try:
         dims = [int(d) for d in str(args.matryoshka_dims).split(",") if d.strip()]
         weights = None if args.matryoshka_weights is None else [
             float(w) for w in str(args.matryoshka_weights).split(",") if w.strip()]
     except ValueError:
-        raise SimCSEError(f"--matryoshka_dims {args.matryoshka_dims!r} / --matryoshka_weights "
+        raise SimCSEError(f"`matryoshka_dims` {args.matryoshka_dims!r} / `matryoshka_weights` "
                           f"{args.matryoshka_weights!r}: write comma-separated numbers, e.g. 384,128,64") from None
     return dims, weights  # checked by MatryoshkaLoss when the loss is built
 
@@ -84,16 +84,16 @@ def wrap_loss(args, loss):
         loss = MatryoshkaLoss(loss, *matryoshka)
     if args.matryoshka_layers is None:
         if args.matryoshka_2d_kwargs is not None:
-            raise SimCSEError("--matryoshka_2d_kwargs needs --matryoshka_layers (2D Matryoshka over layers)")
+            raise SimCSEError("`matryoshka_2d_kwargs` needs `matryoshka_layers` (2D Matryoshka over layers)")
         return loss
     try:
         extra = json.loads(args.matryoshka_2d_kwargs) if args.matryoshka_2d_kwargs else {}
     except json.JSONDecodeError as err:
-        raise SimCSEError(f"--matryoshka_2d_kwargs {args.matryoshka_2d_kwargs!r} is not valid JSON "
+        raise SimCSEError(f"`matryoshka_2d_kwargs` {args.matryoshka_2d_kwargs!r} is not valid JSON "
                           f"({err.msg})") from None
     valid = ("last_layer_weight", "prior_layers_weight", "kl_div_weight", "kl_temperature")
     if not isinstance(extra, dict) or set(extra) - set(valid):
-        raise SimCSEError(f"--matryoshka_2d_kwargs must be a JSON object with keys among {', '.join(valid)}; "
+        raise SimCSEError(f"`matryoshka_2d_kwargs` must be a JSON object with keys among {', '.join(valid)}; "
                           f"got {args.matryoshka_2d_kwargs!r}")
     return Matryoshka2dLoss(loss, n_layers_per_step=args.matryoshka_layers, **extra)
 

@@ -57,11 +57,11 @@ def parse_seeds(text: str) -> list[int]:
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise SimCSEError(f"--seeds {text!r} must be comma-separated integers, e.g. 42,43,44") from None
+        raise SimCSEError(f"`seeds` {text!r} must be comma-separated integers, e.g. 42,43,44") from None
     if not seeds:
-        raise SimCSEError("--seeds is empty; give e.g. 42,43,44")
+        raise SimCSEError("`seeds` is empty; give e.g. 42,43,44")
     if len(set(seeds)) != len(seeds):
-        raise SimCSEError(f"--seeds {text!r} repeats a seed; each run needs its own")
+        raise SimCSEError(f"`seeds` {text!r} repeats a seed; each run needs its own")
     return seeds
 
 
@@ -110,14 +110,14 @@ def base_output_dir(train_args: list[str]) -> str:
         with open(train_args[0], encoding="utf-8") as handle:
             values = json.load(handle)
         if "seed" in values:
-            raise SimCSEError(f"{train_args[0]!r} sets seed; remove it, --seeds chooses the seeds")
+            raise SimCSEError(f"{train_args[0]!r} sets seed; remove it, `seeds` chooses the seeds")
         output_dir = values.get("output_dir")
     else:
         if _flag_value(train_args, "--seed") is not None:
-            raise SimCSEError("the train.py arguments set --seed; remove it, --seeds chooses the seeds")
+            raise SimCSEError("the train.py arguments set `seed`; remove it, `seeds` chooses the seeds")
         output_dir = _flag_value(train_args, "--output_dir")
     if not output_dir:
-        raise SimCSEError("the train.py arguments need --output_dir; seed s trains into <output_dir>/seed-<s>")
+        raise SimCSEError("the train.py arguments need `output_dir`; seed s trains into <output_dir>/seed-<s>")
     return output_dir
 
 
@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> dict:
         recorded = _read_json(os.path.join(seed_dir, SEED_ARGS))
         if recorded is not None and recorded != settings:
             raise SimCSEError(f"{seed_dir!r} was started with other settings (see its {SEED_ARGS}); use another "
-                              "--output_dir, or move that folder away to rerun this seed")
+                              "`output_dir`, or move that folder away to rerun this seed")
         done = _read_json(os.path.join(seed_dir, SEED_RESULT))
         if done is not None:
             print(f"====== seed {seed}: already done, read {os.path.join(seed_dir, SEED_RESULT)}", flush=True)
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
             continue
         if os.path.isdir(seed_dir) and recorded is None and os.listdir(seed_dir):
             raise SimCSEError(f"{seed_dir!r} holds files this command did not start (no {SEED_ARGS}); use another "
-                              "--output_dir, or move that folder away")
+                              "`output_dir`, or move that folder away")
         train_metrics: dict = {}
         if os.path.isdir(seed_dir) and final_save_incomplete(seed_dir) is None:
             print(f"====== seed {seed}: trained earlier ({seed_dir} holds a complete model), evaluating", flush=True)

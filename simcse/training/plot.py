@@ -88,14 +88,14 @@ def find_trainer_state(output_dir: str | Path) -> Path:
     if root.is_file() and root.name == "trainer_state.json":
         return root
     if not root.is_dir():
-        raise SimCSEError(f"{str(root)!r} is not a directory; give a train.py --output_dir")
+        raise SimCSEError(f"{str(root)!r} is not a directory; give a train.py `output_dir`")
     if (root / "trainer_state.json").is_file():
         return root / "trainer_state.json"
     checkpoints = [p for p in root.glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)
                    and (p / "trainer_state.json").is_file()]
     if not checkpoints:
         raise SimCSEError(f"no trainer_state.json in {str(root)!r} or its checkpoint-* folders; "
-                          "give the --output_dir of a train.py run")
+                          "give the `output_dir` of a train.py run")
     return max(checkpoints, key=lambda p: int(p.name.split("-")[1])) / "trainer_state.json"
 
 
@@ -166,8 +166,8 @@ def plot_training(output_dir: str | Path, out_dir: str | Path | None = None) -> 
         plt.close(fig)
         written.append(path)
     if not written:
-        raise SimCSEError(f"{str(state_file)!r} has no logged metrics to plot; train with --logging_steps N "
-                          "(and --eval_strategy steps for the STS curves)")
+        raise SimCSEError(f"{str(state_file)!r} has no logged metrics to plot; train with `logging_steps` N "
+                          "(and `eval_strategy` steps for the STS curves)")
     return written
 
 

@@ -171,8 +171,8 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike, 
         return None
     if value.lower() == RESUME_LAST:
         if not Path(output_dir).is_dir():
-            raise SimCSEError(f"--resume_from_checkpoint last: --output_dir {str(output_dir)!r} does not exist, "
-                              "so there is nothing to resume; drop --resume_from_checkpoint to start a fresh run")
+            raise SimCSEError(f"`resume_from_checkpoint` last: `output_dir` {str(output_dir)!r} does not exist, "
+                              "so there is nothing to resume; drop `resume_from_checkpoint` to start a fresh run")
         skipped = []
         for _, path in checkpoints(output_dir):
             reason = incomplete_reason(path)
@@ -187,20 +187,20 @@ def resolve_resume_checkpoint(value: str | None, output_dir: str | os.PathLike, 
             skipped.append(f"{path.name} ({reason})")
         found = f" (skipped: {'; '.join(skipped)})" if skipped else ""
         raise SimCSEError(
-            f"--resume_from_checkpoint last: no complete checkpoint in {str(output_dir)!r}"
+            f"`resume_from_checkpoint` last: no complete checkpoint in {str(output_dir)!r}"
             f"{' from this run' if run is not None else ''}{found}; drop "
-            "--resume_from_checkpoint and add --overwrite_output_dir to start afresh, or pass a checkpoint directory"
+            "`resume_from_checkpoint` and add `overwrite_output_dir` to start afresh, or pass a checkpoint directory"
         )
     path = Path(value).expanduser()
     if not path.is_dir():
-        raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a directory; pass a checkpoint-N directory "
-                          f"of a previous run, or 'last' for the newest one in --output_dir")
+        raise SimCSEError(f"`resume_from_checkpoint` {value!r} is not a directory; pass a checkpoint-N directory "
+                          f"of a previous run, or 'last' for the newest one in `output_dir`")
     reason = incomplete_reason(path)
     if reason is not None:
         newest = newest_complete_checkpoint(path.parent)
         fix = (f"resume from {str(newest)!r} (the newest complete one there) instead" if newest is not None
                else "no complete checkpoint is beside it; start a fresh run")
-        raise SimCSEError(f"--resume_from_checkpoint {value!r} is not a complete checkpoint: {reason}; {fix}")
+        raise SimCSEError(f"`resume_from_checkpoint` {value!r} is not a complete checkpoint: {reason}; {fix}")
     other = other_run_reason(path, run) if run is not None else None
     if other is not None:
         logger.warning("--resume_from_checkpoint %s: %s; resuming it as asked", value, other)
@@ -323,11 +323,11 @@ class NonFiniteLoss(Exception):
 def nonfinite_error(value: float, step: int, output_dir: str | os.PathLike) -> SimCSEError:
     """The one-line error for a non-finite loss at ``step``, naming the last good checkpoint."""
     newest = newest_complete_checkpoint(output_dir)
-    where = (f"the last good checkpoint is {str(newest)!r}: resume from it with --resume_from_checkpoint last"
+    where = (f"the last good checkpoint is {str(newest)!r}: resume from it with `resume_from_checkpoint` last"
              if newest is not None else "no checkpoint was saved yet: restart the run")
     return SimCSEError(
-        f"the training loss became {value} at step {step}; {where}, with a lower --learning_rate (or "
-        "--skip_nonfinite to skip such steps)"
+        f"the training loss became {value} at step {step}; {where}, with a lower `learning_rate` (or "
+        "`skip_nonfinite` to skip such steps)"
     )
 
 
@@ -345,4 +345,4 @@ def check_task_data(data_dir: str | os.PathLike, tasks: Sequence[str]) -> None:
             build_task(task, Path(data_dir) / "downstream")
         except SentEvalError as err:
             raise SentEvalError(f"{err} (needed by {task} for evaluation during training); {HOW_TO_GET_DATA}, "
-                                "or train without evaluation (--eval_strategy no)") from None
+                                "or train without evaluation (`eval_strategy` no)") from None

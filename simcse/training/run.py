@@ -45,8 +45,8 @@ def check_output_dir(training_args: SimCSETrainingArguments) -> None:
     resuming = training_args.resume_from_checkpoint is not None
     if os.path.isdir(out) and os.listdir(out) and not training_args.overwrite_output_dir and not resuming:
         raise SimCSEError(
-            f"output_dir {out!r} already exists and is not empty; pass --overwrite_output_dir to write into it, "
-            "--resume_from_checkpoint to continue, or choose another --output_dir"
+            f"output_dir {out!r} already exists and is not empty; pass `overwrite_output_dir` to write into it, "
+            "`resume_from_checkpoint` to continue, or choose another `output_dir`"
         )
 
 
@@ -134,7 +134,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     # 6. Loss and evaluation.
     loss_fn = model_args.loss  # built once, when the arguments were parsed
     if loss_fn.needs_layers and training_args.grad_cache_mini_batch:
-        raise SimCSEError("--matryoshka_layers cannot be combined with --grad_cache_mini_batch (the cached step "
+        raise SimCSEError("`matryoshka_layers` cannot be combined with `grad_cache_mini_batch` (the cached step "
                           "embeds without the earlier layers); drop one of them")
     model.config.simcse_loss = {"name": loss_fn.name, **loss_fn.hparams()}  # saved with every checkpoint
     if data_args.query_prompt or data_args.document_prompt:  # read by the tool, evaluation.py and the export
@@ -148,7 +148,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     elif not evaluating and (data_args.eval_custom_sts or data_args.eval_custom_retrieval):
         flag = "--eval_custom_sts" if data_args.eval_custom_sts else "--eval_custom_retrieval"
         raise SimCSEError(f"{flag} is scored at each evaluation, but evaluation is off; "
-                          "add --eval_strategy steps --eval_steps N (or epoch)")
+                          "add `eval_strategy` steps `eval_steps` N (or epoch)")
     final_evaluator = evaluator
     if (training_args.final_transfer_eval and not training_args.eval_transfer
             and isinstance(evaluator, ModelEvaluation)):

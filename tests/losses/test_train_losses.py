@@ -87,19 +87,19 @@ def test_the_saved_temperature_is_the_losss():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"loss_type": "infonce", "margin": 0.3}, "--margin does not apply to --loss_type infonce"),
+        ({"loss_type": "infonce", "margin": 0.3}, "`margin` does not apply to `loss_type` infonce"),
         # Given explicitly for a loss without the hyperparameter: an error, never silently dropped.
-        ({"loss_type": "dcl", "hard_negative_weight": 1.0}, "--hard_negative_weight does not apply to --loss_type dcl"),
-        ({"loss_type": "dcl", "hard_negative_weight": 0.0}, "--hard_negative_weight does not apply to --loss_type dcl"),
-        ({"loss_type": "met", "temp": 0.05}, "--temp does not apply to --loss_type met"),
-        ({"loss_type": "vicreg", "uniform_t": 2.0}, "--uniform_t does not apply to --loss_type vicreg"),
-        ({"loss_type": "kcl", "align_alpha": 2.0}, "--align_alpha does not apply to --loss_type kcl"),
-        ({"loss_type": "mpt", "loss_lambda": 0.5}, "--loss_lambda does not apply to --loss_type mpt"),
+        ({"loss_type": "dcl", "hard_negative_weight": 1.0}, "`hard_negative_weight` does not apply to `loss_type` dcl"),
+        ({"loss_type": "dcl", "hard_negative_weight": 0.0}, "`hard_negative_weight` does not apply to `loss_type` dcl"),
+        ({"loss_type": "met", "temp": 0.05}, "`temp` does not apply to `loss_type` met"),
+        ({"loss_type": "vicreg", "uniform_t": 2.0}, "`uniform_t` does not apply to `loss_type` vicreg"),
+        ({"loss_type": "kcl", "align_alpha": 2.0}, "`align_alpha` does not apply to `loss_type` kcl"),
+        ({"loss_type": "mpt", "loss_lambda": 0.5}, "`loss_lambda` does not apply to `loss_type` mpt"),
         ({"loss_type": "infonce", "temp": 0.1, "loss_kwargs": '{"temp": 0.2}'}, "which a flag also sets"),
         ({"loss_type": "met", "loss_kwargs": '{"tmp": 1}'},
-         "['tmp'] that --loss_type met does not take; valid: margin"),
+         "['tmp'] that `loss_type` met does not take; valid: margin"),
         ({"loss_type": "met", "loss_kwargs": "{bad"}, "is not valid JSON"),
-        ({"loss_type": "met", "margin": -0.1}, "--margin must be >= 0, got -0.1"),
+        ({"loss_type": "met", "margin": -0.1}, "`margin` must be >= 0, got -0.1"),
     ],
 )
 def test_bad_loss_flags_are_errors(kwargs, message):
@@ -127,7 +127,7 @@ def test_matryoshka_wraps_the_loss_in_training(tiny_bert, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"matryoshka_weights": "1,1"}, "--matryoshka_weights needs --matryoshka_dims"),
+    ({"matryoshka_weights": "1,1"}, "`matryoshka_weights` needs `matryoshka_dims`"),
     ({"matryoshka_dims": "64,x"}, "write comma-separated numbers"),
     ({"matryoshka_dims": "64,32", "matryoshka_weights": "1"}, "one per dim"),
 ])
@@ -184,7 +184,7 @@ def test_a_header_with_other_names_is_declared_with_train_columns(tiny_bert, tmp
     path, _ = write_scored_file(tmp_path, header="premise,hypothesis,similarity")
     args = base_args(tiny_bert, path, tmp_path / "out", "--loss_type", "cosent")
     with pytest.raises(SimCSEError,
-                       match=r"column 3 \('similarity'\) holds numbers .*--train_columns sent0,sent1,score"):
+                       match=r"column 3 \('similarity'\) holds numbers .*`train_columns` sent0,sent1,score"):
         train.main(args)
     assert math.isfinite(train.main([*args, "--train_columns", "sent0,sent1,score"])["train_loss"])
 
@@ -224,10 +224,10 @@ def test_matryoshka_2d_trains_over_layers_and_widths(tiny_bert, tmp_path, monkey
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--matryoshka_2d_kwargs", '{"kl_div_weight": 1}'], "--matryoshka_2d_kwargs needs --matryoshka_layers"),
+    (["--matryoshka_2d_kwargs", '{"kl_div_weight": 1}'], "`matryoshka_2d_kwargs` needs `matryoshka_layers`"),
     (["--matryoshka_layers", "0"], "n_layers_per_step must be a positive number"),
     (["--matryoshka_layers", "1", "--matryoshka_2d_kwargs", '{"kl": 1}'], "keys among last_layer_weight"),
-    (["--matryoshka_layers", "1", "--grad_cache_mini_batch", "2"], "cannot be combined with --grad_cache_mini_batch"),
+    (["--matryoshka_layers", "1", "--grad_cache_mini_batch", "2"], "cannot be combined with `grad_cache_mini_batch`"),
     (["--matryoshka_layers", "1", "--pooler_type", "avg_first_last"], "pools every layer alone"),
 ])
 def test_bad_matryoshka_2d_flags(tiny_bert, tmp_path, flags, message):
@@ -248,7 +248,7 @@ def test_the_loss_flags_are_derived_from_registration_and_each_has_a_field():
     names = {f.name for f in fields(ModelArguments)}
     assert set(derived) <= names
     assert LOSSES["kcl"].cli_flags == {"uniform_t": "t"} and "temp" not in LOSSES["kcl"].cli_flags
-    with pytest.raises(SimCSEError, match="--temp does not apply to --loss_type kcl"):
+    with pytest.raises(SimCSEError, match="`temp` does not apply to `loss_type` kcl"):
         loss_kwargs(ModelArguments(model_name_or_path="m", loss_type="kcl", temp=0.1))
 
 
