@@ -95,7 +95,7 @@ def test_reader_reads_a_valid_folder_with_bom_crlf_and_trailing_blank_lines(tmp_
 
 C, Q, R = "corpus.jsonl", "queries.jsonl", "qrels/test.tsv"
 BAD_LINES = [  # (file, its lines, the line named, a fragment of the message)
-    (C, ['{"_id": "d1", "text": "a"}', '{"_id": "d2", "text": }'], 2, "invalid JSON"),
+    (C, ['{"_id": "d1", "text": "a"}', '{"_id": "d2", "text": }'], 2, "not valid JSON (Expecting value at column 23)"),
     (C, ['[1, 2]'], 1, "expected a JSON object"),
     (C, ['{"text": "a"}'], 1, "no '_id' field"),
     (C, ['{"_id": "d1", "title": "t"}'], 1, "no 'text' field"),
@@ -113,11 +113,12 @@ BAD_LINES = [  # (file, its lines, the line named, a fragment of the message)
     (R, [HEADER, "q1\td1\t1", "q1\td2"], 3, "2 tab-separated column(s), expected 3"),
     (R, [HEADER, "q1\td1\t1\textra"], 2, "4 tab-separated column(s)"),
     (R, [HEADER, "q1\td1\t1.5"], 2, "score '1.5' is not an integer"),
+    (R, [HEADER, "q1\r\td1\t1"], 2, "a lone carriage return (\\r) in the line"),
     (R, [HEADER, "q1\td1\t-1"], 2, "score -1 is negative"),
     (R, [HEADER, "q1\td1\t1", "q9\td1\t1"], 3, "query id 'q9' is not in queries.jsonl"),
     (R, [HEADER, "q1\td9\t1"], 2, "document id 'd9' is not in corpus.jsonl"),
     (R, [HEADER, "q1\td1\t1", "q2\td1\t1", "q1\td1\t2"], 4, "already judged on line 2"),
-    (Q, ['{"_id": "q1", "text": "a"}', b'{"_id": "q2", "text": "caf\xe9"}'], 2, "not valid UTF-8 (byte 0xe9 at column"),
+    (Q, ['{"_id": "q1", "text": "a"}', b'{"_id": "q2", "text": "caf\xe9"}'], 2, "not UTF-8: byte 27 is 0xe9"),
 ]
 
 

@@ -16,10 +16,11 @@ batcher)``), run with :func:`evaluate` instead of a registry name because they a
 
 File formats, chosen by extension: ``.tsv`` / ``.txt`` (tab-separated, no quoting: a quote character is
 text), ``.csv`` (comma-separated, strict CSV quoting) and ``.jsonl`` (one JSON object a line, columns
-are keys). Files are UTF-8 (a BOM is ignored); blank lines are skipped. Reading is strict, so that a
-file is read as written or not at all: every row has as many cells as the first (a stray or missing
-separator is an error naming the line), and in a CSV a quote left open, or a quoted cell running over a
-line break (what an unclosed quote does to the rows after it), is an error naming the line it starts on.
+are keys). They are parsed by :mod:`senteval.tables`, the strict reader the training files share: UTF-8
+(a BOM is ignored), lines end at ``\\n`` or ``\\r\\n`` (a lone ``\\r`` is an error), blank lines are skipped,
+and in a CSV a quote left open, or a quoted cell running over a line break (what an unclosed quote does to
+the rows after it), is an error naming the line it opened on. Here, too, a file is read as written or not
+at all: every row has as many cells as the first (a stray or missing separator is an error naming the line).
 
 Columns: by name (``("sentence1", "sentence2", "label")``; needs a header row or jsonl keys) or by 0-based
 index (``(0, 1, 2)``). Left out, they are found as follows, so the LCQMC (``s1<TAB>s2<TAB>label``, no
@@ -57,7 +58,6 @@ Example::
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -73,6 +73,7 @@ from senteval.binary import encode_labelled
 from senteval.engine import SE
 from senteval.errors import SentEvalError
 from senteval.sts import STSEval
+from senteval.tables import TableError, csv_rows, decode_utf8, json_lines, text_lines, tsv_rows
 from senteval.utils import Params, make_params
 from senteval.validation import KFoldClassifier, ProbeSettings, SplitClassifier
 
@@ -190,33 +191,12 @@ def _json_cell(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 
 
-def _read_csv(path: Path, handle) -> list[Row]:
-    """Strict CSV rows, each numbered by the line it starts on. An unclosed quote is an error, and so is
-    a row spanning several lines: a quoted cell holding a line break is nearly always a quote left open
-    that swallowed the rows after it (text with line breaks belongs in a .jsonl file)."""
-    reader = csv.reader(handle, strict=True)
-    rows, start = [], 1
-    try:
-        for cells in reader:
-            if reader.line_num != start and any("\n" in c or "\r" in c for c in cells):
-                raise SentEvalError(f"{path}:{start}: the row starting on this line runs to line {reader.line_num} "
-                                    "(a quoted cell holds a line break): an unclosed \" quote? Close it, write a "
-                                    "quote inside a quoted cell as \"\", or use .jsonl for text with line breaks")
-            if any(c.strip() for c in cells):
-                rows.append((start, cells))
-            start = reader.line_num + 1
-    except csv.Error as err:
-        raise SentEvalError(f"{path}:{start}: malformed CSV in the row starting on this line ({err}, seen on line "
-                            f"{reader.line_num}): an unclosed \" quote? Close it or write a quote inside a "
-                            "quoted cell as \"\"") from None
-    return rows
-
-
 def read_table(path: str | Path) -> tuple[str, list[Row], list[str] | None]:
     """(format, rows, jsonl keys or None) of a file; blank lines are skipped, text is kept verbatim.
 
-    Strict: a CSV quote left open and a row with more or fewer cells than the first row are errors naming
-    the file and line, never rows merged or cells dropped without a word.
+    Parsed by :mod:`senteval.tables` (strict: a CSV quote left open or spanning lines, a lone carriage return,
+    bytes that are not UTF-8 are errors naming the file and line); a row with more or fewer cells than the
+    first row is an error too, never rows merged or cells dropped without a word.
     """
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
@@ -226,30 +206,23 @@ def read_table(path: str | Path) -> tuple[str, list[Row], list[str] | None]:
     if not path.is_file():
         raise SentEvalError(f"{path}: no such file")
     try:
-        with open(path, encoding="utf-8-sig", newline="" if fmt == "csv" else None) as handle:
-            if fmt == "csv":
-                rows = _read_csv(path, handle)
-            else:
-                lines = handle.read().split("\n")  # not splitlines(): keep U+2028 etc. inside the text
-    except UnicodeDecodeError as err:
-        raise SentEvalError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); save it as UTF-8") from None
-    keys = None
-    if fmt == "tsv":
-        rows = [(n, line.split("\t")) for n, line in enumerate(lines, start=1) if line.strip()]
-    elif fmt == "jsonl":
-        objects = []
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise SentEvalError(f"{path}:{n}: not a JSON object ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise SentEvalError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}")
-            objects.append((n, obj))
-        keys = list(objects[0][1]) if objects else []
-        rows = [(n, obj) for n, obj in objects]  # cells looked up by key in _cells()
+        text = decode_utf8(path.read_bytes())
+    except TableError as err:
+        raise SentEvalError(f"{path}:{err.line}: not UTF-8: {err.message}") from None
+    keys, rows = None, []
+    try:
+        if fmt == "csv":
+            rows = list(csv_rows(text))
+        elif fmt == "tsv":
+            rows = list(tsv_rows(text_lines(text)))
+        else:
+            for n, obj in json_lines(text_lines(text)):
+                if not isinstance(obj, dict):
+                    raise SentEvalError(f"{path}:{n}: expected a JSON object per line, got {type(obj).__name__}")
+                rows.append((n, obj))  # cells looked up by key in _cells()
+            keys = list(rows[0][1]) if rows else []
+    except TableError as err:
+        raise SentEvalError(f"{path}:{err.line}: {err.message}") from None
     if not rows:
         raise SentEvalError(f"{path}: the file is empty (no non-blank line)")
     if fmt != "jsonl":

@@ -1,19 +1,17 @@
 """Reading a training file into columns of text (the first step of :mod:`simcse.data`): the formats,
 the column roles (sentences by position, ``score`` by name) and the Arrow cache of the parsed rows.
 
-A training file holds ONE EXAMPLE PER LINE. A newline in a quoted CSV cell, legal CSV in general, is refused:
-here it is nearly always a quote left open that swallowed the lines after it into one sentence, the examples
-it ate gone without a word (text with line breaks belongs in ``.jsonl``). CSV is read strictly (a quote closed
-mid-cell is an error; a quote in a quoted cell is written ``""``), as SentEval's custom reader does. Errors
-name the file and file line (1 = a ``.csv`` header; blank lines count); for a CSV quote, the line it OPENED
-on. Rows keep their lines (Arrow schema metadata): :func:`column_roles` names a bad ``score`` cell's line.
+A training file holds ONE EXAMPLE PER LINE. The parsing is :mod:`senteval.tables`, the strict reader shared
+with SentEval's custom tasks and the BEIR reader (UTF-8, strict CSV that refuses a quoted line break, JSON
+lines and arrays); this module owns what the rows mean (the header, the columns, the records' fields) and
+turns a :class:`~senteval.tables.TableError` into a :class:`~simcse.errors.SimCSEError`. Errors name the file
+and file line (1 = a ``.csv`` header; blank lines count); for a CSV quote, the line it OPENED on. Rows keep
+their lines (Arrow schema metadata): :func:`column_roles` names a bad ``score`` cell's line.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -28,6 +26,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
+from senteval.tables import TableError, csv_rows, decode_utf8, json_records, text_lines
 from simcse.errors import SimCSEError
 
 SUPPORTED_EXTENSIONS = (".txt", ".csv", ".json", ".jsonl")  # the keys of _READERS
@@ -39,9 +38,6 @@ _LINES_KEY, _RECORDS_KEY = b"simcse.lines", b"simcse.records"  # Arrow schema me
 _COLUMN_RULE = ("the column count decides the mode: 1 = unsupervised (each sentence paired with itself), 2 = (anchor, "
                 "positive), 3 = (anchor, positive, hard negative); more hard negatives per anchor: name the columns "
                 "sent0, sent1, hard_neg_1, ..., hard_neg_k")
-
-_QUOTE_FIX = 'close the quote on line {0}, or write a quote inside a quoted cell as "" (doubled)'
-_SKIP = re.compile(r"[ \t\n\r]*")  # JSON whitespace
 
 Columns = dict[str, list[str]]
 Parsed = tuple[Columns, list[int], bool]  # (columns, the file line each row starts on, rows are JSON-array records)
@@ -115,24 +111,19 @@ def row_location(dataset: datasets.Dataset, row: int) -> str:
 
 
 def _parse(raw: bytes, path: Path) -> Parsed:
-    text = _decode_utf8(raw, path)
+    try:
+        text = decode_utf8(raw)
+    except TableError as err:
+        raise SimCSEError(f"training file {path} is not UTF-8: line {err.line}, {err.message}") from None
     if not text.strip():
         raise SimCSEError(f"training file {path} is empty or holds only whitespace; it needs one sentence per line "
                           "(.txt), a header row and rows (.csv), or records (.json/.jsonl)")
-    parsed = _READERS[path.suffix.lower()](text, path)
+    try:
+        parsed = _READERS[path.suffix.lower()](text, path)
+    except TableError as err:
+        raise SimCSEError(f"training file {path}, line {err.line}: {err.message}") from None
     sentence_columns(list(parsed[0]), f"training file {path}")
     return parsed
-
-
-def _decode_utf8(raw: bytes, path: Path) -> str:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw.count(b"\n", 0, err.start) + 1
-        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
-        raise SimCSEError(f"training file {path} is not UTF-8: line {line}, byte {column} is 0x{raw[err.start]:02x} "
-                          f"({err.reason}); convert the file to UTF-8, e.g. `iconv -f latin1 -t utf-8`") from None
-    return text.removeprefix("\ufeff")
 
 
 def sentence_columns(names: Sequence[str], where: str) -> list[str]:
@@ -263,42 +254,22 @@ def _cell(value: str | None) -> str:
 
 
 def _read_txt(text: str, path: Path) -> Parsed:
-    lines = text.removesuffix("\n").split("\n")  # the final line break ends the last line, starts none
-    kept = [(number, line.removesuffix("\r")) for number, line in enumerate(lines, start=1) if line.strip()]
+    kept = list(text_lines(text))
     return {"text": [line for _, line in kept]}, [number for number, _ in kept], False
 
 
 def _read_csv(text: str, path: Path) -> Parsed:
-    # newline="\n": lines end at \n only, so the reader's line_num counts lines as the file does.
-    reader = csv.reader(io.StringIO(text, newline="\n"), strict=True)
-    header, rows, lines, start = None, [], [], 1  # start: the line the current row starts on
-    try:
-        for row in reader:
-            if any("\n" in cell or "\r" in cell for cell in row):
-                runs = f"runs on to line {reader.line_num}" if reader.line_num > start else "holds a line break"
-                raise SimCSEError(f"training file {path}, line {start}: a quoted cell opened on this line {runs}, "
-                                  f'but a training file holds one example per line (an unclosed " quote?); '
-                                  f"{_QUOTE_FIX.format(start)}")
-            if row and not (len(row) == 1 and not row[0].strip()):  # else a blank line
-                if header is None:
-                    header = row
-                    _check_header(header, path)
-                elif len(row) != len(header):
-                    raise SimCSEError(f"training file {path}, line {start}: {len(row)} cells but the header has "
-                                      f"{len(header)} ({', '.join(map(repr, header))}); quote cells with commas")
-                else:
-                    rows.append(row)
-                    lines.append(start)
-            start = reader.line_num + 1
-    except csv.Error as err:
-        why, fix = str(err), _QUOTE_FIX.format(start)
-        if why.startswith("unexpected end"):
-            why = f'a " quote opened on this line is never closed (the file ends inside it, on line {reader.line_num})'
-        elif why.startswith("new-line"):
-            why, fix = "a lone carriage return (\\r) in an unquoted cell", "end lines with \\n or \\r\\n"
+    header, rows, lines = None, [], []
+    for start, row in csv_rows(text, holder="a training file"):
+        if header is None:
+            header = row
+            _check_header(header, path)
+        elif len(row) != len(header):
+            raise SimCSEError(f"training file {path}, line {start}: {len(row)} cells but the header has "
+                              f"{len(header)} ({', '.join(map(repr, header))}); quote cells with commas")
         else:
-            why = f"not valid CSV ({why}, seen on line {reader.line_num}): a quote closed in mid-cell?"
-        raise SimCSEError(f"training file {path}, line {start}: {why}; {fix}") from None
+            rows.append(row)
+            lines.append(start)
     if header is None:
         raise SimCSEError(f"training file {path} has no header row; the first row of a .csv file must name its columns")
     if not rows:
@@ -318,17 +289,7 @@ def _check_header(header: list[str], path: Path) -> None:
 
 
 def _read_json(text: str, path: Path) -> Parsed:
-    first = _SKIP.match(text).end()  # where the first record or the "[" of an array starts
-    array = path.suffix.lower() == ".json" and text.startswith("[", first)
-    records = _json_array(text, first, path) if array else None  # [(the line the record starts on, record)]
-    if records is None and path.suffix.lower() == ".json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError:
-            document = None  # not one JSON document: read it as JSON lines
-        records = [(text.count("\n", 0, first) + 1, document)] if isinstance(document, dict) else None
-    records = _json_lines(text, path) if records is None else records
-
+    records, array = json_records(text, document=path.suffix.lower() == ".json")  # [(line, record)], from an array
     names: dict[str, None] = {}  # columns in order of first appearance
     for k, (line, record) in enumerate(records, start=1):
         where = f"line {line} (record {k})" if array else f"line {line}"
@@ -350,43 +311,6 @@ def _read_json(text: str, path: Path) -> Parsed:
     sentence_columns(list(names), f"training file {path}")
     columns = {name: [_cell(record.get(name)) for _, record in records] for name in names}
     return columns, [line for line, _ in records], array
-
-
-def _json_array(text: str, start: int, path: Path) -> list[tuple[int, Any]]:
-    """The records of the JSON array at ``text[start]``, each with the line it starts on; a syntax error names
-    its own line."""
-    decoder, records, line, counted = json.JSONDecoder(), [], 1, 0
-    at = _SKIP.match(text, start + 1).end()  # after the "["
-    more = not text.startswith("]", at)
-    at = at if more else _SKIP.match(text, at + 1).end()
-    try:
-        while more:
-            line, counted = line + text.count("\n", counted, at), at
-            record, at = decoder.raw_decode(text, at)
-            records.append((line, record))
-            at = _SKIP.match(text, at).end()
-            if not text.startswith((",", "]"), at):
-                raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
-            more, at = text[at] == ",", _SKIP.match(text, at + 1).end()
-        if at < len(text):
-            raise json.JSONDecodeError("Extra data after the array", text, at)
-    except json.JSONDecodeError as err:
-        raise SimCSEError(f"training file {path}, line {err.lineno}: not valid JSON ({err.msg} at column {err.colno}); "
-                          "expected a JSON array of records or one record per line") from None
-    return records
-
-
-def _json_lines(text: str, path: Path) -> list[tuple[int, Any]]:
-    records = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append((number, json.loads(line)))
-        except json.JSONDecodeError as err:
-            raise SimCSEError(f"training file {path}, line {number}: not valid JSON ({err.msg} at column {err.colno}); "
-                              "expected a JSON array of records or one record per line") from None
-    return records
 
 
 def _preview(value: Any) -> str:

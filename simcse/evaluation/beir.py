@@ -16,13 +16,15 @@ queries of every split) are counted in :attr:`BeirData.unjudged_queries` and not
 
 Unlike BEIR's loader, which skips what it cannot use, nothing is dropped silently: every defect is a
 :class:`~simcse.errors.SimCSEError` of one line naming the file, the 1-based line number and the fix. The
-rules: files are UTF-8 (a byte-order mark on line 1 is allowed); ``_id``, ``text`` and ``title`` are
-strings; ids are unique in their file; a document needs a non-blank title or text, a query a non-blank
-text; blank lines may only close a file (trailing newlines left by an editor), never separate records; the
-qrels header is exactly ``query-id, corpus-id, score``; every row has three tab-separated columns, an
-integer score >= 0, a query of ``queries.jsonl``, a document of the corpus, and a (query, document) pair
-judged once; and at least one judgement of the split is positive. Files are read line by line, so memory
-holds the three dictionaries and one line.
+lines, the JSON and the tab-separated rows are parsed by :mod:`senteval.tables`, the strict reader of every
+user file; this module owns the BEIR rules. The rules: files are UTF-8 (a byte-order mark on line 1 is
+allowed); lines end at ``\\n`` or ``\\r\\n`` (a lone ``\\r`` in a qrels row is an error); ``_id``, ``text`` and
+``title`` are strings; ids are unique in their file; a document needs a non-blank title or text, a query a
+non-blank text; blank lines may only close a file (trailing newlines left by an editor), never separate
+records; the qrels header is exactly ``query-id, corpus-id, score``; every row has three tab-separated
+columns, an integer score >= 0, a query of ``queries.jsonl``, a document of the corpus, and a (query,
+document) pair judged once; and at least one judgement of the split is positive. Files are read line by
+line, so memory holds the three dictionaries and one line.
 
 ``dataset.json`` declares how the folder must be evaluated; it is ours (BEIR passes the rule to its
 ``EvaluateRetrieval.evaluate`` and mteb keeps it on the task class). Its one key, ``ignore_identical_ids``
@@ -43,7 +45,9 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from senteval.tables import TableError, file_lines, json_lines, tsv_rows
 from simcse.errors import SimCSEError
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -76,24 +80,28 @@ class BeirData:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without its line ending) of each non-blank line of a UTF-8 file.
-    A blank line followed by a non-blank one is an error; trailing blank lines are skipped."""
-    blank_at = 0  # the first blank line since the last record
-    with open(path, "rb") as handle:
-        for number, raw in enumerate(handle, 1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise SimCSEError(f"{path} line {number}: not valid UTF-8 (byte 0x{raw[err.start]:02x} at column "
-                                  f"{err.start + 1}); re-save the file as UTF-8") from None
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                blank_at = blank_at or number
-                continue
-            if blank_at:
-                raise SimCSEError(f"{path} line {blank_at}: blank line before the record on line {number}; remove "
+    """(1-based line number, text without its line ending) of each non-blank line of a UTF-8 file, read line
+    by line (:func:`senteval.tables.file_lines`). A blank line followed by a non-blank one is an error;
+    trailing blank lines are skipped."""
+    last = 0  # the line of the last record
+    try:
+        for number, line in file_lines(path):
+            if number > last + 1:
+                raise SimCSEError(f"{path} line {last + 1}: blank line before the record on line {number}; remove "
                                   "it, blank lines may only end the file")
+            last = number
             yield number, line
+    except TableError as err:
+        raise SimCSEError(f"{path} line {err.line}: not UTF-8: {err.message}") from None
+
+
+def _parsed(path: Path, rows: Iterator[tuple[int, Any]]) -> Iterator[tuple[int, Any]]:
+    """``rows`` of :mod:`senteval.tables`; a :class:`~senteval.tables.TableError` becomes a SimCSEError naming
+    ``path``."""
+    try:
+        yield from rows
+    except TableError as err:
+        raise SimCSEError(f"{path} line {err.line}: {err.message}") from None
 
 
 def _string_field(path: Path, number: int, record: dict, key: str, required: bool) -> str | None:
@@ -111,12 +119,7 @@ def _string_field(path: Path, number: int, record: dict, key: str, required: boo
 def _records(path: Path, what: str) -> Iterator[tuple[int, str, str | None, str]]:
     """(line number, _id, title or None, text) of each line of a BEIR jsonl file, ids unique."""
     first_line: dict[str, int] = {}
-    for number, line in _lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SimCSEError(f"{path} line {number}: invalid JSON ({err.msg} at column {err.colno}); write one "
-                              "JSON object per line") from None
+    for number, record in _parsed(path, json_lines(_lines(path))):
         if not isinstance(record, dict):
             raise SimCSEError(f"{path} line {number}: expected a JSON object with '_id' and 'text', got "
                               f"{type(record).__name__}")
@@ -160,10 +163,10 @@ def _read_qrels(path: Path, corpus: dict[str, str], queries: dict[str, str]) -> 
     first_line: dict[tuple[str, str], int] = {}
     header_seen = False
     positive = 0
-    for number, line in _lines(path):
-        columns = line.split("\t")
+    for number, columns in _parsed(path, tsv_rows(_lines(path))):
         if not header_seen:
             if tuple(columns) != QRELS_HEADER:
+                line = "\t".join(columns)
                 raise SimCSEError(f"{path} line {number}: expected the header 'query-id<TAB>corpus-id<TAB>score', got "
                                   f"{line[:60]!r}; add that header line")
             header_seen = True

@@ -43,7 +43,6 @@ the files named above (``dataset.json`` included) and never deletes anything.
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import math
@@ -51,6 +50,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from senteval.tables import TableError, csv_rows, decode_utf8, text_lines, tsv_rows
 from simcse.errors import SimCSEError
 from simcse.files import atomic_write_text
 
@@ -97,21 +97,26 @@ def _score(field: str, path: Path, number: int) -> float:
     return score
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return decode_utf8(path.read_bytes())
+    except TableError as err:
+        raise SimCSEError(f"{path} is not UTF-8: line {err.line}, {err.message}") from None
+
+
 def read_scored_pairs(path: Path, columns: tuple[int, int, int], header: bool) -> list[Row]:
     """(line number, (sentence 1, sentence 2), score) of each non-empty line of a tab-separated file.
 
     ``columns`` are the indices of sentence 1, sentence 2 and the score; ``header`` skips the first line.
-    Fields are split on tabs only (the sentences hold quote characters); a short line, an empty sentence
-    or a score that is not a finite number is a :class:`SimCSEError` naming the file and the line.
+    Fields are split on tabs only (the sentences hold quote characters) by :func:`senteval.tables.tsv_rows`;
+    a short line, an empty sentence or a score that is not a finite number is a :class:`SimCSEError` naming
+    the file and the line.
     """
     rows: list[Row] = []
     _require_file(path, "input file", "point `senteval_data` at the SentEval data directory")
-    with open(path, encoding="utf-8", newline="") as handle:
-        for number, line in enumerate(handle, start=1):
+    try:
+        for number, fields in tsv_rows(text_lines(_read_text(path))):
             if header and number == 1:
-                continue
-            fields = line.rstrip("\r\n").split("\t")
-            if not line.strip():
                 continue
             if len(fields) <= max(columns):
                 raise SimCSEError(f"{path}, line {number}: {len(fields)} tab-separated fields, expected at least "
@@ -119,29 +124,29 @@ def read_scored_pairs(path: Path, columns: tuple[int, int, int], header: bool) -
             first = _clean(fields[columns[0]], path, number, "sentence 1")
             second = _clean(fields[columns[1]], path, number, "sentence 2")
             rows.append((number, (first, second), _score(fields[columns[2]], path, number)))
+    except TableError as err:
+        raise SimCSEError(f"{path}, line {err.line}: {err.message}") from None
     return rows
 
 
 def read_nli_triples(path: Path) -> list[Row]:
-    """(line number, (premise, entailment, contradiction), None) of each row of a ``sent0,sent1,hard_neg`` csv."""
+    """(line number, (premise, entailment, contradiction), None) of each row of a ``sent0,sent1,hard_neg`` csv,
+    read strictly (:func:`senteval.tables.csv_rows`) as the training reader reads the same file."""
     rows: list[Row] = []
     _require_file(path, "`input`", "give the sent0,sent1,hard_neg csv")
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        try:
-            header = next(reader, None)
-            if header is None or tuple(h.strip() for h in header[:3]) != NLI_COLUMNS:
-                raise SimCSEError(f"{path}, line 1: the header is {header!r}, expected {','.join(NLI_COLUMNS)}")
-            for fields in reader:
-                number = reader.line_num
-                if not any(field.strip() for field in fields):
-                    continue
-                if len(fields) < 3:
-                    raise SimCSEError(f"{path}, line {number}: {len(fields)} fields, expected 3 "
-                                      f"({','.join(NLI_COLUMNS)})")
-                rows.append((number, tuple(_clean(fields[i], path, number, NLI_COLUMNS[i]) for i in range(3)), None))
-        except csv.Error as err:
-            raise SimCSEError(f"{path}, line {reader.line_num}: not a valid csv row ({err})") from err
+    table = csv_rows(_read_text(path))
+    try:
+        number, header = next(table, (1, None))
+        header = header if number == 1 else []  # the first line is blank
+        if header is None or tuple(h.strip() for h in header[:3]) != NLI_COLUMNS:
+            raise SimCSEError(f"{path}, line 1: the header is {header!r}, expected {','.join(NLI_COLUMNS)}")
+        for number, fields in table:
+            if len(fields) < 3:
+                raise SimCSEError(f"{path}, line {number}: {len(fields)} fields, expected 3 "
+                                  f"({','.join(NLI_COLUMNS)})")
+            rows.append((number, tuple(_clean(fields[i], path, number, NLI_COLUMNS[i]) for i in range(3)), None))
+    except TableError as err:
+        raise SimCSEError(f"{path}, line {err.line}: {err.message}") from None
     return rows
 
 

@@ -427,7 +427,7 @@ def test_csv_quote_left_open_to_the_end_is_an_error_naming_its_line(tmp_path, ca
     lines = pair_lines("csv")
     lines[2] = '"' + lines[2]  # line 3 opens a quote nobody closes: the rest of the file was one cell
     err = read_error(write(tmp_path / "open.csv", "\n".join(lines) + "\n"), capsys)
-    assert ":3: malformed CSV in the row starting on this line" in err and "unclosed" in err
+    assert ':3: a " quote opened on this line is never closed (the file ends inside it, on line 10)' in err
 
 
 def test_csv_quote_closed_rows_later_is_an_error_not_merged_rows(tmp_path, capsys):
@@ -439,7 +439,7 @@ def test_csv_quote_closed_rows_later_is_an_error_not_merged_rows(tmp_path, capsy
     lines[5] = f'{a}",{b},{g}'
     path = write(tmp_path / "merged.csv", "\n".join(lines) + "\n")
     err = read_error(path, capsys)
-    assert ":3: the row starting on this line runs to line 6" in err and "unclosed" in err
+    assert ":3: a quoted cell opened on this line runs on to line 6" in err and "unclosed" in err
     good = write(tmp_path / "good.csv", "\n".join(pair_lines("csv")) + "\n")
     assert len(CustomSTSEval(good).data["pairs"][2]) == 10  # the same file without the quote: all 10
 
@@ -448,7 +448,7 @@ def test_csv_quote_followed_by_text_is_an_error(tmp_path, capsys):
     lines = pair_lines("csv")
     lines[3] = '"quoted" then text,b,1'  # strict CSV: only a separator may follow a closing quote
     err = read_error(write(tmp_path / "after.csv", "\n".join(lines) + "\n"), capsys)
-    assert ":4: malformed CSV" in err and "',' expected after '\"'" in err
+    assert ":4: not valid CSV" in err and "',' expected after '\"'" in err
 
 
 def test_tsv_row_with_an_extra_cell_is_an_error_naming_line_and_counts(tmp_path, capsys):
