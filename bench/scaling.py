@@ -35,7 +35,8 @@ def worker(args) -> dict:
 
     from simcse.data import SimCSECollator, load_training_dataset, tokenize_dataset
     from simcse.losses import build_loss
-    from simcse.modeling.models import configure, model_class_for
+    from simcse.modeling.backbones import model_class_for
+    from simcse.modeling.models import configure
     from simcse.training.arguments import SimCSETrainingArguments
     from simcse.training.trainers import SimCSETrainer
 

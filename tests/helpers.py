@@ -40,24 +40,44 @@ def tokenizer_path(name: str) -> Path:
     return require_shared(SHARED / "models" / "tokenizers" / name, f"tokenizer {name}")
 
 
-TOKENIZER_OF = {"bert": "bert-base-uncased", "roberta": "roberta-base", "gpt2": "gpt2"}
+# Every backbone family the tests cover: model type -> (the real tokenizer in ../shared it runs with, the
+# tiny config's arguments beside vocab_size / pad_token_id). 2 layers, 32 wide (GPT-2 style: n_embd).
+_LAYERS = {"num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+_DECODER = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 64, "max_position_embeddings": 128}
+FAMILIES = {
+    "bert": ("bert-base-uncased", {"hidden_size": 32, "max_position_embeddings": 128, **_LAYERS}),
+    "roberta": ("roberta-base", {"hidden_size": 32, "max_position_embeddings": 130, **_LAYERS}),
+    "gpt2": ("gpt2", {"n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 128}),
+    "mpnet": ("bert-base-uncased", {"hidden_size": 32, "max_position_embeddings": 130, **_LAYERS}),
+    "xlm-roberta": ("roberta-base", {"hidden_size": 32, "max_position_embeddings": 130, **_LAYERS}),
+    "modernbert": ("bert-base-uncased", {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                         "intermediate_size": 48, "max_position_embeddings": 128,
+                                         "global_attn_every_n_layers": 1}),
+    "deberta-v2": ("bert-base-uncased", {"hidden_size": 32, "max_position_embeddings": 128, **_LAYERS}),
+    "distilbert": ("bert-base-uncased", {"dim": 32, "n_layers": 2, "n_heads": 2, "hidden_dim": 37,
+                                         "max_position_embeddings": 128}),
+    "electra": ("bert-base-uncased", {"hidden_size": 32, "embedding_size": 32, "max_position_embeddings": 128,
+                                      **_LAYERS}),
+    "qwen2": ("gpt2", _DECODER),
+    "llama": ("gpt2", _DECODER),
+    "mistral": ("gpt2", _DECODER),
+}
+TOKENIZER_OF = {model_type: tokenizer for model_type, (tokenizer, _) in FAMILIES.items()}
 
 
 def save_tiny_model(directory: Path, model_type: str, seed: int = 0) -> Path:
-    """A 2-layer, 32-wide random backbone of the given type with the real tokenizer, saved as a HF dir."""
+    """A 2-layer, 32-wide random backbone of the given family (:data:`FAMILIES`) with the real tokenizer,
+    vocabulary size set to match, saved as a Hugging Face directory."""
     import torch
-    from transformers import AutoModel, AutoTokenizer, BertConfig, GPT2Config, RobertaConfig
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(TOKENIZER_OF[model_type]))
-    common = {"vocab_size": len(tokenizer)}
-    if model_type == "bert":
-        config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                            max_position_embeddings=128, **common)
-    elif model_type == "roberta":
-        config = RobertaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                               max_position_embeddings=130, pad_token_id=tokenizer.pad_token_id, **common)
-    else:
-        config = GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **common)
+    tokenizer_name, arguments = FAMILIES[model_type]
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path(tokenizer_name))
+    special = {"pad_token_id": tokenizer.pad_token_id} if tokenizer.pad_token_id is not None else {}
+    if tokenizer_name == "gpt2":
+        special = {"bos_token_id": tokenizer.eos_token_id, "eos_token_id": tokenizer.eos_token_id}
+    config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **special, **arguments)
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     model.save_pretrained(directory)

@@ -14,7 +14,8 @@ import evaluation
 import simcse_to_huggingface as convert_cli
 from helpers import save_tiny_model, write_sts_tree
 from simcse.cli import run_cli
-from simcse.modeling.models import configure, model_class_for
+from simcse.modeling.backbones import model_class_for
+from simcse.modeling.models import configure
 
 SENTENCES = ["a man is playing a guitar .", "the cat sat", "stocks fell sharply on monday after the report"]
 

@@ -17,7 +17,8 @@ import simcse_to_huggingface as convert_cli
 from helpers import SHARED, require_shared, save_tiny_model
 from simcse import SimCSE
 from simcse.errors import SimCSEError
-from simcse.modeling.models import configure, model_class_for
+from simcse.modeling.backbones import model_class_for
+from simcse.modeling.models import configure
 
 MINILM = SHARED / "models" / "paraphrase-MiniLM-L3-v2"  # a plain BertModel, mean pooling, no pooling layer
 CORPUS = [

@@ -22,11 +22,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig
 
-from helpers import REPO, save_tiny_model
+from helpers import FAMILIES, REPO, save_tiny_model
+from simcse.modeling.backbones import model_class_for
 
 pytestmark = pytest.mark.slow  # every test launches torchrun (2 processes) and a 1-process run
 
-DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
+                "dropout", "attention_dropout", "embedding_dropout", "mlp_dropout")
 SENTENCES = [f"sentence number {i} says something about topic {i % 3} ." for i in range(8)]
 
 
@@ -39,7 +41,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
     out = {}
-    for model_type in ("bert", "gpt2"):
+    for model_type in FAMILIES:
         path = save_tiny_model(tmp_path_factory.mktemp(f"torchrun-{model_type}"), model_type)
         config = AutoConfig.from_pretrained(path)
         for key in DROPOUT_KEYS:
@@ -84,6 +86,12 @@ CASES = [  # (model type, pooler, extra flags)
     ("bert", "avg", ["--do_mlm", "--gradient_checkpointing"]),  # 3 steps of 2 per epoch: crosses an epoch
     ("bert", "cls", ["--do_mlm", "--grad_cache_mini_batch", "1"]),
     ("gpt2", "last", ["--grad_cache_mini_batch", "1"]),
+    # every other backbone family (helpers.FAMILIES), one fitting pooler each; some with gradient caching
+    ("mpnet", "cls", []), ("xlm-roberta", "avg", ["--grad_cache_mini_batch", "1"]), ("modernbert", "avg", []),
+    ("deberta-v2", "cls_before_pooler", []), ("distilbert", "avg_first_last", []), ("electra", "cls", []),
+    ("qwen2", "last", []), ("llama", "wavg", ["--grad_cache_mini_batch", "1"]), ("mistral", "avg", []),
+    # LoRA on an encoder and a decoder: the adapters (and the head) train, exactly as in one process
+    ("bert", "cls", ["--lora_r", "4"]), ("qwen2", "last", ["--lora_r", "4", "--grad_cache_mini_batch", "1"]),
 ]
 
 
@@ -100,7 +108,13 @@ def test_two_processes_equal_one_process_with_the_double_batch(models, train_fil
     assert ("mlp.dense.weight" in two) == (pooler == "cls")  # the head exists only where it is trained
     for key in two:
         assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
-    prefix = {"bert": "bert.", "gpt2": "transformer."}[model_type]
+    if "--lora_r" in extra:  # the adapters moved, the frozen weights did not
+        assert any("lora_B" in k and two[k].abs().max() > 0 for k in two)
+        base = {k.replace(".base_layer", ""): v for k, v in two.items() if "lora_" not in k}
+        prefix = model_class_for(model_type).base_model_prefix + "."
+        assert all(torch.equal(start[k], base[prefix + k]) for k in start if prefix + k in base)
+        return
+    prefix = model_class_for(model_type).base_model_prefix + "."
     moved = [k for k in start if prefix + k in two and not torch.equal(start[k], two[prefix + k])]
     assert len(moved) > len(start) // 2  # training did change the weights: the comparison is not vacuous
 

@@ -51,7 +51,8 @@ duplicates, epoch-seeded loaders), :mod:`~simcse.data.hashing` (SplitMix64, the 
 :mod:`~simcse.data.prepare` (``python -m simcse.data.prepare``: training files from SentEval's data).
 
 Imports: only the foundation (:mod:`simcse.errors`, :mod:`simcse.files`, :mod:`simcse.cli` in entry
-points); never the models, losses, evaluation or training.
+points) and the SentEval package below it (:mod:`senteval.tables`, the one strict reader of user table files;
+:mod:`senteval.datapath`); never the models, losses, evaluation or training.
 """
 
 from simcse.data.collating import SimCSECollator, check_mlm_probability, mask_tokens, pad_sentence_features

@@ -93,7 +93,9 @@ def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MA
     config = _read_json(config_file)
     pooler = export_pooler(config, model_dir)
     check_max_seq_length(max_seq_length, config, model_dir)
-    hidden = config.get("hidden_size") or config.get("n_embd")
+    from transformers import AutoConfig
+
+    hidden = AutoConfig.from_pretrained(model_dir).hidden_size  # every family's width (DistilBERT: dim, GPT-2: n_embd)
     written: list[str] = []
 
     def put(relative: str, payload) -> None:
@@ -143,13 +145,17 @@ def write_sentence_transformers(model_dir: str, max_seq_length: int = DEFAULT_MA
 
 
 def _ensure_padding_token(model_dir: str, model_type: str) -> list[str]:
-    """Decoders (GPT-2) ship without a padding token; ST pads batches, so save pad = eos as training did."""
+    """Decoders ship without a padding token (GPT-2) and, except GPT-2, embed with an end-of-sequence token
+    appended (:func:`simcse.modeling.encoder.prepare_tokenizer`); ST pads batches and tokenizes with the saved
+    tokenizer, so save it prepared as training and the tool use it."""
     from transformers import AutoTokenizer
 
     from simcse.modeling.encoder import prepare_tokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    if tokenizer.pad_token is not None:
+    before = (tokenizer.pad_token, tokenizer("a")["input_ids"])
+    prepare_tokenizer(tokenizer, model_type)
+    if (tokenizer.pad_token, tokenizer("a")["input_ids"]) == before:
         return []
-    prepare_tokenizer(tokenizer, model_type).save_pretrained(model_dir)
-    return ["tokenizer files (pad token = eos)"]
+    tokenizer.save_pretrained(model_dir)
+    return ["tokenizer files (pad token = eos)" if before[0] is None else "tokenizer files (eos appended)"]

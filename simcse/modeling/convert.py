@@ -18,13 +18,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from inspect import signature
 
 import torch
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 from simcse.errors import SimCSEError
-from simcse.modeling.models import ARCHITECTURES, normalize_original_keys
+from simcse.modeling.backbones import backbone_class, wrapper_for_architectures
+from simcse.modeling.lora import merge_lora
+from simcse.modeling.models import normalize_original_keys
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
@@ -60,6 +63,13 @@ def convert_state_dict(state: dict[str, torch.Tensor], prefix: str, has_pooler: 
     return converted, dropped
 
 
+def _tanh_pooler(base) -> bool:
+    """The model has a pooling layer tanh(dense(h_cls)), the form of SimCSE's MLP head."""
+    pooler = getattr(base, "pooler", None)
+    return (pooler is not None and isinstance(getattr(pooler, "dense", None), torch.nn.Linear)
+            and isinstance(getattr(pooler, "activation", None), torch.nn.Tanh))
+
+
 def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
     """Write the plain Hugging Face model of the training checkpoint ``path`` into ``output_dir``.
 
@@ -76,16 +86,30 @@ def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
         raise SimCSEError(f"`output_dir` {output_dir!r} exists and is not empty; pass `overwrite` or choose another")
 
     config = AutoConfig.from_pretrained(path)
-    wrapper = next((ARCHITECTURES[a] for a in (config.architectures or []) if a in ARCHITECTURES), None)
+    wrapper = wrapper_for_architectures(config)
     if wrapper is None:
         raise SimCSEError(f"{path!r} is not a SimCSE training checkpoint (architectures={config.architectures}); "
                           "it can be evaluated or used as it is")
-    state, dropped_original = normalize_original_keys(load_state_dict(path), wrapper.base_model_prefix)
-    # BertModel / RobertaModel carry the MLP head as their pooler; a checkpoint without the head (every
-    # pooler but cls) becomes a model without a pooling layer. GPT2Model has none.
-    no_head = config.model_type in ("bert", "roberta") and not any(k.startswith("mlp.dense.") for k in state)
-    base = AutoModel.from_config(config, **({"add_pooling_layer": False} if no_head else {}))
-    has_pooler = getattr(base, "pooler", None) is not None
+    if getattr(config, "simcse_lora", None):  # LoRA adapters folded into their base weights first
+        model = wrapper.from_pretrained(path)
+        merge_lora(model)
+        state, dropped_original = model.state_dict(), []
+        del config.simcse_lora  # the plain model holds no adapters
+    else:
+        state, dropped_original = normalize_original_keys(load_state_dict(path), wrapper.base_model_prefix)
+    # The MLP head of a cls checkpoint becomes the backbone's own pooling layer where the family has one of
+    # the same form (tanh(W h + b): BERT, RoBERTa, XLM-R, MPNet); a checkpoint without the head becomes a
+    # model without a pooling layer.
+    head = any(k.startswith("mlp.dense.") for k in state)
+    pooling = {"add_pooling_layer": head} if "add_pooling_layer" in signature(
+        backbone_class(config.model_type).__init__).parameters else {}
+    base = AutoModel.from_config(config, **pooling)
+    has_pooler = _tanh_pooler(base)
+    if head and not has_pooler and not getattr(config, "mlp_only_train", False):
+        raise SimCSEError(f"{path!r} embeds through its MLP head (pooler cls), which a plain "
+                          f"{type(base).__name__} has no layer for; train with `mlp_only_train` (the head only "
+                          "in training) or another pooler, or use the checkpoint as it is (the tool and the "
+                          "sentence-transformers export read it)")
     converted, dropped = convert_state_dict(state, wrapper.base_model_prefix, has_pooler)
     dropped = dropped_original + dropped
 

@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from senteval.classifier import resolve_device as resolve_device  # the one device rule
 from simcse.errors import SimCSEError
-from simcse.modeling.models import is_simcse_checkpoint, model_class_for, pool_then_head
+from simcse.modeling.backbones import model_class_for
+from simcse.modeling.models import is_simcse_checkpoint, pool_then_head
 from simcse.modeling.poolers import NEEDS_HIDDEN_STATES, check_pooler, is_decoder, pool, uses_mlp_head
 
 # embed(input_ids, attention_mask) -> (B, H) sentence vectors
@@ -241,14 +242,41 @@ def truncated(embed: EmbedFn, dim: int, width: int | None) -> EmbedFn:
 
 
 def prepare_tokenizer(tokenizer, model_type: str):
-    """Decoders get pad = eos and right padding; encoders are left as they are."""
+    """Decoders get a pad token (eos, where the tokenizer has none), right padding and, except GPT-2 (whose
+    SimCSE setting embeds the bare sentence), an end-of-sequence token after every sentence where the
+    tokenizer adds none, as LLM embedders do (the last token then sees the whole sentence; the ``last``
+    pooler reads it). The eos is added by the tokenizer's own post-processor, so truncation keeps it and the
+    tokenizer saved with a checkpoint (the tool, the sentence-transformers export) adds it too. Encoders are
+    left as they are."""
     if is_decoder(model_type):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right"
+        if model_type != "gpt2":
+            append_eos(tokenizer)
     if tokenizer.pad_token_id is None:
         raise SimCSEError(f"the tokenizer of this {model_type} model has no padding token and no eos token to reuse")
     return tokenizer
+
+
+def append_eos(tokenizer) -> None:
+    """Make ``tokenizer`` end every sentence with its eos token (a no-op where it already does)."""
+    eos, eos_id = tokenizer.eos_token, tokenizer.eos_token_id
+    if eos is None:
+        raise SimCSEError("this decoder's tokenizer has no eos token to end sentences with; set "
+                          "tokenizer.eos_token (and save it with the model)")
+    if tokenizer("a")["input_ids"][-1:] == [eos_id]:
+        return
+    from tokenizers import processors
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise SimCSEError(f"{type(tokenizer).__name__} is not a fast tokenizer, so an eos token cannot be appended; "
+                          "convert it to a fast one (tokenizer.json)")
+    template = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
+                                             special_tokens=[(eos, eos_id)])
+    current = backend.post_processor
+    backend.post_processor = template if current is None else processors.Sequence([current, template])
 
 
 def build_encoder(

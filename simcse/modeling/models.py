@@ -1,4 +1,5 @@
-"""The contrastive encoder wrapper for BERT, RoBERTa and GPT-2 (princeton-nlp/SimCSE ``simcse/models.py``;
+"""The contrastive encoder wrapper: hand-written for BERT, RoBERTa and GPT-2 (any other family:
+:mod:`simcse.modeling.backbones`) (princeton-nlp/SimCSE ``simcse/models.py``;
 Gao et al. 2021, arXiv:2104.08821).
 
 One implementation (:class:`ContrastiveEncoderMixin`) with one thin class per backbone, because Hugging
@@ -42,6 +43,7 @@ from transformers.models.gpt2.modeling_gpt2 import GPT2PreTrainedModel
 from transformers.models.roberta.modeling_roberta import RobertaPreTrainedModel
 
 from simcse.errors import SimCSEError
+from simcse.modeling.lora import rebuild_adapters
 from simcse.modeling.poolers import NEEDS_HIDDEN_STATES, check_pooler, pool, uses_mlp_head
 
 # Settings stored in config.json next to the backbone's own.
@@ -199,6 +201,8 @@ class ContrastiveEncoderMixin:
 
     backbone_attr = ""
     mlm_attr: str | None = None
+    takes_token_types = True  # the backbone's forward takes token_type_ids
+    is_decoder_family = False  # causal LM: positions counted from the attention mask (left padding works)
     # The contrastive loss is a per-batch mean computed by the trainer, not a sum over tokens: tell the
     # Trainer so it divides by the gradient-accumulation steps itself.
     accepts_loss_kwargs = False
@@ -233,8 +237,10 @@ class ContrastiveEncoderMixin:
             self._keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\.dense\.", r"^cls\.seq_relationship\."]
         if config.do_mlm:
             if self.mlm_attr is None:
-                raise SimCSEError(f"`do_mlm` is not supported for {config.model_type}; drop the flag")
+                raise SimCSEError(f"`do_mlm` is not supported for {config.model_type} (the auxiliary MLM "
+                                  "objective is built for bert and roberta); drop the flag")
             setattr(self, self.mlm_attr, self._mlm_head_class(config))
+        rebuild_adapters(self)  # a LoRA checkpoint's adapters, before its weights load
 
     def _init_weights(self, module: nn.Module) -> None:
         """Backbone init from the parent class; the MLM biases start at zero (the heads' Linear and
@@ -252,8 +258,12 @@ class ContrastiveEncoderMixin:
     def _run_backbone(self, input_ids, attention_mask, token_type_ids=None, output_hidden_states=False):
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "return_dict": True,
                   "output_hidden_states": output_hidden_states}
-        if token_type_ids is not None:
+        if token_type_ids is not None and self.takes_token_types:
             kwargs["token_type_ids"] = token_type_ids
+        if self.is_decoder_family:
+            # Each token's position inside its own sentence, so a left-padded row embeds as a right-padded one
+            # (under right padding this is 0, 1, ..., n-1 on the tokens, what the model would use anyway).
+            kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         return self.backbone(**kwargs)
 
     @property
@@ -337,7 +347,7 @@ class RobertaForCL(ContrastiveEncoderMixin, RobertaPreTrainedModel):
 class GPT2ForCL(ContrastiveEncoderMixin, GPT2PreTrainedModel):
     """Decoder: avg / wavg / last poolers only; pad = eos with right padding (set on the tokenizer)."""
 
-    backbone_attr, mlm_attr = "transformer", None
+    backbone_attr, mlm_attr, is_decoder_family = "transformer", None, True
 
     def __init__(self, config):
         super().__init__(config)
@@ -347,19 +357,8 @@ class GPT2ForCL(ContrastiveEncoderMixin, GPT2PreTrainedModel):
 
 
 MODEL_CLASSES: dict[str, type] = {"bert": BertForCL, "roberta": RobertaForCL, "gpt2": GPT2ForCL}
-ARCHITECTURES = {cls.__name__: cls for cls in MODEL_CLASSES.values()}
-
-
-def model_class_for(model_type: str) -> type:
-    """The wrapper class for a ``config.model_type`` (never guessed from the path)."""
-    try:
-        return MODEL_CLASSES[model_type]
-    except KeyError:
-        raise SimCSEError(
-            f"model type {model_type!r} is not supported; supported: {', '.join(MODEL_CLASSES)}"
-        ) from None
 
 
 def is_simcse_checkpoint(config: PretrainedConfig) -> bool:
     """True for a checkpoint saved by our trainer (or the original code): architectures name a *ForCL."""
-    return any(arch in ARCHITECTURES for arch in (getattr(config, "architectures", None) or []))
+    return any(str(arch).endswith("ForCL") for arch in (getattr(config, "architectures", None) or []))

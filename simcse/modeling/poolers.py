@@ -30,9 +30,6 @@ import torch
 
 from simcse.errors import SimCSEError
 
-# Causal language models: no [CLS] token, right padding with pad = eos.
-DECODER_MODEL_TYPES = frozenset({"gpt2", "gpt_neo", "gptj", "gpt_neox", "opt", "llama", "mistral", "qwen2"})
-
 PoolFn = Callable[[torch.Tensor, torch.Tensor, Sequence[torch.Tensor] | None], torch.Tensor]
 
 
@@ -162,7 +159,12 @@ def layer_weights(pooler_type: str, num_layers: int) -> tuple[int, torch.Tensor]
 
 
 def is_decoder(model_type: str) -> bool:
-    return model_type in DECODER_MODEL_TYPES
+    """A causal language model (no [CLS] token): a model type with a causal-LM class and no masked-LM class
+    in transformers' auto mappings (GPT-2, Llama, Mistral, Qwen2/3, Gemma, ...; BERT and RoBERTa have both)."""
+    from transformers.models.auto import modeling_auto
+
+    return (model_type in modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+            and model_type not in modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES)
 
 
 def valid_poolers(model_type: str) -> tuple[str, ...]:

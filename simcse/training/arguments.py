@@ -28,7 +28,8 @@ from simcse.training.loss_flags import build_training_loss
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: str = field(metadata={"help": "BERT, RoBERTa or GPT-2 checkpoint: local directory or hub id"})
+    model_name_or_path: str = field(metadata={"help": "any Hugging Face encoder or decoder (AutoModel) checkpoint, "
+                                              "e.g. BERT, RoBERTa, MPNet, Qwen2, Llama: local directory or hub id"})
     config_name: str | None = field(default=None, metadata={"help": "config to use instead of the model's"})
     tokenizer_name: str | None = field(default=None, metadata={"help": "tokenizer to use instead of the model's"})
     cache_dir: str | None = field(default=None, metadata={"help": "where to cache hub downloads"})
@@ -82,6 +83,15 @@ class ModelArguments:
     )
     guide_pooler: str = field(default="avg", metadata={"help": "pooling of a --guide_model that is not a "
                                                        "sentence-transformers model (cls, avg, ...)"})
+    bidirectional: bool = field(default=False, metadata={
+        "help": "decoders: attend in both directions (LLM2Vec, arXiv:2404.05961; saved with the model)"})
+    lora_r: int | None = field(default=None, metadata={
+        "help": "train LoRA adapters of this rank (arXiv:2106.09685, via peft) instead of every backbone weight"})
+    lora_alpha: float | None = field(default=None, metadata={
+        "help": "LoRA scale alpha (the update is alpha / r x B A); default 2 x lora_r"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the LoRA branch's input"})
+    lora_target_modules: str | None = field(default=None, metadata={
+        "help": "comma-separated names of the Linear layers to adapt; default: the family's attention query/value"})
 
     def __post_init__(self):
         if self.temp is not None and self.temp <= 0:

@@ -24,9 +24,11 @@ from simcse.errors import SimCSEError
 from simcse.evaluation.dev import ModelEvaluation, build_evaluators
 from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluator
 from simcse.losses.registry import check_inputs
+from simcse.modeling.backbones import check_bidirectional, make_bidirectional, model_class_for
 from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.modeling.guide import GuideEncoder
-from simcse.modeling.models import configure, is_simcse_checkpoint, model_class_for
+from simcse.modeling.lora import apply_lora, count_parameters, lora_settings
+from simcse.modeling.models import configure, is_simcse_checkpoint
 from simcse.modeling.poolers import uses_mlp_head
 from simcse.training.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
 from simcse.training.loss_flags import model_temp
@@ -95,6 +97,10 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     model_cls = model_class_for(config.model_type)
     configure(config, pooler_type=model_args.pooler_type, mlp_only_train=model_args.mlp_only_train,
               temp=model_temp(model_args), do_mlm=model_args.do_mlm)
+    if model_args.bidirectional:
+        make_bidirectional(config)
+    lora = lora_settings(config.model_type, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                         model_args.lora_target_modules)
     tokenizer = load_pretrained(model_args.tokenizer_name or model_args.model_name_or_path,
                                 lambda p: AutoTokenizer.from_pretrained(p, cache_dir=model_args.cache_dir,
                                                                         use_fast=model_args.use_fast_tokenizer,
@@ -116,6 +122,11 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
                                                                 revision=model_args.model_revision,
                                                                 trust_remote_code=model_args.trust_remote_code))
+    if model_args.bidirectional:
+        check_bidirectional(model)
+    trainable, total = apply_lora(model, lora) if lora else count_parameters(model)
+    logger.info("trains %s of %s parameters (%.2f%%)%s", f"{trainable:,}", f"{total:,}", 100 * trainable / total,
+                f": LoRA r={lora.r}, alpha={lora.alpha:g} on {','.join(lora.target_modules)}" if lora else "")
     if fresh_head:
         logger.info("the MLP head (mlp.dense, tanh) starts fresh, as SimCSE's recipe does; the checkpoint's own "
                     "pooling layer is not used")
@@ -146,7 +157,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     if evaluating and evaluator is None:
         evaluator = ModelEvaluation(evaluators, tokenizer)
     elif not evaluating and (data_args.eval_custom_sts or data_args.eval_custom_retrieval):
-        flag = "--eval_custom_sts" if data_args.eval_custom_sts else "--eval_custom_retrieval"
+        flag = "`eval_custom_sts`" if data_args.eval_custom_sts else "`eval_custom_retrieval`"
         raise SimCSEError(f"{flag} is scored at each evaluation, but evaluation is off; "
                           "add `eval_strategy` steps `eval_steps` N (or epoch)")
     final_evaluator = evaluator
