@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoTokenizer
 
 import simcse_to_huggingface as convert_cli
 import train
-from helpers import FAMILIES, save_tiny_model, slow_except_first
+from helpers import FAMILIES, REPO, save_tiny_model, slow_except_first
 from simcse import SimCSE
 from simcse.errors import SimCSEError
 from simcse.losses import build_loss
@@ -59,7 +59,7 @@ def test_encoder_or_decoder_is_read_from_transformers_mappings():
     assert model_class_for("qwen2").__name__ == "Qwen2ForCL" and model_class_for("qwen2").base_model_prefix == "model"
 
 
-STEP_CASES = [(t, p) for t in [*NEW_FAMILIES, "gpt2"] for p in valid_poolers(t)]
+STEP_CASES = [(t, p) for t in [*NEW_FAMILIES, *("bert", "roberta", "gpt2")] for p in valid_poolers(t)]
 
 
 @pytest.mark.parametrize("model_type, pooler", slow_except_first(STEP_CASES, [f"{t}-{p}" for t, p in STEP_CASES]))
@@ -119,7 +119,7 @@ def token_batch(base: Path, num_sent: int = 2) -> dict:
             "attention_mask": mask.unsqueeze(1).repeat(1, num_sent, 1)}
 
 
-GRADCACHE_CASES = [(t, "last" if is_decoder(t) else "cls") for t in [*NEW_FAMILIES, "gpt2"]]
+GRADCACHE_CASES = [(t, "last" if is_decoder(t) else "cls") for t in [*NEW_FAMILIES, *("bert", "roberta", "gpt2")]]
 
 
 @pytest.mark.parametrize("model_type, pooler",
@@ -187,3 +187,37 @@ def test_do_mlm_is_refused_where_the_family_has_no_head_here(bases, tmp_path):
     with pytest.raises(SimCSEError, match="`do_mlm` is not supported for mpnet"):
         train.main(train_args(bases["mpnet"], write_sentences(tmp_path), tmp_path / "o", "avg", "--do_mlm"))
 
+
+
+def backbone_table() -> str:
+    """The README's supported-backbone table, from the case lists of these tests, tests/test_torchrun.py and
+    tests/test_lora.py (a family appears with what is proven for it, nothing typed by hand)."""
+    from test_lora import CASES as LORA_CASES
+    from test_torchrun import CASES as TORCHRUN_CASES
+
+    def mark(flag: bool) -> str:
+        return "yes" if flag else "-"
+
+    rows = ["| model type | kind | test tokenizer | poolers, each trained a step | 2 processes = 1 | gradient "
+            "caching exact | conversion + ST export | LoRA |", "|---|---|---|---|---|---|---|---|"]
+    for model_type, (tokenizer, _) in FAMILIES.items():
+        poolers = [p for t, p in STEP_CASES if t == model_type]
+        cached_in = {t for t, _ in GRADCACHE_CASES} | {t for t, _, extra in TORCHRUN_CASES
+                                                       if "--grad_cache_mini_batch" in extra}
+        rows.append(f"| {model_type} | {'decoder' if is_decoder(model_type) else 'encoder'} | {tokenizer} | "
+                    f"{', '.join(poolers)} | {mark(any(t == model_type for t, _, _ in TORCHRUN_CASES))} | "
+                    f"{mark(model_type in cached_in)} | {mark(any(t == model_type for t, _ in EXPORT_CASES))} | "
+                    f"{mark(any(t == model_type for t, _ in LORA_CASES))} |")
+    return "\n".join(rows)
+
+
+def test_the_readme_backbone_table_is_what_the_tests_cover():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- backbones: python tests/test_backbones.py -->\n", "\n<!-- /backbones -->"
+    assert start in readme and end in readme, "README.md lacks the backbone table markers"
+    assert readme[readme.index(start) + len(start):readme.index(end)] == backbone_table(), \
+        "the README's backbone table is stale: regenerate it with python tests/test_backbones.py"
+
+
+if __name__ == "__main__":
+    print(backbone_table())
