@@ -20,6 +20,7 @@ import simcse_to_huggingface as convert_cli
 import train
 from helpers import FAMILIES, REPO, save_tiny_model, slow_except_first
 from simcse import SimCSE
+from simcse.cli import run_cli
 from simcse.errors import SimCSEError
 from simcse.losses import build_loss
 from simcse.modeling.backbones import make_bidirectional, model_class_for
@@ -95,7 +96,7 @@ def test_conversion_and_export_encode_like_the_checkpoint(bases, tmp_path, model
 def test_a_cls_head_without_a_pooling_layer_to_hold_it_is_refused_on_conversion(bases, tmp_path, capsys):
     ckpt = tmp_path / "ckpt"
     train.main(train_args(bases["distilbert"], write_sentences(tmp_path), ckpt, "cls"))
-    code = convert_cli.run_cli(convert_cli.main, ["--path", str(ckpt), "--output_dir", str(tmp_path / "p")],
+    code = run_cli(convert_cli.main, ["--path", str(ckpt), "--output_dir", str(tmp_path / "p")],
                                prog="simcse_to_huggingface.py")
     assert code == 2 and "has no layer for; train with --mlp_only_train" in capsys.readouterr().err
     assert not (tmp_path / "p").exists()

@@ -95,3 +95,28 @@ def test_bad_lora_settings_are_refused(bases, tmp_path):
     with pytest.raises(SimCSEError, match="`lora_r` must be a positive rank, got 0"):
         train.main(train_args(bases["bert"], data, tmp_path / "c", "cls", "--lora_r", "0"))
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_gradient_checkpointing_trains_the_adapters_as_without_it(bases, tmp_path):
+    """Frozen embeddings give checkpointed layers inputs without grad; the adapters must still get theirs."""
+    data = write_sentences(tmp_path)
+    for name, extra in (("plain", []), ("checkpointed", ["--gradient_checkpointing"])):
+        train.main(train_args(bases["qwen2"], data, tmp_path / name, "last", "--max_steps", "2", "--lora_r", "4",
+                              *extra))
+    plain = load_file(tmp_path / "plain" / "model.safetensors")
+    checkpointed = load_file(tmp_path / "checkpointed" / "model.safetensors")
+    assert any(plain[k].abs().max() > 0 for k in plain if "lora_B" in k)
+    for key in plain:
+        torch.testing.assert_close(checkpointed[key], plain[key], rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_lora_checkpoint_goes_on_training_its_adapters_only(bases, tmp_path):
+    data = write_sentences(tmp_path)
+    train.main(train_args(bases["qwen2"], data, tmp_path / "first", "last", "--lora_r", "4"))
+    train.main(train_args(tmp_path / "first", data, tmp_path / "second", "last"))  # no LoRA flags
+    first = load_file(tmp_path / "first" / "model.safetensors")
+    second = load_file(tmp_path / "second" / "model.safetensors")
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first if "lora_" not in k)  # the base stays frozen
+    assert any(not torch.equal(first[k], second[k]) for k in first if "lora_" in k)
+    assert json.loads((tmp_path / "second" / "config.json").read_text())["simcse_lora"]["r"] == 4

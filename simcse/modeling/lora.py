@@ -73,7 +73,7 @@ def lora_settings(model_type: str, r: int | None, alpha: float | None = None, dr
                         target_modules=targets)
 
 
-def _settings_from(config) -> LoraSettings | None:
+def saved_settings(config) -> LoraSettings | None:
     saved = getattr(config, "simcse_lora", None)
     return None if not saved else LoraSettings(saved["r"], saved["alpha"], saved["dropout"],
                                                tuple(saved["target_modules"]))
@@ -101,7 +101,7 @@ def has_adapters(module: nn.Module) -> bool:
 def apply_lora(model, settings: LoraSettings) -> tuple[int, int]:
     """Adapt ``model.backbone`` with ``settings``, freeze the rest of the backbone, record the settings in
     ``model.config.simcse_lora``. Returns (trainable parameters, all parameters) of the whole model."""
-    saved = _settings_from(model.config)
+    saved = saved_settings(model.config)
     if saved is not None and has_adapters(model.backbone):  # a LoRA checkpoint, adapters rebuilt on load
         if saved != settings:
             raise SimCSEError(f"the model already holds LoRA adapters {saved.to_json()}; train it with the same "
@@ -123,7 +123,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
 def rebuild_adapters(model) -> None:
     """Called by the wrapper's constructor: a config naming LoRA settings gets its adapters back (their
     weights then load from the checkpoint like any other)."""
-    settings = _settings_from(model.config)
+    settings = saved_settings(model.config)
     if settings is not None:
         inject(model.backbone, settings)
 

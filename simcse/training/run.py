@@ -27,7 +27,7 @@ from simcse.losses.registry import check_inputs
 from simcse.modeling.backbones import check_bidirectional, make_bidirectional, model_class_for
 from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.modeling.guide import GuideEncoder
-from simcse.modeling.lora import apply_lora, count_parameters, lora_settings
+from simcse.modeling.lora import apply_lora, count_parameters, lora_settings, saved_settings
 from simcse.modeling.models import configure, is_simcse_checkpoint
 from simcse.modeling.poolers import uses_mlp_head
 from simcse.training.arguments import DataTrainingArguments, ModelArguments, SimCSETrainingArguments
@@ -124,6 +124,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                                                                 trust_remote_code=model_args.trust_remote_code))
     if model_args.bidirectional:
         check_bidirectional(model)
+    lora = lora or saved_settings(model.config)  # a LoRA checkpoint goes on training its own adapters
     trainable, total = apply_lora(model, lora) if lora else count_parameters(model)
     logger.info("trains %s of %s parameters (%.2f%%)%s", f"{trainable:,}", f"{total:,}", 100 * trainable / total,
                 f": LoRA r={lora.r}, alpha={lora.alpha:g} on {','.join(lora.target_modules)}" if lora else "")
