@@ -15,7 +15,8 @@ import sys
 from transformers import AutoConfig
 
 from simcse.cli import OneLineArgumentParser, run_cli
-from simcse.inference import export
+from simcse.errors import SimCSEError
+from simcse.inference import card, export
 from simcse.modeling.convert import convert
 
 
@@ -29,7 +30,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also write the sentence-transformers layout (modules.json, pooling, MLP head as Dense)")
     parser.add_argument("--max_seq_length", type=int, default=export.DEFAULT_MAX_SEQ_LENGTH,
                         help="with --sentence_transformers: truncation length it uses (default: %(default)s)")
+    parser.add_argument("--card_results", nargs="+", default=(), metavar="FILE",
+                        help="with --sentence_transformers: evaluation.py --output_json files or multiseed.json "
+                             "files whose tables go on the model card (README.md)")
     args = parser.parse_args(argv)
+    if args.card_results and not args.sentence_transformers:
+        raise SimCSEError("--card_results goes on the model card of the sentence-transformers export; "
+                          "add --sentence_transformers")
+    card.check_results(args.card_results)
     output_dir = args.output_dir or args.path.rstrip("/") + "-hf"
     if args.sentence_transformers and os.path.isfile(os.path.join(args.path, "config.json")):
         source = AutoConfig.from_pretrained(args.path)  # fail before writing anything
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
         report["sentence_transformers"] = export.write_sentence_transformers(output_dir, args.max_seq_length)
         st = report["sentence_transformers"]
         print(f"wrote the sentence-transformers layout ({' -> '.join(st['modules'])}; pooler {st['pooler']})")
+        report["model_card"] = card.write_model_card(args.path, output_dir, args.card_results)
+        print(f"wrote the model card {report['model_card']}")
     return report
 
 

@@ -23,6 +23,8 @@ from simcse.data import SimCSECollator, column_roles, load_training_dataset, tok
 from simcse.errors import SimCSEError
 from simcse.evaluation.dev import ModelEvaluation, build_evaluators
 from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluator
+from simcse.files import atomic_write_json
+from simcse.inference.card import RUN_FACTS
 from simcse.losses.registry import check_inputs
 from simcse.modeling.backbones import check_bidirectional, make_bidirectional, model_class_for
 from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
@@ -187,6 +189,29 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     )
 
 
+def run_facts(model_args: ModelArguments, data_args: DataTrainingArguments, training_args: SimCSETrainingArguments,
+              trainer: SimCSETrainer) -> dict:
+    """What the final model was trained from, with and how, for its model card (simcse.inference.card):
+    every value read from the arguments, the data and the trainer's state, none typed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    libraries = ("simcse-modern", "torch", "transformers", "accelerate", "peft")
+    return {"base_model": model_args.model_name_or_path, "train_file": data_args.train_file,
+            "train_examples": len(trainer.train_dataset), "steps": trainer.state.global_step,
+            "global_batch": global_batch(training_args, world=training_args.world_size)[0],
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "world_size": training_args.world_size,
+            "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+            "learning_rate": training_args.learning_rate, "max_seq_length": data_args.max_seq_length,
+            "seed": training_args.seed, "versions": {name: v for name in libraries if (v := installed(name))}}
+
+
 def train_model(model_args: ModelArguments, data_args: DataTrainingArguments,
                 training_args: SimCSETrainingArguments, *, evaluator: Callable | None = None,
                 callbacks: Sequence[TrainerCallback] = ()) -> dict:
@@ -195,6 +220,9 @@ def train_model(model_args: ModelArguments, data_args: DataTrainingArguments,
     trainer = build_trainer(model_args, data_args, training_args, evaluator=evaluator, callbacks=callbacks)
     result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     trainer.save_model()
+    if trainer.is_world_process_zero():
+        atomic_write_json(os.path.join(training_args.output_dir, RUN_FACTS),
+                          run_facts(model_args, data_args, training_args, trainer))
     metrics = dict(result.metrics)
     trainer.log_metrics("train", metrics)
     trainer.save_metrics("train", metrics)
