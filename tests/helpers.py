@@ -28,6 +28,17 @@ def missing_data(what: str) -> None:
     pytest.skip(message)
 
 
+def require_module(name: str):
+    """``import name`` for a test that needs an optional package (a dev dependency), else the same rule as
+    missing data: fail under CI (set by .ci/run), skip elsewhere."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        missing_data(f"the package {name!r} (pip install -r requirements-dev.txt)")
+
+
 def require_shared(path: Path, what: str) -> Path:
     """``path`` (a file or directory of the shared data) when it exists, else :func:`missing_data`."""
     if not path.exists():

@@ -15,11 +15,11 @@ from safetensors.torch import load_file
 from test_tool import make_checkpoint
 
 import simcse_to_huggingface as convert_cli
-from helpers import save_tiny_model, slow_except_first
+from helpers import require_module, save_tiny_model, slow_except_first
 from simcse import SimCSE
 from simcse.cli import run_cli
 
-sentence_transformers = pytest.importorskip("sentence_transformers")
+sentence_transformers = require_module("sentence_transformers")
 
 # different lengths, so every batch carries padding
 SENTENCES = ["a man is playing a guitar .", "the cat sat", "stocks fell sharply on monday after the report",

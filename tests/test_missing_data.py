@@ -23,3 +23,15 @@ def test_missing_shared_data_fails_under_ci_and_skips_elsewhere(ci, outcome, tmp
     assert outcome in proc.stdout, proc.stdout + proc.stderr
     if ci:
         assert proc.returncode == 1 and "CI is set, so missing data fails the run" in proc.stdout
+
+
+def test_a_missing_optional_package_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    from helpers import require_module
+
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="'no_such_package_x'.*CI is set"):
+        require_module("no_such_package_x")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="no_such_package_x"):
+        require_module("no_such_package_x")
+    assert require_module("json").dumps([1]) == "[1]"

@@ -7,7 +7,6 @@ except the tiny random BERT. The metric functions' hand-computed answers are in 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import sys
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import write_beir_folder
+from helpers import require_module, write_beir_folder
 from simcse.errors import SimCSEError
 from simcse.evaluation.beir import read_beir_folder
 from simcse.evaluation.retrieval import (
@@ -30,7 +29,6 @@ from simcse.evaluation.retrieval import (
     retrieval_table,
 )
 
-HAS_FAISS = importlib.util.find_spec("faiss") is not None
 HEADER = "query-id\tcorpus-id\tscore"
 
 CORPUS = [{"_id": "d1", "title": "Title one", "text": "alpha"}, {"_id": "d2", "text": "beta"},
@@ -275,8 +273,8 @@ def random_folder(root: Path, n_docs: int = 300, n_queries: int = 20, dim: int =
     return table
 
 
-@pytest.mark.skipif(not HAS_FAISS, reason="faiss is not installed")
 def test_exact_and_faiss_give_the_same_rankings(tmp_path):
+    require_module("faiss")
     table = random_folder(tmp_path / "r")
     runs = {}
     for search in ("exact", "faiss"):

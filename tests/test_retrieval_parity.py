@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import write_beir_folder
+from helpers import require_module, write_beir_folder
 from simcse.errors import SimCSEError
 from simcse.evaluation.retrieval import RetrievalEvaluator, mean_metrics, query_metrics
 from simcse.search import exact_scores
@@ -50,8 +50,8 @@ class FixedEncoder:
 
 def peer_evaluator(queries, corpus, qrels, tmp_path: Path | None = None):
     """sentence-transformers' evaluator with our cutoffs, cosine, relevance >= 1 as its binary relevant set."""
-    ir = pytest.importorskip("sentence_transformers.sentence_transformer.evaluation")
-    util = pytest.importorskip("sentence_transformers.util")
+    ir = require_module("sentence_transformers.sentence_transformer.evaluation")
+    util = require_module("sentence_transformers.util")
     relevant = {q: {d for d, rel in judged.items() if rel >= 1} for q, judged in qrels.items()}
     return ir.InformationRetrievalEvaluator(
         queries, corpus, relevant, corpus_chunk_size=64, mrr_at_k=[10], ndcg_at_k=[10], accuracy_at_k=[1, 10],
@@ -69,7 +69,7 @@ def peer_metrics(queries, corpus, qrels, table, tmp_path: Path) -> tuple[dict[st
 
 
 def trec(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    pytrec_eval = pytest.importorskip("pytrec_eval")
+    pytrec_eval = require_module("pytrec_eval")
     return pytrec_eval.RelevanceEvaluator(qrels, {"ndcg_cut.10", "map_cut.100"}).evaluate(run)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import require_module
 from simcse.errors import SimCSEError
 from simcse.search import (
     TIE_MARGIN,
@@ -37,7 +38,7 @@ def test_rank_is_score_descending_then_id_ascending():
 
 
 def test_equals_sentence_transformers_semantic_search_without_ties():
-    util = pytest.importorskip("sentence_transformers.util")
+    util = require_module("sentence_transformers.util")
     rng = np.random.default_rng(0)
     corpus = rng.standard_normal((300, 24)).astype(np.float32)  # not unit: cosine must normalise
     queries = rng.standard_normal((7, 24)).astype(np.float32)

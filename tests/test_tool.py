@@ -14,7 +14,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 import simcse_to_huggingface as convert_cli
-from helpers import SHARED, require_shared, save_tiny_model
+from helpers import SHARED, require_module, require_shared, save_tiny_model
 from simcse import SimCSE
 from simcse.errors import SimCSEError
 from simcse.modeling.backbones import model_class_for
@@ -77,7 +77,7 @@ def minilm():
 
 
 def faiss_or_skip():
-    return pytest.importorskip("faiss", reason="faiss-cpu not installed (pip install faiss-cpu)")
+    return require_module("faiss")
 
 
 # ---------------------------------------------------------------- search on a real model
