@@ -120,3 +120,14 @@ def test_a_lora_checkpoint_goes_on_training_its_adapters_only(bases, tmp_path):
     assert all(torch.equal(first[k], second[k]) for k in first if "lora_" not in k)  # the base stays frozen
     assert any(not torch.equal(first[k], second[k]) for k in first if "lora_" in k)
     assert json.loads((tmp_path / "second" / "config.json").read_text())["simcse_lora"]["r"] == 4
+
+
+def test_lora_trains_under_bf16_autocast(bases, tmp_path):
+    """bf16 mixed precision (CPU autocast here; CUDA takes the same path): the adapters train, the base stays."""
+    out = tmp_path / "bf16"
+    metrics = train.main(train_args(bases["qwen2"], write_sentences(tmp_path), out, "last", "--max_steps", "2",
+                                    "--lora_r", "4", "--bf16"))
+    assert np.isfinite(metrics["train_loss"])
+    saved = load_file(out / "model.safetensors")
+    assert any(saved[k].abs().max() > 0 for k in saved if "lora_B" in k)
+    assert all(saved[k].dtype == torch.float32 for k in saved)  # master weights stay fp32
