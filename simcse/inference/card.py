@@ -107,6 +107,7 @@ def model_card(checkpoint: str, results: Sequence[str] = ()) -> str:
     hparams = ", ".join(f"{k}={v}" for k, v in sorted(loss.items()) if k != "name") or "none"
     lora = config.get("simcse_lora")
     base = fact("base_model")
+    steps = facts.get("steps", (state or {}).get("global_step", NOT_RECORDED))  # trainer_state for older runs
     lines = ["---", "library_name: sentence-transformers", "pipeline_tag: sentence-similarity",
              "tags: [sentence-transformers, sentence-similarity, simcse]",
              *([f"base_model: {base}"] if base != NOT_RECORDED else []), "---", "",
@@ -128,9 +129,9 @@ def model_card(checkpoint: str, results: Sequence[str] = ()) -> str:
              "", "## Training", "",
              *_table(["", ""], [["loss", loss.get("name", NOT_RECORDED)], ["loss hyperparameters", hparams],
                                 ["training file", fact("train_file")], ["examples", fact("train_examples")],
-                                ["steps", facts.get("steps", (state or {}).get("global_step", NOT_RECORDED))], ["global batch", fact("global_batch")],
-                                ["learning rate", fact("learning_rate")], ["max sequence length",
-                                                                           fact("max_seq_length")],
+                                ["steps", steps], ["global batch", fact("global_batch")],
+                                ["learning rate", fact("learning_rate")],
+                                ["max sequence length", fact("max_seq_length")],
                                 ["seed", fact("seed")]]),
              "", "## Evaluation", "", *_dev_rows(state)]
     for path in results:
