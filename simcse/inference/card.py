@@ -70,7 +70,7 @@ def _dev_rows(state: dict | None) -> list[str]:
 def _result_lines(path: str) -> list[str]:
     payload = _json(path)
     if payload is None:
-        raise SimCSEError(f"`card_results` {path!r} does not exist; give an evaluation.py --output_json file or a "
+        raise SimCSEError(f"`card_results` {path!r} does not exist; give an evaluation.py `output_json` file or a "
                           "multiseed.json")
     name = os.path.basename(path)
     if "summary" in payload and "seeds" in payload:  # multiseed.json
@@ -87,7 +87,7 @@ def _result_lines(path: str) -> list[str]:
             elif isinstance(table, dict) and all(isinstance(v, (int, float)) for v in table.values()):
                 lines += ["", f"{kind}:", "", *_table(list(table), [[f"{v:.2f}" for v in table.values()]])]
         return lines
-    raise SimCSEError(f"`card_results` {path!r} is neither an evaluation.py --output_json file nor a multiseed.json")
+    raise SimCSEError(f"`card_results` {path!r} is neither an evaluation.py `output_json` file nor a multiseed.json")
 
 
 def _installed(name: str) -> str:
