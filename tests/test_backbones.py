@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from test_export import load_st
 from test_gradcache import assert_same, cached, reference
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
 
 import simcse_to_huggingface as convert_cli
 import train
@@ -184,9 +184,57 @@ def test_bidirectional_is_saved_and_refused_for_encoders(bases, tmp_path, capsys
         train.main(train_args(bases["bert"], write_sentences(tmp_path), tmp_path / "b", "avg", "--bidirectional"))
 
 
-def test_do_mlm_is_refused_where_the_family_has_no_head_here(bases, tmp_path):
-    with pytest.raises(SimCSEError, match="`do_mlm` is not supported for mpnet"):
-        train.main(train_args(bases["mpnet"], write_sentences(tmp_path), tmp_path / "o", "avg", "--do_mlm"))
+MLM_CASES = [t for t in NEW_FAMILIES if not is_decoder(t)]
+
+
+@pytest.mark.parametrize("model_type", slow_except_first(MLM_CASES))
+def test_the_mlm_head_is_the_family_masked_lm_head(bases, tmp_path, model_type):
+    """--do_mlm on any encoder: the MLM head of the family's masked-LM checkpoint loads under its own names
+    (nothing missing), its decoder stays tied to the input embeddings, our MLM term equals the masked-LM
+    class's own loss on the same inputs, and train.py trains with it and converts it away."""
+    torch.manual_seed(0)
+    masked_lm = AutoModelForMaskedLM.from_config(AutoConfig.from_pretrained(bases[model_type])).eval()
+    with torch.no_grad():  # the head's biases start at zero: make them count
+        for name, param in masked_lm.named_parameters():
+            if name.endswith("bias") and not name.startswith(masked_lm.base_model_prefix + "."):
+                param.normal_()
+    masked_lm.save_pretrained(tmp_path / "mlm")
+    AutoTokenizer.from_pretrained(bases[model_type]).save_pretrained(tmp_path / "mlm")
+    config = configure(AutoConfig.from_pretrained(tmp_path / "mlm"), pooler_type="avg", do_mlm=True)
+    ours, info = model_class_for(model_type).from_pretrained(tmp_path / "mlm", config=config,
+                                                             output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    words = ours.backbone.get_input_embeddings().weight
+    assert sum(p is words for _, p in ours.named_parameters(remove_duplicate=False)) == 2  # the tied decoder
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(5, 1000, (4, 2, 10), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :, 7:] = 0
+    labels = torch.where(torch.rand(ids.shape, generator=g) < 0.3, ids, -100).masked_fill(mask == 0, -100)
+    mlm_ids = torch.where(labels != -100, 103, ids)
+    with torch.no_grad():
+        term = ours.eval()(input_ids=ids, attention_mask=mask, mlm_input_ids=mlm_ids, mlm_labels=labels).mlm_loss
+        expected = masked_lm(input_ids=mlm_ids.flatten(0, 1), attention_mask=mask.flatten(0, 1),
+                             labels=labels.flatten(0, 1)).loss
+    assert term.item() > 1.0
+    torch.testing.assert_close(term, expected, rtol=1e-5, atol=1e-5)
+
+    out = tmp_path / "out"
+    metrics = train.main(train_args(tmp_path / "mlm", write_sentences(tmp_path), out, "avg", "--do_mlm"))
+    assert np.isfinite(metrics["train_loss"])
+    head = {k: v for k, v in load_file(out / "model.safetensors").items() if k in dict(masked_lm.state_dict())
+            and not k.startswith(masked_lm.base_model_prefix + ".")}
+    assert head, "the MLM head was not saved"
+    reloaded = model_class_for(model_type).from_pretrained(out)
+    assert sum(p is reloaded.backbone.get_input_embeddings().weight
+               for _, p in reloaded.named_parameters(remove_duplicate=False)) == 2
+    report = convert_cli.main(["--path", str(out), "--output_dir", str(tmp_path / "plain")])
+    assert set(report["dropped"]) >= set(head)
+
+
+def test_do_mlm_is_refused_for_a_decoder(bases, tmp_path):
+    with pytest.raises(SimCSEError, match="`do_mlm` needs a masked-LM head, which qwen2 \\(a decoder\\) has none"):
+        train.main(train_args(bases["qwen2"], write_sentences(tmp_path), tmp_path / "o", "last", "--do_mlm"))
 
 
 
@@ -194,13 +242,14 @@ def backbone_table() -> str:
     """The README's supported-backbone table, from the case lists of these tests, tests/test_torchrun.py and
     tests/test_lora.py (a family appears with what is proven for it, nothing typed by hand)."""
     from test_lora import CASES as LORA_CASES
+    from test_models import HAND_WRITTEN_MLM
     from test_torchrun import CASES as TORCHRUN_CASES
 
     def mark(flag: bool) -> str:
         return "yes" if flag else "-"
 
     rows = ["| model type | kind | test tokenizer | poolers, each trained a step | 2 processes = 1 | gradient "
-            "caching exact | conversion + ST export | LoRA |", "|---|---|---|---|---|---|---|---|"]
+            "caching exact | conversion + ST export | LoRA | MLM head |", "|---|---|---|---|---|---|---|---|---|"]
     for model_type, (tokenizer, _) in FAMILIES.items():
         poolers = [p for t, p in STEP_CASES if t == model_type]
         cached_in = {t for t, _ in GRADCACHE_CASES} | {t for t, _, extra in TORCHRUN_CASES
@@ -208,7 +257,8 @@ def backbone_table() -> str:
         rows.append(f"| {model_type} | {'decoder' if is_decoder(model_type) else 'encoder'} | {tokenizer} | "
                     f"{', '.join(poolers)} | {mark(any(t == model_type for t, _, _ in TORCHRUN_CASES))} | "
                     f"{mark(model_type in cached_in)} | {mark(any(t == model_type for t, _ in EXPORT_CASES))} | "
-                    f"{mark(any(t == model_type for t, _ in LORA_CASES))} |")
+                    f"{mark(any(t == model_type for t, _ in LORA_CASES))} | "
+                    f"{mark(model_type in (*MLM_CASES, *HAND_WRITTEN_MLM))} |")
     return "\n".join(rows)
 
 

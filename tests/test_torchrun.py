@@ -88,7 +88,7 @@ CASES = [  # (model type, pooler, extra flags)
     ("gpt2", "last", ["--grad_cache_mini_batch", "1"]),
     # every other backbone family (helpers.FAMILIES), one fitting pooler each; some with gradient caching
     ("roberta", "avg", []), ("mpnet", "cls", []), ("xlm-roberta", "avg", ["--grad_cache_mini_batch", "1"]),
-    ("modernbert", "avg", []),
+    ("modernbert", "avg", []), ("electra", "avg", ["--do_mlm", "--grad_cache_mini_batch", "1"]),
     ("deberta-v2", "cls_before_pooler", []), ("distilbert", "avg_first_last", []), ("electra", "cls", []),
     ("qwen2", "last", []), ("llama", "wavg", ["--grad_cache_mini_batch", "1"]), ("mistral", "avg", []),
     # LoRA on an encoder and a decoder: the adapters (and the head) train, exactly as in one process

@@ -9,6 +9,11 @@ backbone, and the SimCSE heads and forward of :class:`~simcse.modeling.models.Co
 The class is made once per family and registered in this module under its name, so checkpoints name it in
 ``architectures`` and pickling finds it.
 
+The auxiliary MLM head (``do_mlm``) of an encoder family is its own masked-LM class's head: the modules of
+``<Family>ForMaskedLM`` other than the backbone, under the same names (so the MLM head of a pretrained
+masked-LM checkpoint loads, and its decoder is tied to the input embeddings as that class ties it), applied
+by that class's own forward with the backbone replaced by the states already computed (:class:`_Computed`).
+
 Encoder or decoder is a fact of the family too: a model type with a causal-LM class and no masked-LM
 class in transformers' auto mappings is a decoder (GPT-2, Llama, Mistral, Qwen2/3, Gemma, ...); one with a
 masked-LM class (BERT, RoBERTa, XLM-R, MPNet, DeBERTa-v2, DistilBERT, ELECTRA, ModernBERT) is an encoder.
@@ -20,7 +25,9 @@ import inspect
 import sys
 
 import torch
+from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import BaseModelOutput
 from transformers.models.auto import modeling_auto
 
 from simcse.errors import SimCSEError
@@ -30,12 +37,7 @@ from simcse.modeling.poolers import is_decoder
 _GENERATED: dict[str, type] = {}
 
 
-def backbone_class(model_type: str) -> type:
-    """The family's ``AutoModel`` class (e.g. ``Qwen2Model``) for a ``config.model_type``."""
-    name = modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
-    if name is None:
-        raise SimCSEError(f"model type {model_type!r} has no AutoModel class in transformers; a sentence encoder "
-                          "needs a backbone that returns token states (last_hidden_state)")
+def _transformers_class(name: str | tuple | list, model_type: str) -> type:
     import transformers
 
     cls = getattr(transformers, name if isinstance(name, str) else name[0], None)
@@ -43,6 +45,84 @@ def backbone_class(model_type: str) -> type:
         raise SimCSEError(f"transformers names {name!r} for model type {model_type!r} but cannot import it; "
                           "upgrade transformers")
     return cls
+
+
+def backbone_class(model_type: str) -> type:
+    """The family's ``AutoModel`` class (e.g. ``Qwen2Model``) for a ``config.model_type``."""
+    name = modeling_auto.MODEL_MAPPING_NAMES.get(model_type)
+    if name is None:
+        raise SimCSEError(f"model type {model_type!r} has no AutoModel class in transformers; a sentence encoder "
+                          "needs a backbone that returns token states (last_hidden_state)")
+    return _transformers_class(name, model_type)
+
+
+def masked_lm_class(model_type: str) -> type | None:
+    """The family's masked-LM class (``MPNetForMaskedLM``), or None where it has none (decoders)."""
+    name = modeling_auto.MODEL_FOR_MASKED_LM_MAPPING_NAMES.get(model_type)
+    return None if name is None else _transformers_class(name, model_type)
+
+
+class _Computed(nn.Module):
+    """Stands in for the backbone inside a masked-LM class's forward: returns the states given (1, M, H) and
+    lends every other attribute (``embeddings``, which DeBERTa-v2's head reads) to the real backbone."""
+
+    def __init__(self, owner: nn.Module, states: torch.Tensor):
+        super().__init__()
+        self.__dict__["_owner"], self.__dict__["_states"] = owner, states  # not registered: no parameters
+
+    def forward(self, *args, **kwargs) -> BaseModelOutput:
+        return BaseModelOutput(last_hidden_state=self.__dict__["_states"])
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.__dict__["_owner"].backbone, name)
+
+
+def _build_family_mlm_head(self, config) -> None:
+    """The family's masked-LM head, built from its ``ForMaskedLM`` class (on the meta device, then the head's
+    own modules materialised here; ``post_init`` initialises them and ties the decoder)."""
+    masked_lm = masked_lm_class(config.model_type)
+    if masked_lm is None:
+        raise SimCSEError(f"`do_mlm` needs a masked-LM head, which {config.model_type} (a decoder) has none of "
+                          "in transformers; drop the flag")
+    with torch.device("meta"):
+        shell = masked_lm(config)
+    names = [name for name in shell._modules if name != self.backbone_attr]
+    for name in names:
+        module = shell._modules[name].to_empty(device="cpu")
+        self._modules[name] = module  # the masked-LM class's names, even where a property shadows one (head)
+        shell._modules[name] = module
+    self._mlm_names = tuple(names)
+    self._tied_weights_keys = dict(shell._tied_weights_keys or {})
+    self.__dict__["_mlm_shell"] = shell  # not a submodule: its modules are ours, registered above
+
+
+def _family_mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+    """The masked-LM class's own forward over the masked positions' states (M, H) -> logits (M, V)."""
+    shell = self.__dict__["_mlm_shell"]
+    states = hidden.unsqueeze(0)  # one "sentence" of the M masked positions: the head is position-wise
+    ones = torch.ones(states.shape[:2], dtype=torch.long, device=hidden.device)
+    shell._modules[self.backbone_attr] = _Computed(self, states)
+    try:
+        return shell(input_ids=ones, attention_mask=ones, return_dict=True).logits[0]
+    finally:
+        shell._modules[self.backbone_attr] = None  # no reference to the states or the model kept
+
+
+def mlm_module_names(config: PretrainedConfig) -> tuple[str, ...]:
+    """The top-level module names of the family's MLM head (``cls`` for BERT, ``lm_head`` for RoBERTa /
+    MPNet / XLM-R, ``vocab_*`` for DistilBERT, ...); empty for a decoder. Conversion drops them."""
+    wrapper = model_class_for(config.model_type)
+    if wrapper.mlm_attr:
+        return (wrapper.mlm_attr,)
+    masked_lm = masked_lm_class(config.model_type)
+    if masked_lm is None:
+        return ()
+    with torch.device("meta"):
+        shell = masked_lm(config)
+    return tuple(name for name in shell._modules if name != wrapper.backbone_attr)
 
 
 def _family_base(backbone: type) -> type:
@@ -78,6 +158,7 @@ def _generated_class(model_type: str) -> type:
         "__init__": __init__, "__module__": __name__, "__qualname__": name,
         "backbone_attr": prefix, "mlm_attr": None, "takes_token_types": takes_token_types,
         "is_decoder_family": is_decoder(model_type),
+        "_build_mlm_head": _build_family_mlm_head, "_mlm_logits": _family_mlm_logits,
         "__doc__": f"SimCSE wrapper over {backbone.__name__} (generated by simcse.modeling.backbones).",
     })
     _GENERATED[name] = cls

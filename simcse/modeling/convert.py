@@ -25,13 +25,13 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel
 
 from simcse.errors import SimCSEError
-from simcse.modeling.backbones import backbone_class, wrapper_for_architectures
+from simcse.modeling.backbones import backbone_class, mlm_module_names, wrapper_for_architectures
 from simcse.modeling.lora import merge_lora
 from simcse.modeling.models import normalize_original_keys
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
                    "vocab.json", "merges.txt", "added_tokens.json", "spiece.model", "sentencepiece.bpe.model")
-DROPPED_PREFIXES = ("cls.", "lm_head.")  # MLM heads: not part of the base model
+DROPPED_PREFIXES = ("cls.", "lm_head.")  # the original's MLM heads: not part of the base model
 
 
 def load_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -47,15 +47,18 @@ def load_state_dict(path: str) -> dict[str, torch.Tensor]:
     raise SimCSEError(f"{path!r} has neither model.safetensors nor pytorch_model.bin")
 
 
-def convert_state_dict(state: dict[str, torch.Tensor], prefix: str, has_pooler: bool) -> tuple[dict, list[str]]:
-    """Map wrapper keys (already in our names) to base-model keys. Returns (converted, dropped keys)."""
+def convert_state_dict(state: dict[str, torch.Tensor], prefix: str, has_pooler: bool,
+                       mlm_names: tuple[str, ...] = ()) -> tuple[dict, list[str]]:
+    """Map wrapper keys (already in our names) to base-model keys; the MLM head's modules (``mlm_names``,
+    besides the original's) are dropped. Returns (converted, dropped keys)."""
+    dropped_prefixes = DROPPED_PREFIXES + tuple(name + "." for name in mlm_names)
     converted, dropped = {}, []
     for key, tensor in state.items():
         if key.startswith(prefix + "."):
             converted[key[len(prefix) + 1:]] = tensor
         elif key.startswith("mlp.dense.") and has_pooler:
             converted["pooler.dense." + key[len("mlp.dense."):]] = tensor
-        elif key.startswith("mlp.") or key.startswith(DROPPED_PREFIXES):
+        elif key.startswith("mlp.") or key.startswith(dropped_prefixes):
             dropped.append(key)
         else:
             raise SimCSEError(f"unexpected key {key!r} in the checkpoint: it is neither backbone ({prefix}.*) "
@@ -110,7 +113,8 @@ def convert(path: str, output_dir: str, overwrite: bool = False) -> dict:
                           f"{type(base).__name__} has no layer for; train with `mlp_only_train` (the head only "
                           "in training) or another pooler, or use the checkpoint as it is (the tool and the "
                           "sentence-transformers export read it)")
-    converted, dropped = convert_state_dict(state, wrapper.base_model_prefix, has_pooler)
+    converted, dropped = convert_state_dict(state, wrapper.base_model_prefix, has_pooler,
+                                            mlm_module_names(config) if getattr(config, "do_mlm", False) else ())
     dropped = dropped_original + dropped
 
     expected = base.state_dict()

@@ -225,7 +225,7 @@ def simcse_embed_fn(model, pooler_type: str) -> EmbedFn:
         want_hidden = pooler_type in NEEDS_HIDDEN_STATES
         out = model.backbone(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=want_hidden,
                              return_dict=True)
-        return pool_then_head(pooler_type, attention_mask, out, model.head)
+        return pool_then_head(pooler_type, attention_mask, out, model.mlp_head)
 
     return embed
 

@@ -8,7 +8,8 @@ SimCSE key names means checkpoints of the original code load here unchanged::
 
     bert.* / roberta.* / transformer.*     the backbone, built without its own pooling layer
     mlp.dense.weight, mlp.dense.bias       the MLP head (Linear(H, H) + tanh), built for the cls pooler only
-    cls.predictions.* (BERT), lm_head.* (RoBERTa)   the MLM head, when --do_mlm
+    cls.predictions.* (BERT), lm_head.* (RoBERTa)   the MLM head, when --do_mlm (other encoders: the names
+                                           of the family's own masked-LM class, simcse.modeling.backbones)
 
 Checkpoints written by the original code (transformers 4.2.1) differ in three ways, which
 :func:`normalize_original_keys` undoes when they load: the buffers ``*.embeddings.position_ids`` (BERT,
@@ -236,11 +237,19 @@ class ContrastiveEncoderMixin:
             self._keys_to_ignore_on_load_missing = [r"^mlp\.dense\."]
             self._keys_to_ignore_on_load_unexpected = [r"(^|\.)pooler\.dense\.", r"^cls\.seq_relationship\."]
         if config.do_mlm:
-            if self.mlm_attr is None:
-                raise SimCSEError(f"`do_mlm` is not supported for {config.model_type} (the auxiliary MLM "
-                                  "objective is built for bert and roberta); drop the flag")
-            setattr(self, self.mlm_attr, self._mlm_head_class(config))
+            self._build_mlm_head(config)
         rebuild_adapters(self)  # a LoRA checkpoint's adapters, before its weights load
+
+    def _build_mlm_head(self, config) -> None:
+        """The auxiliary MLM head (``do_mlm``): BERT's and RoBERTa's hand-written ones here; a decoder has none."""
+        if self.mlm_attr is None:
+            raise SimCSEError(f"`do_mlm` needs a masked-LM head, which {config.model_type} (a decoder) has none of "
+                              "in transformers; drop the flag")
+        setattr(self, self.mlm_attr, self._mlm_head_class(config))
+
+    def _mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Vocabulary logits (M, V) of the masked positions' last-layer states (M, H)."""
+        return getattr(self, self.mlm_attr)(hidden, self.backbone.get_input_embeddings().weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         """Backbone init from the parent class; the MLM biases start at zero (the heads' Linear and
@@ -267,7 +276,7 @@ class ContrastiveEncoderMixin:
         return self.backbone(**kwargs)
 
     @property
-    def head(self) -> nn.Module | None:
+    def mlp_head(self) -> nn.Module | None:
         """The MLP head (``mlp``), which exists only for a pooler that has one (``cls``)."""
         return getattr(self, "mlp", None)
 
@@ -277,7 +286,7 @@ class ContrastiveEncoderMixin:
         want_hidden = self.config.pooler_type in NEEDS_HIDDEN_STATES
         outputs = self._run_backbone(input_ids, attention_mask, token_type_ids, output_hidden_states=want_hidden)
         return pool_then_head(self.config.pooler_type, attention_mask, outputs,
-                              None if self.config.mlp_only_train else self.head)
+                              None if self.config.mlp_only_train else self.mlp_head)
 
     def forward(
         self,
@@ -300,7 +309,7 @@ class ContrastiveEncoderMixin:
         flat_mask = flat(attention_mask)
         outputs = self._run_backbone(flat(input_ids), flat_mask, flat(token_type_ids),
                                      output_hidden_states=want_hidden or all_layers)
-        pooled = pool_then_head(self.config.pooler_type, flat_mask, outputs, self.head)  # (B*N, H); head: always
+        pooled = pool_then_head(self.config.pooler_type, flat_mask, outputs, self.mlp_head)  # (B*N, H); head: always
         embeddings = pooled.view(batch, num_sent, -1)  # (B, N, H)
         layer_embeddings = None
         if all_layers:
@@ -318,8 +327,7 @@ class ContrastiveEncoderMixin:
             # The head is position-wise: score only the M masked positions against the vocabulary, not all
             # B*N*L of them (about 15% of the logits memory and matmul work).
             hidden = mlm_out.last_hidden_state[chosen]  # (M, H)
-            head = getattr(self, self.mlm_attr)
-            logits = head(hidden, self.backbone.get_input_embeddings().weight)  # (M, V)
+            logits = self._mlm_logits(hidden)  # (M, V)
             mlm_loss = F.cross_entropy(logits.float(), labels[chosen])
         return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss, layer_embeddings=layer_embeddings)
 
