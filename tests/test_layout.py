@@ -41,7 +41,7 @@ LAYERS = [
     {"simcse.errors", "simcse.files", "simcse.search", "simcse.distributed", "simcse.cli"},
     {"simcse.data", "simcse.losses"},
     {"simcse.modeling"},
-    {"simcse.evaluation", "simcse.inference"},
+    {"simcse.evaluation", "simcse.inference", "simcse.mine"},
     {"simcse.training"},
 ]
 MAX_LINES = 400
