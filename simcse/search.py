@@ -106,11 +106,16 @@ def scan_candidates(queries: np.ndarray, corpus: np.ndarray, k: int, query_chunk
         for c0 in range(0, n, corpus_chunk_size):
             chunk = corpus[c0:c0 + corpus_chunk_size]  # (c, H) view
             norms = np.maximum(np.sqrt(np.einsum("ij,ij->i", chunk, chunk)), _TINY)  # (c,)
-            sims = q @ chunk.T  # (b, c): the only chunk-sized temporaries are this and its partition
+            sims = q @ chunk.T  # (b, c): the only chunk-sized temporary
             sims /= norms[None, :]
             sims /= q_norms[:, None]
-            floor = np.maximum(kth, _kth_largest(sims, min(k, chunk.shape[0]))) - TIE_MARGIN
-            for row in range(len(q)):
+            floor = kth - TIE_MARGIN
+            short = np.flatnonzero(~np.isfinite(kth))  # rows without k candidates yet: this chunk's k-th
+            if len(short):
+                floor[short] = _kth_largest(sims[short], min(k, chunk.shape[0])) - TIE_MARGIN
+            # Once a row has k candidates, a later chunk adds only what beats its running k-th best: rows are
+            # visited only where the chunk's best score reaches the floor (one cheap max over the block).
+            for row in np.flatnonzero(sims.max(axis=1) >= floor):
                 keep = np.flatnonzero(sims[row] >= floor[row])
                 ids[row] = np.concatenate([ids[row], keep + c0])
                 scores[row] = np.concatenate([scores[row], sims[row, keep]])
