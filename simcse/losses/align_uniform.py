@@ -10,6 +10,7 @@ import torch
 
 from simcse.losses.checks import check_unit_interval, require_pairs
 from simcse.losses.diagnostics import alignment, check_alpha, check_kernel_scale, uniformity
+from simcse.losses.ops import duplicate_pairs
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["AlignUniformLoss", "align_uniform_loss"]
@@ -26,12 +27,16 @@ def _check_hparams(lam: float, alpha: float, t: float) -> tuple[float, float, fl
 
 
 def align_uniform_loss(
-    z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 0.5, alpha: float = 2.0, t: float = 2.0
+    z1: torch.Tensor, z2: torch.Tensor, *, lam: float = 0.5, alpha: float = 2.0, t: float = 2.0,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The alignment-uniformity loss of embeddings alone (see :class:`AlignUniformLoss`)."""
+    """The alignment-uniformity loss of embeddings alone (see :class:`AlignUniformLoss`). ``keys`` (B, 2):
+    pairs of one view whose texts repeat each other's pair leave the uniformity terms."""
     _check_hparams(lam, alpha, t)
     require_pairs("align_uniform", z1)
-    return (1 - lam) * alignment(z1, z2, alpha) + lam * (uniformity(z1, t) + uniformity(z2, t)) / 2
+    drop1, drop2 = (None, None) if keys is None else (duplicate_pairs(keys, 0), duplicate_pairs(keys, 1))
+    return (1 - lam) * alignment(z1, z2, alpha) + lam * (uniformity(z1, t, drop=drop1) +
+                                                         uniformity(z2, t, drop=drop2)) / 2
 
 
 @register_loss("align_uniform", flags={"loss_lambda": "lam", "align_alpha": "alpha", "uniform_t": "t"})
@@ -48,7 +53,9 @@ class AlignUniformLoss(ContrastiveLoss):
 
     The log-mean-exp is evaluated with log-sum-exp (no underflow for large t). Wang & Isola write the
     loss as L_align + λ'·L_uniform; λ' = λ / (1 − λ) up to an overall factor. Computed in float32; needs
-    B ≥ 2; no hard negatives. Values lie in [−4tλ, (1 − λ)2^α].
+    B ≥ 2; no hard negatives. Values lie in [−4tλ, (1 − λ)2^α]. Given ``keys``
+    (``--mask_duplicate_texts``), a pair (i, j) of one view in which one sentence has the text of the
+    other's anchor or positive leaves that uniformity mean (a view with no pair left contributes 0).
 
     Hyperparameters:
         lam: λ ∈ [0, 1], the share of uniformity (0.5: equal weights, the MET code's setting).
@@ -74,9 +81,12 @@ class AlignUniformLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, lam: float = 0.5, alpha: float = 2.0, t: float = 2.0) -> None:
         super().__init__()
         self.lam, self.alpha, self.t = _check_hparams(lam, alpha, t)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return align_uniform_loss(z1, z2, lam=self.lam, alpha=self.alpha, t=self.t)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return align_uniform_loss(z1, z2, lam=self.lam, alpha=self.alpha, t=self.t, keys=keys)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from simcse.losses.checks import check_non_negative, check_temperature
 from simcse.losses.infonce import infonce_logits
-from simcse.losses.ops import safe_arccos
+from simcse.losses.ops import duplicate_mask, safe_arccos
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["ArcConLoss", "arccon_loss"]
@@ -33,8 +33,10 @@ def arccon_loss(
     *,
     temp: float = 0.05,
     margin: float = 10.0,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The ArcCon loss of embeddings alone (see :class:`ArcConLoss`); computes in the inputs' dtype."""
+    """The ArcCon loss of embeddings alone (see :class:`ArcConLoss`); computes in the inputs' dtype.
+    ``keys`` (B, 2 + K): candidates with the text of a row's pair leave its denominator."""
     check_temperature(temp)
     _check_margin(margin)
     batch = z1.shape[0]
@@ -42,6 +44,8 @@ def arccon_loss(
     positive = torch.cos(safe_arccos(cosines.diagonal()) + math.radians(margin))  # (B,) cos(θ_ii + m)
     is_positive = torch.eye(batch, cosines.shape[1], dtype=torch.bool, device=cosines.device)  # (B, N)
     logits = torch.where(is_positive, positive.unsqueeze(1), cosines) / temp  # (B, N)
+    if keys is not None:
+        logits = logits.masked_fill(duplicate_mask(keys, *range(1, keys.shape[1])), float("-inf"))
     return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
 
 
@@ -60,7 +64,8 @@ class ArcConLoss(ContrastiveLoss):
     until the positive beats the negatives by that angle. The margin pushes cos(θ + m) below cos θ only
     while θ + m ≤ π, which holds for every sensible positive pair. Hard negatives (``z3``) enter as plain
     negatives, like ``infonce`` with ``hard_negative_weight=0``. Computed as a cross-entropy (log-sum-exp)
-    in float32.
+    in float32. Given ``keys`` (``--mask_duplicate_texts``), a candidate with the text of row i's anchor
+    or positive leaves row i's denominator.
 
     Hyperparameters:
         temp: the temperature τ > 0, dimensionless; 0.05 as in SimCSE/ArcCSE.
@@ -85,11 +90,13 @@ class ArcConLoss(ContrastiveLoss):
     """
 
     supports_hard_negatives = True
+    masks_duplicates = True
 
     def __init__(self, temp: float = 0.05, margin: float = 10.0) -> None:
         super().__init__()
         self.temp = check_temperature(temp)
         self.margin = _check_margin(margin)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return arccon_loss(z1, z2, z3, temp=self.temp, margin=self.margin)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return arccon_loss(z1, z2, z3, temp=self.temp, margin=self.margin, keys=keys)

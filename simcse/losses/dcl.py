@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from simcse.losses.checks import check_flag, check_temperature, require_pairs
 from simcse.losses.infonce import infonce_logits
-from simcse.losses.ops import fill_diagonal
+from simcse.losses.ops import duplicate_mask, fill_diagonal, masked_logsumexp
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["DCLLoss", "DCLPosLoss", "dcl_losses"]
@@ -27,19 +27,22 @@ def dcl_losses(
     temp: float = 0.05,
     same_view_negatives: bool = False,
     symmetric: bool = False,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-anchor DCL losses ℓ_i (see :class:`DCLLoss`): (B,), or (2B,) with ``symmetric`` (z1 → z2 first).
 
-    Computes in the inputs' dtype; the mean of the result is the ``dcl`` loss.
+    Computes in the inputs' dtype; the mean of the result is the ``dcl`` loss. ``keys`` (B, 2 + K): each
+    row's candidates with the text of its pair are removed (:func:`~simcse.losses.ops.duplicate_mask`); a
+    row left with no negative has no ℓ_i (it would be −∞) and contributes 0, as in InfoNCE.
     """
     check_temperature(temp)
     check_flag("same_view_negatives", same_view_negatives)
     check_flag("symmetric", symmetric)
     require_pairs("dcl", z1)
-    losses = _decoupled(z1, z2, z3, temp, same_view_negatives)  # (B,)
+    losses = _decoupled(z1, z2, z3, temp, same_view_negatives, keys, (0, 1))  # (B,)
     if symmetric:
         # Positives become anchors; the hard negatives belong to the z1 anchors and stay out of it.
-        reverse = _decoupled(z2, z1, None, temp, same_view_negatives)  # (B,)
+        reverse = _decoupled(z2, z1, None, temp, same_view_negatives, keys, (1, 0))  # (B,)
         losses = torch.cat([losses, reverse])  # (2B,)
     return losses
 
@@ -50,7 +53,10 @@ def _decoupled(
     hard_negatives: torch.Tensor | None,
     temp: float,
     same_view: bool,
+    keys: torch.Tensor | None,
+    roles: tuple[int, int],
 ) -> torch.Tensor:
+    """ℓ_i of each row of ``anchors`` (B,); ``roles``: the key columns of the anchors and the positives."""
     batch = anchors.shape[0]
     logits = infonce_logits(anchors, positives, hard_negatives, temp=temp)  # (B, B) or (B, 2B)
     positive = logits.diagonal()  # (B,)
@@ -58,7 +64,13 @@ def _decoupled(
     negatives = [cross, logits[:, batch:]]  # hard negatives: (B, B), or (B, 0) without z3
     if same_view:
         negatives.append(fill_diagonal(infonce_logits(anchors, anchors, temp=temp), float("-inf")))  # (B, B)
-    return torch.logsumexp(torch.cat(negatives, dim=1), dim=1) - positive  # (B,)
+    negatives = torch.cat(negatives, dim=1)
+    if keys is None:
+        return torch.logsumexp(negatives, dim=1) - positive  # (B,)
+    hard_roles = range(2, keys.shape[1]) if hard_negatives is not None else ()
+    duplicates = duplicate_mask(keys, roles[1], *hard_roles, *(roles[:1] if same_view else ()))
+    lse, nonempty = masked_logsumexp(negatives.masked_fill(duplicates, float("-inf")))
+    return torch.where(nonempty, lse - positive, torch.zeros_like(lse))  # (B,)
 
 
 @register_loss("dcl", flags={"temp": "temp"})
@@ -78,7 +90,9 @@ class DCLLoss(ContrastiveLoss):
     y_i, negatives x_j [and y_j], no hard negatives); with same-view negatives that is exactly the 2B-row
     form of Yeh et al. Without the positive in the denominator, the loss is no longer bounded below by 0
     and its gradient no longer vanishes as p_ii → 1 (the negative-positive coupling DCL removes).
-    Computed with log-sum-exp in float32; needs B ≥ 2.
+    Computed with log-sum-exp in float32; needs B ≥ 2. Given ``keys`` (``--mask_duplicate_texts``), a
+    candidate with the text of a row's anchor or positive is removed, and a row left with no negative
+    contributes 0.
 
     Hyperparameters:
         temp: the temperature τ > 0, dimensionless (logits in [−1/τ, 1/τ]); Yeh et al. use 0.1, SimCSE
@@ -107,6 +121,7 @@ class DCLLoss(ContrastiveLoss):
     """
 
     supports_hard_negatives = True
+    masks_duplicates = True
 
     def __init__(
         self, temp: float = 0.05, same_view_negatives: bool = False, symmetric: bool = False
@@ -116,10 +131,10 @@ class DCLLoss(ContrastiveLoss):
         self.same_view_negatives = check_flag("same_view_negatives", same_view_negatives)
         self.symmetric = check_flag("symmetric", symmetric)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return dcl_losses(
-            z1, z2, z3, temp=self.temp, same_view_negatives=self.same_view_negatives, symmetric=self.symmetric
-        ).mean()
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return dcl_losses(z1, z2, z3, temp=self.temp, same_view_negatives=self.same_view_negatives,
+                          symmetric=self.symmetric, keys=keys).mean()
 
 
 @register_loss("dcl_pos", flags={"temp": "temp"})
@@ -159,11 +174,13 @@ class DCLPosLoss(ContrastiveLoss):
     """
 
     supports_hard_negatives = True
+    masks_duplicates = True
 
     def __init__(self, temp: float = 0.05) -> None:
         super().__init__()
         self.temp = check_temperature(temp)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
         require_pairs(self.name, z1)  # before dcl_losses, so the error names this loss
-        return F.relu(dcl_losses(z1, z2, z3, temp=self.temp)).mean()
+        return F.relu(dcl_losses(z1, z2, z3, temp=self.temp, keys=keys)).mean()

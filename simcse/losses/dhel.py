@@ -14,27 +14,38 @@ import torch.nn.functional as F
 from simcse.losses.checks import check_flag, check_non_negative, check_temperature, require_pairs
 from simcse.losses.diagnostics import check_kernel_scale, uniformity
 from simcse.losses.infonce import infonce_logits
-from simcse.losses.ops import fill_diagonal, paired_squared_distances
+from simcse.losses.ops import (
+    duplicate_mask,
+    duplicate_pairs,
+    fill_diagonal,
+    masked_logsumexp,
+    paired_squared_distances,
+)
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["DHELLoss", "KCLLoss", "dhel_loss", "kcl_loss"]
 
 
-def _same_view_logsumexp(z: torch.Tensor, temp: float) -> torch.Tensor:
-    """log Σ_{j≠i} exp(ẑ_i·ẑ_j / τ) for every row i of z (B, H). (B,)"""
-    return torch.logsumexp(fill_diagonal(infonce_logits(z, z, temp=temp), float("-inf")), dim=1)
+def _same_view_logsumexp(z: torch.Tensor, temp: float, keys: torch.Tensor | None, role: int) -> torch.Tensor:
+    """log Σ_{j≠i} exp(ẑ_i·ẑ_j / τ) for every row i of z (B, H), the sentences of key column ``role``;
+    with ``keys``, over the j whose text is not row i's anchor or positive (0 where none is left). (B,)"""
+    logits = fill_diagonal(infonce_logits(z, z, temp=temp), float("-inf"))  # (B, B)
+    if keys is None:
+        return torch.logsumexp(logits, dim=1)
+    return masked_logsumexp(logits.masked_fill(duplicate_mask(keys, role), float("-inf")))[0]
 
 
 def dhel_loss(
-    z1: torch.Tensor, z2: torch.Tensor, *, temp: float = 0.05, include_augs: bool = True
+    z1: torch.Tensor, z2: torch.Tensor, *, temp: float = 0.05, include_augs: bool = True,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The DHEL loss of embeddings alone (see :class:`DHELLoss`); computes in the inputs' dtype."""
     check_flag("include_augs", include_augs)
     require_pairs("dhel", z1)
     positive = infonce_logits(z1, z2, temp=temp).diagonal()  # (B,) S_ii / τ
-    losses = _same_view_logsumexp(z1, temp) - positive  # (B,)
+    losses = _same_view_logsumexp(z1, temp, keys, 0) - positive  # (B,)
     if include_augs:
-        losses = losses + _same_view_logsumexp(z2, temp)
+        losses = losses + _same_view_logsumexp(z2, temp, keys, 1)
     return losses.mean()
 
 
@@ -45,15 +56,25 @@ def _check_kcl_hparams(t: float, gamma: float) -> tuple[float, float]:
     )
 
 
-def kcl_loss(z1: torch.Tensor, z2: torch.Tensor, *, t: float = 2.0, gamma: float = 16.0) -> torch.Tensor:
-    """The KCL loss of embeddings alone (see :class:`KCLLoss`); computes in the inputs' dtype."""
+def kcl_loss(z1: torch.Tensor, z2: torch.Tensor, *, t: float = 2.0, gamma: float = 16.0,
+             keys: torch.Tensor | None = None) -> torch.Tensor:
+    """The KCL loss of embeddings alone (see :class:`KCLLoss`); computes in the inputs' dtype. ``keys``
+    (B, 2): pairs of one view whose texts repeat each other's pair leave the energy (0 if none is left)."""
     _check_kcl_hparams(t, gamma)
     require_pairs("kcl", z1)
     x, y = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)  # (B, H) each
     alignment = torch.exp(-t * paired_squared_distances(x, y)).mean()
-    # mean_{i<j} e^{−t‖x_i − x_j‖²} = exp(uniformity): one implementation of the Gaussian potential.
-    energy = uniformity(x, t).exp() + uniformity(y, t).exp()
-    return -2 * alignment + gamma * energy
+
+    def energy(z: torch.Tensor, role: int) -> torch.Tensor:
+        # mean_{i<j} e^{−t‖z_i − z_j‖²} = exp(uniformity): one implementation of the Gaussian potential.
+        if keys is None:
+            return uniformity(z, t).exp()
+        drop = duplicate_pairs(keys, role)
+        if bool(drop.all()):
+            return z.new_zeros(())  # no pair left: no energy
+        return uniformity(z, t, drop=drop).exp()
+
+    return -2 * alignment + gamma * (energy(x, 0) + energy(y, 1))
 
 
 @register_loss("dhel", flags={"temp": "temp"})
@@ -66,7 +87,9 @@ class DHELLoss(ContrastiveLoss):
 
     ``include_augs=False`` drops the last (y–y) term, the one-term variant of the paper. Unlike InfoNCE,
     the positive similarity never meets the negatives in one softmax, so alignment and uniformity are
-    optimised separately. Computed with log-sum-exp in float32; needs B ≥ 2; no hard negatives.
+    optimised separately. Computed with log-sum-exp in float32; needs B ≥ 2; no hard negatives. Given
+    ``keys`` (``--mask_duplicate_texts``), a same-view candidate with the text of row i's anchor or positive
+    leaves that log-sum-exp; a log-sum-exp left with no candidate contributes 0 (the alignment term stays).
 
     Hyperparameters:
         temp: the temperature τ > 0, dimensionless (logits in [−1/τ, 1/τ]); the paper uses 0.3 for
@@ -92,13 +115,16 @@ class DHELLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, temp: float = 0.05, include_augs: bool = True) -> None:
         super().__init__()
         self.temp = check_temperature(temp)
         self.include_augs = check_flag("include_augs", include_augs)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return dhel_loss(z1, z2, temp=self.temp, include_augs=self.include_augs)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return dhel_loss(z1, z2, temp=self.temp, include_augs=self.include_augs, keys=keys)
 
 
 @register_loss("kcl", flags={"uniform_t": "t"})
@@ -111,7 +137,9 @@ class KCLLoss(ContrastiveLoss):
 
     The first term aligns positives, the second is the Gaussian potential energy of each view (Wang &
     Isola's uniformity before its log). The loss is bounded: in [−2, 2γ]. Computed in float32; needs
-    B ≥ 2; no hard negatives.
+    B ≥ 2; no hard negatives. Given ``keys`` (``--mask_duplicate_texts``), a pair (i, j) of one view in
+    which one sentence has the text of the other's anchor or positive leaves that mean (an empty mean
+    contributes 0).
 
     Hyperparameters:
         t: the kernel's scale, > 0, in units of squared chordal distance (‖a − b‖² = 2 − 2 cos ∈ [0, 4]);
@@ -137,9 +165,12 @@ class KCLLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, t: float = 2.0, gamma: float = 16.0) -> None:
         super().__init__()
         self.t, self.gamma = _check_kcl_hparams(t, gamma)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return kcl_loss(z1, z2, t=self.t, gamma=self.gamma)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return kcl_loss(z1, z2, t=self.t, gamma=self.gamma, keys=keys)

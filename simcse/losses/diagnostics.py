@@ -58,15 +58,22 @@ def alignment(x: torch.Tensor, y: torch.Tensor, alpha: float = 2.0) -> torch.Ten
     return torch.where(sq > 0, sq.clamp_min(tiny).pow(alpha / 2), torch.zeros_like(sq)).mean()
 
 
-def uniformity(x: torch.Tensor, t: float = 2.0) -> torch.Tensor:
+def uniformity(x: torch.Tensor, t: float = 2.0, *, drop: torch.Tensor | None = None) -> torch.Tensor:
     """log mean_{i<j} exp(−t ‖x̂_i − x̂_j‖²) over distinct rows, x̂ = x/‖x‖ (B ≥ 2, H). Lower is better.
 
     t > 0 scales squared distances (2 in Wang & Isola). Ranges over [−4t, 0]: 0 when all rows coincide.
-    Computed as a log-mean-exp, so large t cannot underflow to log 0.
+    Computed as a log-mean-exp, so large t cannot underflow to log 0. ``drop`` (B(B−1)/2,) bool leaves
+    pairs out of the mean (``triu_indices`` order: :func:`~simcse.losses.ops.duplicate_pairs`); with every
+    pair dropped the result is 0, with zero gradient.
     """
     check_kernel_scale(t)
     require_pairs("uniformity", x)
-    return log_mean_exp(-t * pairwise_squared_distances(F.normalize(x, dim=-1)))
+    exponents = -t * pairwise_squared_distances(F.normalize(x, dim=-1))  # (P,)
+    if drop is not None:
+        exponents = exponents[~drop]
+        if exponents.numel() == 0:
+            return exponents.sum()  # 0, still attached to x
+    return log_mean_exp(exponents)
 
 
 def positive_probability(

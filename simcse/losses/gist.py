@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
 from simcse.losses.checks import check_flag, check_non_negative, check_temperature
+from simcse.losses.ops import duplicate_mask
 from simcse.losses.registry import ContrastiveLoss, flatten_hard_negatives, register_loss
 
 __all__ = ["GISTLoss", "gist_loss"]
@@ -43,8 +44,10 @@ def gist_loss(
     margin_strategy: str = "absolute",
     contrast_anchors: bool = True,
     contrast_positives: bool = True,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The GISTEmbed loss of embeddings and guide embeddings (see :class:`GISTLoss`)."""
+    """The GISTEmbed loss of embeddings and guide embeddings (see :class:`GISTLoss`). ``keys`` (B, 2 + K):
+    candidates with the text of a row's pair are removed as well as those the guide filters."""
     _check_hparams(temp, margin, margin_strategy)
     batch = z1.shape[0]
     x, y = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)  # (B, H)
@@ -56,22 +59,26 @@ def gist_loss(
         threshold = guided_positive - guided_positive.abs() * margin
     eye = torch.eye(batch, dtype=torch.bool, device=z1.device)
 
-    def filtered(similarities: torch.Tensor, guided: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        # A candidate the guide scores above the threshold is a likely false negative: drop it.
+    def filtered(similarities: torch.Tensor, guided: torch.Tensor, *roles: int,
+                 keep: torch.Tensor | None = None) -> torch.Tensor:
+        # A candidate the guide scores above the threshold is a likely false negative: drop it; so is one
+        # with the text of the row's anchor or positive, given keys (key columns ``roles``).
         dropped = guided > threshold
         if keep is not None:
             dropped = dropped & ~keep
+        if keys is not None:
+            dropped = dropped | duplicate_mask(keys, *roles)
         return similarities.masked_fill(dropped, float("-inf"))
 
-    blocks = [filtered(x @ y.T, gx @ gy.T, keep=eye)]  # (B, B): the positive itself is never dropped
+    blocks = [filtered(x @ y.T, gx @ gy.T, 1, keep=eye)]  # (B, B): the positive itself is never dropped
     if contrast_anchors:
-        blocks.append(filtered(x @ x.T, gx @ gx.T).masked_fill(eye, float("-inf")))  # (B, B), no self-pair
+        blocks.append(filtered(x @ x.T, gx @ gx.T, 0).masked_fill(eye, float("-inf")))  # (B, B), no self-pair
     if contrast_positives:
-        blocks.append(filtered(y @ y.T, gy @ gy.T).masked_fill(eye, float("-inf")))  # (B, B)
+        blocks.append(filtered(y @ y.T, gy @ gy.T, 1).masked_fill(eye, float("-inf")))  # (B, B)
     if z3 is not None:
         n = F.normalize(flatten_hard_negatives(z3), dim=-1)  # (K·B, H), k-major
         gn = F.normalize(flatten_hard_negatives(guide[:, 2:]), dim=-1)  # (K·B, G)
-        blocks.append(filtered(x @ n.T, gx @ gn.T))  # (B, K·B)
+        blocks.append(filtered(x @ n.T, gx @ gn.T, *range(2, guide.shape[1])))  # (B, K·B)
     logits = torch.cat(blocks, dim=1) / temp
     return F.cross_entropy(logits, torch.arange(batch, device=logits.device))
 
@@ -92,7 +99,9 @@ class GISTLoss(ContrastiveLoss):
     cross-entropy with target y_i. A candidate the guide finds as similar to the anchor as the true
     positive is most likely a false negative (a paraphrase of the anchor elsewhere in the batch); plain
     InfoNCE would push it away. The anchor-anchor and positive-positive blocks are the paper's (they
-    also push apart the sentences of one side); both can be switched off.
+    also push apart the sentences of one side); both can be switched off. Given ``keys``
+    (``--mask_duplicate_texts``), a candidate with the text of row i's anchor or positive is removed too,
+    whatever the guide says.
 
     Hyperparameters:
         temp: τ > 0; 0.01 in the paper and in sentence-transformers.
@@ -110,6 +119,7 @@ class GISTLoss(ContrastiveLoss):
 
     supports_hard_negatives = True
     needs_guide = True
+    masks_duplicates = True
 
     def __init__(self, temp: float = 0.01, margin: float = 0.0, margin_strategy: str = "absolute",
                  contrast_anchors: bool = True, contrast_positives: bool = True) -> None:
@@ -122,6 +132,7 @@ class GISTLoss(ContrastiveLoss):
         self.contrast_positives = check_flag("contrast_positives", contrast_positives)
 
     def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
-                guide: torch.Tensor) -> torch.Tensor:
+                guide: torch.Tensor, keys: torch.Tensor | None = None) -> torch.Tensor:
         return gist_loss(z1, z2, z3, guide, temp=self.temp, margin=self.margin, margin_strategy=self.margin_strategy,
-                         contrast_anchors=self.contrast_anchors, contrast_positives=self.contrast_positives)
+                         contrast_anchors=self.contrast_anchors, contrast_positives=self.contrast_positives,
+                         keys=keys)

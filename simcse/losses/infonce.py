@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
 from simcse.losses.checks import check_flag, check_temperature, is_finite_number
+from simcse.losses.ops import duplicate_mask
 from simcse.losses.registry import ContrastiveLoss, flatten_hard_negatives, register_loss
 
 __all__ = ["InfoNCELoss", "infonce_logits", "infonce_loss", "positive_probabilities"]
@@ -73,16 +74,26 @@ def infonce_loss(
     temp: float = 0.05,
     hard_negative_weight: float = 0.0,
     symmetric: bool = False,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The InfoNCE loss of embeddings alone (see :class:`InfoNCELoss`); computes in the inputs' dtype."""
+    """The InfoNCE loss of embeddings alone (see :class:`InfoNCELoss`); computes in the inputs' dtype.
+
+    ``keys`` (B, 2 + K) int64, one per sentence (equal texts, equal keys): each row's candidates with the
+    text of its anchor or positive are removed (:func:`~simcse.losses.ops.duplicate_mask`); a row left
+    with its positive alone contributes 0 (−log 1)."""
     logits = infonce_logits(z1, z2, z3, temp=temp, hard_negative_weight=hard_negative_weight)
     batch = z1.shape[0]
     target = torch.arange(batch, device=logits.device)  # anchor i's positive is column i
-    loss = F.cross_entropy(logits, target)
+    rows = logits
+    if keys is not None:
+        rows = logits.masked_fill(duplicate_mask(keys, *range(1, keys.shape[1])), float("-inf"))
+    loss = F.cross_entropy(rows, target)
     if symmetric:
         # Columns of S: positive j picks its anchor among all anchors; hard negatives take no part.
-        column_loss = F.cross_entropy(logits[:, :batch].T, target)
-        loss = (loss + column_loss) / 2
+        columns = logits[:, :batch].T  # (B, B): [j, i] = positive j against anchor i
+        if keys is not None:
+            columns = columns.masked_fill(duplicate_mask(keys, 0), float("-inf"))
+        loss = (loss + F.cross_entropy(columns, target)) / 2
     return loss
 
 
@@ -106,7 +117,8 @@ class InfoNCELoss(ContrastiveLoss):
     ``symmetric=True`` averages this row-wise loss with the column-wise one, −log softmax(S_·j / τ)_j,
     in which each positive picks its anchor; hard negatives do not enter the column-wise term.
     Computed with log-sum-exp (``cross_entropy``), in float32 even under AMP (see
-    :class:`~simcse.losses.registry.ContrastiveLoss`).
+    :class:`~simcse.losses.registry.ContrastiveLoss`). Given ``keys`` (``--mask_duplicate_texts``), a
+    candidate with the text of row i's anchor or positive leaves row i's denominator.
 
     Hyperparameters:
         temp: the temperature τ > 0, dimensionless (cosines lie in [−1, 1]; logits in [−1/τ, 1/τ]).
@@ -136,6 +148,7 @@ class InfoNCELoss(ContrastiveLoss):
     """
 
     supports_hard_negatives = True
+    masks_duplicates = True
 
     def __init__(self, temp: float = 0.05, hard_negative_weight: float = 0.0, symmetric: bool = False) -> None:
         super().__init__()
@@ -144,7 +157,7 @@ class InfoNCELoss(ContrastiveLoss):
         self.hard_negative_weight = float(hard_negative_weight)
         self.symmetric = check_flag("symmetric", symmetric)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return infonce_loss(
-            z1, z2, z3, temp=self.temp, hard_negative_weight=self.hard_negative_weight, symmetric=self.symmetric
-        )
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return infonce_loss(z1, z2, z3, temp=self.temp, hard_negative_weight=self.hard_negative_weight,
+                            symmetric=self.symmetric, keys=keys)

@@ -4,7 +4,9 @@ Reference: Nie et al. (2023), "On the Inadequacy of Optimizing Alignment and
 Uniformity in Contrastive Learning of Sentence Representations", ICLR 2023 (their MET/MPT/MAT losses).
 Two departures from their code, both deliberate: the positive is excluded from the hardest-negative
 search with a mask (their MPT/MAT multiplied it by 0, leaving a phantom negative of similarity 0), and
-the distances are clamped before sqrt/arccos so identical views have finite gradients.
+the distances are clamped before sqrt/arccos so identical views have finite gradients. Given ``keys``
+(``--mask_duplicate_texts``), an anchor with the text of column j's anchor or positive is no candidate
+for its hardest negative; a column left without one contributes 0.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 
 from simcse.losses.checks import check_non_negative, require_pairs
 from simcse.losses.infonce import infonce_logits
-from simcse.losses.ops import COSINE_EPS, fill_diagonal, safe_arccos
+from simcse.losses.ops import COSINE_EPS, duplicate_mask, fill_diagonal, safe_arccos
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["MATLoss", "METLoss", "MPTLoss", "mat_loss", "met_loss", "mpt_loss"]
@@ -43,38 +45,53 @@ def _hardest_negative_triplet(
     margin: float,
     distance: Callable[[torch.Tensor], torch.Tensor],
     name: str,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """mean_j relu(margin + d(S_jj) − d(max_{i≠j} S_ij)) for a distance d decreasing in the cosine."""
+    """mean_j relu(margin + d(S_jj) − d(max_{i≠j} S_ij)) for a distance d decreasing in the cosine.
+
+    ``keys`` (B, 2): anchors with the text of column j's pair are no negatives of it; a column left with
+    none contributes 0 (no triplet)."""
     require_pairs(name, z1)
     cosines = infonce_logits(z1, z2, temp=1.0)  # (B, B) S_ij = x_i·y_j (τ = 1: plain cosines)
     positive = cosines.diagonal()  # (B,) S_jj
     # Column j holds positive y_j against every anchor x_i; its hardest negative is the most similar
     # other anchor. Every d here decreases with the cosine, so min_{i≠j} d(S_ij) = d(max_{i≠j} S_ij):
     # the search runs once, on cosines, and only B values go through d.
-    hardest = fill_diagonal(cosines, float("-inf")).amax(dim=0)  # (B,)
-    return F.relu(margin + distance(positive) - distance(hardest)).mean()
+    candidates = fill_diagonal(cosines, float("-inf"))  # (B, B)
+    if keys is None:
+        return F.relu(margin + distance(positive) - distance(candidates.amax(dim=0))).mean()
+    # Column j's row is its pair; the candidates are anchors (key column 0): the mask's [j, i], transposed.
+    candidates = candidates.masked_fill(duplicate_mask(keys, 0).T, float("-inf"))
+    hardest = candidates.amax(dim=0)  # (B,)
+    nonempty = hardest > float("-inf")
+    hardest = torch.where(nonempty, hardest, positive.detach())  # a finite stand-in, thrown away below
+    losses = F.relu(margin + distance(positive) - distance(hardest))
+    return torch.where(nonempty, losses, torch.zeros_like(losses)).mean()
 
 
 def _check_margin(margin: float, unit: str) -> float:
     return check_non_negative("margin", margin, f"the triplet margin, in {unit}")
 
 
-def met_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.45) -> torch.Tensor:
+def met_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.45,
+             keys: torch.Tensor | None = None) -> torch.Tensor:
     """The MET loss of embeddings alone (see :class:`METLoss`); computes in the inputs' dtype."""
     _check_margin(margin, _MET_UNIT)
-    return _hardest_negative_triplet(z1, z2, margin, _euclidean, "met")
+    return _hardest_negative_triplet(z1, z2, margin, _euclidean, "met", keys)
 
 
-def mpt_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.09) -> torch.Tensor:
+def mpt_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.09,
+             keys: torch.Tensor | None = None) -> torch.Tensor:
     """The MPT loss of embeddings alone (see :class:`MPTLoss`); computes in the inputs' dtype."""
     _check_margin(margin, _MPT_UNIT)
-    return _hardest_negative_triplet(z1, z2, margin, _negated_cosine, "mpt")
+    return _hardest_negative_triplet(z1, z2, margin, _negated_cosine, "mpt", keys)
 
 
-def mat_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.15) -> torch.Tensor:
+def mat_loss(z1: torch.Tensor, z2: torch.Tensor, *, margin: float = 0.15,
+             keys: torch.Tensor | None = None) -> torch.Tensor:
     """The MAT loss of embeddings alone (see :class:`MATLoss`); computes in the inputs' dtype."""
     _check_margin(margin, _MAT_UNIT)
-    return _hardest_negative_triplet(z1, z2, margin * math.pi, safe_arccos, "mat")
+    return _hardest_negative_triplet(z1, z2, margin * math.pi, safe_arccos, "mat", keys)
 
 
 @register_loss("met", flags={"margin": "margin"})
@@ -114,12 +131,15 @@ class METLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, margin: float = 0.45) -> None:
         super().__init__()
         self.margin = _check_margin(margin, _MET_UNIT)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return met_loss(z1, z2, margin=self.margin)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return met_loss(z1, z2, margin=self.margin, keys=keys)
 
 
 @register_loss("mpt", flags={"margin": "margin"})
@@ -156,12 +176,15 @@ class MPTLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, margin: float = 0.09) -> None:
         super().__init__()
         self.margin = _check_margin(margin, _MPT_UNIT)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return mpt_loss(z1, z2, margin=self.margin)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return mpt_loss(z1, z2, margin=self.margin, keys=keys)
 
 
 @register_loss("mat", flags={"margin": "margin"})
@@ -200,9 +223,12 @@ class MATLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, margin: float = 0.15) -> None:
         super().__init__()
         self.margin = _check_margin(margin, _MAT_UNIT)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return mat_loss(z1, z2, margin=self.margin)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return mat_loss(z1, z2, margin=self.margin, keys=keys)

@@ -10,7 +10,8 @@ is minimised, so that every prefix of the trained embedding is itself a usable e
 Hyperparameters: ``dims`` (the widths d_m, each ≤ the embedding width; include the full width) and
 ``weights`` (c_m, default 1 each). The prefixes are passed on as they are; sentence-transformers'
 ``MatryoshkaLoss`` re-normalises them first, which changes nothing for the losses that normalise their
-inputs (all but ``vicreg``). Scores and guide embeddings (graded and guided losses) are not truncated.
+inputs (all but ``vicreg``). Scores, guide embeddings and text keys (graded and guided losses,
+``--mask_duplicate_texts``) are passed to every term as they are.
 """
 
 from __future__ import annotations
@@ -49,14 +50,16 @@ class MatryoshkaLoss(ContrastiveLoss):
         self.supports_hard_negatives = loss.supports_hard_negatives
         self.needs_scores = loss.needs_scores
         self.needs_guide = loss.needs_guide
+        self.masks_duplicates = loss.masks_duplicates
         self.name = loss.name
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None, *,
-                scores: torch.Tensor | None = None, guide: torch.Tensor | None = None) -> torch.Tensor:
+                scores: torch.Tensor | None = None, guide: torch.Tensor | None = None,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
         width = z1.shape[-1]
         if max(self.dims) > width:
             raise SimCSEError(f"matryoshka dims {self.dims} exceed the embedding width {width}; use widths <= {width}")
-        extras = {key: value for key, value in (("scores", scores), ("guide", guide)) if value is not None}
+        extras = _extras(scores=scores, guide=guide, keys=keys)
         total = None
         for dim, weight in zip(self.dims, self.weights):
             term = weight * self.loss(z1[..., :dim], z2[..., :dim], None if z3 is None else z3[..., :dim], **extras)
@@ -112,12 +115,13 @@ class Matryoshka2dLoss(ContrastiveLoss):
         self.supports_hard_negatives = loss.supports_hard_negatives
         self.needs_scores = loss.needs_scores
         self.needs_guide = loss.needs_guide
+        self.masks_duplicates = loss.masks_duplicates
         self.name = loss.name
 
     def forward(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None, *,
                 scores: torch.Tensor | None = None, guide: torch.Tensor | None = None,
-                layers: torch.Tensor | None = None) -> torch.Tensor:
-        extras = {key: value for key, value in (("scores", scores), ("guide", guide)) if value is not None}
+                keys: torch.Tensor | None = None, layers: torch.Tensor | None = None) -> torch.Tensor:
+        extras = _extras(scores=scores, guide=guide, keys=keys)
         columns = 2 + (0 if z3 is None else (1 if z3.dim() == 2 else z3.shape[1]))
         if layers is None or layers.dim() != 4 or layers.shape[:2] != (z1.shape[0], columns) or \
                 layers.shape[-1] != z1.shape[-1]:
@@ -151,6 +155,11 @@ class Matryoshka2dLoss(ContrastiveLoss):
             "n_layers_per_step": self.n_layers_per_step, "last_layer_weight": self.last_layer_weight,
             "prior_layers_weight": self.prior_layers_weight, "kl_div_weight": self.kl_div_weight,
             "kl_temperature": self.kl_temperature}}
+
+
+def _extras(**inputs: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The inputs beyond the embeddings that were given, for the wrapped loss (which checks them)."""
+    return {key: value for key, value in inputs.items() if value is not None}
 
 
 def _columns_of(z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:

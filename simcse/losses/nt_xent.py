@@ -11,18 +11,24 @@ import torch.nn.functional as F
 
 from simcse.losses.checks import check_temperature
 from simcse.losses.infonce import infonce_logits
-from simcse.losses.ops import fill_diagonal
+from simcse.losses.ops import duplicate_mask, fill_diagonal
 from simcse.losses.registry import ContrastiveLoss, register_loss
 
 __all__ = ["NTXentLoss", "nt_xent_loss"]
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temp: float = 0.05) -> torch.Tensor:
-    """The NT-Xent loss of embeddings alone (see :class:`NTXentLoss`); computes in the inputs' dtype."""
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, *, temp: float = 0.05,
+                 keys: torch.Tensor | None = None) -> torch.Tensor:
+    """The NT-Xent loss of embeddings alone (see :class:`NTXentLoss`); computes in the inputs' dtype.
+    ``keys`` (B, 2): candidates with the text of a row's pair leave its denominator."""
     batch = z1.shape[0]
     z = torch.cat([z1, z2])  # (2B, H): row r's positive is row r ± B
     logits = infonce_logits(z, z, temp=temp)  # (2B, 2B) cosines / τ
     logits = fill_diagonal(logits, float("-inf"))  # a row is neither its own positive nor negative
+    if keys is not None:
+        # Rows r and r + B are one example's two sentences: the same pair, the same mask over [z1; z2].
+        duplicates = duplicate_mask(keys, 0, 1)  # (B, 2B)
+        logits = logits.masked_fill(torch.cat([duplicates, duplicates]), float("-inf"))
     target = torch.arange(2 * batch, device=z.device).roll(batch)  # r + B for r < B, r − B after
     return F.cross_entropy(logits, target)
 
@@ -65,9 +71,12 @@ class NTXentLoss(ContrastiveLoss):
     >>> loss.backward()  # differentiable in the embeddings
     """
 
+    masks_duplicates = True
+
     def __init__(self, temp: float = 0.05) -> None:
         super().__init__()
         self.temp = check_temperature(temp)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
-        return nt_xent_loss(z1, z2, temp=self.temp)
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None) -> torch.Tensor:
+        return nt_xent_loss(z1, z2, temp=self.temp, keys=keys)

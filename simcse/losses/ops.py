@@ -1,4 +1,5 @@
-"""Tensor operations shared by the losses: diagonal masking, squared distances, safe arccos, log-mean-exp.
+"""Tensor operations shared by the losses: diagonal and duplicate-text masking, squared distances, safe
+arccos, log-mean-exp.
 
 Each formula used by more than one loss lives here once, written to stay finite (and to keep finite
 gradients) on the degenerate batches training produces: identical views, duplicated sentences.
@@ -12,8 +13,11 @@ import torch
 
 __all__ = [
     "COSINE_EPS",
+    "duplicate_mask",
+    "duplicate_pairs",
     "fill_diagonal",
     "log_mean_exp",
+    "masked_logsumexp",
     "paired_squared_distances",
     "pairwise_squared_distances",
     "safe_arccos",
@@ -35,6 +39,50 @@ def fill_diagonal(matrix: torch.Tensor, value: float) -> torch.Tensor:
     rows, cols = matrix.shape
     eye = torch.eye(rows, cols, dtype=torch.bool, device=matrix.device)  # (N, M)
     return matrix.masked_fill(eye, value)
+
+
+def duplicate_mask(keys: torch.Tensor, *roles: int) -> torch.Tensor:
+    """Which in-batch candidates repeat a row's own texts: (B, len(roles)·B) bool, one (B, B) block per role.
+
+    ``keys`` (B, N) int64 holds one key per sentence of each example, equal keys for equal texts: column 0
+    the anchor, 1 the positive, 2 + k the k-th hard negative. A block of role r holds the candidates
+    keys[:, r] (hard negatives k-major for roles 2, 3, ..., like
+    :func:`~simcse.losses.registry.flatten_hard_negatives`). Entry (i, j) of a block is True when candidate
+    j has the text of row i's anchor or positive (keys[i, 0] or keys[i, 1]): a false negative, to be
+    removed from row i's denominator (``masked_fill(mask, -inf)``). Never True at j == i in an anchor or
+    positive block: that is the row's own positive, or the row itself, which each loss handles already.
+    The same mask serves rows that are anchors and rows that are positives (their pair is the same).
+    """
+    batch = keys.shape[0]
+    pair = keys[:, :2]  # (B, 2): the texts of each row's own pair
+    own = torch.eye(batch, dtype=torch.bool, device=keys.device)  # (B, B)
+    blocks = []
+    for role in roles:
+        hit = (keys[None, :, role, None] == pair.unsqueeze(1)).any(dim=2)  # (B, B): [i, j]
+        blocks.append(hit & ~own if role < 2 else hit)
+    return torch.cat(blocks, dim=1)
+
+
+def duplicate_pairs(keys: torch.Tensor, role: int) -> torch.Tensor:
+    """The pairs i < j of one role's sentences (``triu_indices`` order, like
+    :func:`pairwise_squared_distances`) that :func:`duplicate_mask` marks from either side. (B(B−1)/2,) bool"""
+    batch = keys.shape[0]
+    mask = duplicate_mask(keys, role)  # (B, B)
+    i, j = torch.triu_indices(batch, batch, offset=1, device=keys.device)
+    return (mask | mask.T)[i, j]
+
+
+def masked_logsumexp(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-wise log-sum-exp of ``logits`` (R, C) in which masked entries are −inf: (values, nonempty), (R,) each.
+
+    A row whose every entry is −inf (all its candidates masked) has no log-sum-exp: its value is 0 and
+    ``nonempty`` False, with zero gradient (not the NaN of ``logsumexp`` over −inf alone); the loss decides
+    what such a row contributes.
+    """
+    nonempty = (logits > float("-inf")).any(dim=1)  # (R,)
+    safe = torch.where(nonempty.unsqueeze(1), logits, torch.zeros_like(logits))
+    values = torch.logsumexp(safe, dim=1)  # (R,); a row of zeros where empty, thrown away next
+    return torch.where(nonempty, values, torch.zeros_like(values)), nonempty
 
 
 def paired_squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

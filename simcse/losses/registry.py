@@ -40,8 +40,8 @@ _NAME_PATTERN = re.compile(r"[a-z][a-z0-9_]*")
 class ContrastiveLoss(nn.Module):
     """Base class: a loss of sentence embeddings alone (no model, tokenizer or argument objects).
 
-    ``forward(z1, z2, z3=None, *, scores=None, guide=None)`` takes anchors ``z1`` and positives ``z2``,
-    each (B, H) and not normalised, and optionally:
+    ``forward(z1, z2, z3=None, *, scores=None, guide=None, keys=None)`` takes anchors ``z1`` and positives
+    ``z2``, each (B, H) and not normalised, and optionally:
 
     * ``z3``: hard negatives, (B, H) (one per anchor) or (B, K, H) (K per anchor: ``z3[i, k]`` is anchor
       i's k-th hard negative). Losses that use them see every anchor's hard negatives as candidates;
@@ -49,6 +49,9 @@ class ContrastiveLoss(nn.Module):
     * ``scores``: (B,) a graded similarity score of each pair (z1_i, z2_i) (graded losses: CoSENT, AnglE).
     * ``guide``: (B, 2 + K, G) the embeddings a frozen guide encoder gives the same sentences (anchor,
       positive, hard negatives), computed without gradient (GISTEmbed).
+    * ``keys``: (B, 2 + K) int64, one key per sentence (anchor, positive, hard negatives), equal keys for
+      equal texts (``train.py --mask_duplicate_texts``): a candidate with the text of a row's anchor or
+      positive is removed from that row's negatives (:func:`~simcse.losses.ops.duplicate_mask`).
 
     It checks the shapes, casts the embeddings to float32 (float64 stays float64, so gradient checks in
     double precision are exact) and runs :meth:`compute` with autocast disabled, so every loss computes
@@ -58,7 +61,8 @@ class ContrastiveLoss(nn.Module):
     What a loss consumes is declared by class flags, and an input it would ignore is an error
     (:class:`~simcse.errors.SimCSEError`), never silently dropped: ``supports_hard_negatives`` (``z3``),
     ``needs_scores`` (``scores`` required; such a loss receives them as ``compute(..., scores=)``),
-    ``needs_guide`` (``guide`` required; received as ``compute(..., guide=)``).
+    ``needs_guide`` (``guide`` required; received as ``compute(..., guide=)``), ``masks_duplicates``
+    (``keys`` accepted; received as ``compute(..., keys=)`` when given).
     """
 
     #: The registry name, set by :func:`register_loss`.
@@ -71,6 +75,9 @@ class ContrastiveLoss(nn.Module):
     needs_guide: ClassVar[bool] = False
     #: train.py flags of its own for some hyperparameters, ``{flag: argument}``, set by :func:`register_loss`.
     cli_flags: ClassVar[dict[str, str]] = {}
+    #: Whether the loss removes in-batch candidates repeating a row's texts, given ``keys`` (every loss with
+    #: in-batch negatives; ``--mask_duplicate_texts``).
+    masks_duplicates: ClassVar[bool] = False
     #: Whether ``forward`` also takes ``layers``: every earlier layer's pooled embeddings (2D Matryoshka).
     needs_layers: ClassVar[bool] = False
 
@@ -82,10 +89,12 @@ class ContrastiveLoss(nn.Module):
         *,
         scores: torch.Tensor | None = None,
         guide: torch.Tensor | None = None,
+        keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
         _check_embeddings(z1, z2, z3)
         label = self.name or type(self).__name__
         check_inputs(self, hard_negatives=z3 is not None, scores=scores is not None, guide=guide is not None,
+                     keys=keys is not None,
                      source="the batch" if z3 is None else f"the batch (z3 of shape {tuple(z3.shape)})")
         extras = {}
         if self.needs_scores:
@@ -95,11 +104,14 @@ class ContrastiveLoss(nn.Module):
         dtype = compute_dtype(z1)
         with torch.autocast(device_type=z1.device.type, enabled=False):
             cast = {key: value.to(dtype) for key, value in extras.items()}
+            if keys is not None:
+                cast["keys"] = _check_keys(label, keys, z1, z3)  # integers: not cast
             return self.compute(z1.to(dtype), z2.to(dtype), None if z3 is None else z3.to(dtype), **cast)
 
     def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
         """The loss on float32 (or float64) embeddings (B, H); ``z3`` is None without hard negatives,
-        else (B, H) or (B, K, H). Graded and guided losses also take ``scores=`` / ``guide=``."""
+        else (B, H) or (B, K, H). Graded and guided losses also take ``scores=`` / ``guide=``, losses that
+        mask duplicate texts ``keys=`` (only when given)."""
         raise NotImplementedError(f"{type(self).__name__} must implement compute(z1, z2, z3)")
 
     def hparams(self) -> dict[str, Any]:
@@ -231,11 +243,12 @@ def _check_embeddings(z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | Non
 
 
 def check_inputs(loss: ContrastiveLoss | type[ContrastiveLoss], *, hard_negatives: bool, scores: bool,
-                 guide: bool, source: str) -> None:
+                 guide: bool, source: str, keys: bool = False) -> None:
     """The one rule for what a loss consumes (its class flags), checked on the training data's columns
     before the model loads and on every batch: hard negatives only for a loss that uses them; similarity
-    scores exactly for a graded loss; guide embeddings exactly for a guided one. ``source`` names the inputs
-    in the message (the training file, or the batch)."""
+    scores exactly for a graded loss; guide embeddings exactly for a guided one; text keys only for a loss
+    with in-batch negatives to mask. ``source`` names the inputs in the message (the training file, or the
+    batch)."""
     label = loss.name or (loss if isinstance(loss, type) else type(loss)).__name__
 
     def able(flag: str) -> str:
@@ -256,6 +269,19 @@ def check_inputs(loss: ContrastiveLoss | type[ContrastiveLoss], *, hard_negative
     if guide and not loss.needs_guide:
         raise SimCSEError(f"{source} has guide embeddings that loss {label!r} does not use; drop `guide_model` or "
                           f"use a guided loss ({able('needs_guide')})")
+    if keys and not loss.masks_duplicates:
+        raise SimCSEError(f"loss {label!r} cannot mask duplicate texts (`mask_duplicate_texts`): it has no in-batch "
+                          f"negatives; drop `mask_duplicate_texts` (it applies to {able('masks_duplicates')})")
+
+
+def _check_keys(label: str, keys: torch.Tensor, z1: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
+    columns = 2 + (0 if z3 is None else (1 if z3.dim() == 2 else z3.shape[1]))
+    if keys.dtype != torch.int64 or keys.shape != (z1.shape[0], columns):
+        raise SimCSEError(
+            f"loss {label!r}: text keys must be int64 (batch, {columns}), one per anchor, positive and hard "
+            f"negative; got {keys.dtype} {tuple(keys.shape)}"
+        )
+    return keys.to(z1.device)
 
 
 def _check_scores(label: str, scores: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
