@@ -1,360 +1,395 @@
-"""GPU check: BERT-base unsupervised SimCSE throughput (fp32, fp16, bf16) and STS evaluation speed.
+"""GPU check: the one command for a CUDA machine. Throughput with MFU, fp16 checks that can fail, the
+real train.py path on the device, gradient caching on the device, STS evaluation speed; one JSON.
 
-    python bench/gpu_check.py --output_json gpu_check.json          # on a CUDA machine, < 10 minutes
-    python bench/gpu_check.py --tiny                                 # CPU: a tiny configuration in seconds
+    python bench/gpu_check.py --output_json gpu_check.json     # one CUDA GPU; its parts fit an 8-minute limit
+    python bench/gpu_check.py --tiny                            # CPU: a tiny configuration (what CI runs)
 
-Training: a BERT-base-sized model (``BertConfig()`` defaults: 12 layers, hidden 768, 30,522 word pieces)
-with random weights and the real bert-base-uncased tokenizer (``../shared/models/tokenizers``), the
-unsupervised SimCSE recipe of Gao et al. 2021 (arXiv:2104.08821: [CLS] + MLP head in training, InfoNCE
-with temperature 0.05, two dropout views of each sentence), batch 64, max length 32, 100 steps over the
-wiki1m sample, in one process, one side after the other:
+On an offline node, with the pack of ``scripts/gpu_pack.sh`` (the wheels the node lacks, the tokenizer,
+the data): the README's "The GPU check" section gives the command. Inputs come from ``--pack`` (default
+``gpu_pack/`` when present), else from ``../shared``. A BERT-base-sized model (``BertConfig()``, random
+weights, the bert-base-uncased tokenizer) is trained; parts, each side in its own try block, the JSON
+rewritten after every side:
 
-* ``floor``: a plain PyTorch loop over pre-collated batches already on the device: the same model and
-  loss, ``torch.autocast`` + ``torch.amp.GradScaler`` for fp16 (autocast alone for bf16), fused AdamW;
-* ``ours``: :class:`simcse.training.trainers.SimCSETrainer` as train.py runs it, fp32, ``--fp16`` and ``--bf16``;
-* ``peer``: sentence-transformers' unsupervised SimCSE recipe on the same random backbone
-  (``SentenceTransformer`` with its default mean pooling, ``MultipleNegativesRankingLoss(scale=20)``,
-  (sentence, sentence) pairs, ``SentenceTransformerTrainer``), in the same precisions.
+* ``gradcache``: gradient caching equals one backward on the device, with dropout on (paths.py);
+* ``train_py``: train.py itself, twice: fp16, ``--skip_nonfinite`` with a NaN loss injected at step 6,
+  ``--grad_cache_mini_batch``, ``--do_mlm``, checkpoints, a dev evaluation; the first run ends after
+  checkpoint 4 as a kill would, the second resumes it (paths.py);
+* ``unsup``: unsupervised SimCSE, batch 64, length 32 (the paper's recipe; launch-bound on a big GPU) and
+  ``sup``: the supervised recipe's 128 NLI triplets per device (GPU-bound): floor, ours and
+  sentence-transformers (sides.py) in fp32, fp16 and bf16; steps/s timed by CUDA events with the host
+  waiting only at the ends of the timed window; MFU (6 x N x T FLOPs over the dense peak); fp16 skips
+  read from the scaler's scale (probes.py: accelerate's skip flag is always False with the fused AdamW);
+* ``sts``: our STS evaluation against sentence-transformers and a bare forward pass (eval_speed.py's
+  sides) on STS-B and SICK-R test; with random weights it measures speed and agreement, not quality.
 
-bf16 runs where ``torch.cuda.is_bf16_supported()`` (fp16 needs CUDA: on CPU only fp32 and bf16 run).
-Throughput is steady state: from the end of step ``--warmup`` to the end of the last step, the device
-synchronized at each step end. Peak memory is ``torch.cuda.max_memory_allocated`` per side (reset
-between sides); on CPU it is the process's resident high-water mark so far (cumulative). Checks: every
-loss finite, and no optimizer step skipped by the fp16 gradient scaler after the warm-up steps (the
-scaler's first steps may skip while it calibrates). Ratios: each side over the floor of the same
-precision, ours over the peer. The reference to beat: the Jittor reproduction of SimCSE, BERT-base batch
-64 length 32 on an RTX 3090: 6.62 steps/s fp32 and 8.76 steps/s with its fp16.
-
-Evaluation: ``bench/eval_speed.py`` on the same device: the STS suite (STS12-16, STS-B, SICK-R test) of
-all-MiniLM-L6-v2 with our evaluation against sentence-transformers' ``encode`` + scipy Spearman. With
-``--tiny`` it runs only when ``--sts_data`` is given (the full suite takes minutes on a CPU).
-
-Writes everything to one JSON (``--output_json``) and exits with status 1 when a check fails.
+``--time_limit`` (default 480 s on CUDA) skips a part whose budget (:data:`BUDGET_S`) no longer fits and
+stops a throughput side at twice its share. Exit status: 0 when every check passed, 1 otherwise, 2 when
+nothing could run (no GPU, a missing module or input).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib.util
+import datetime
 import json
-import math
-import os
-import platform
-import resource
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+import traceback
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / "SentEval")]
+for _path in (str(REPO / "bench"), str(REPO / "SentEval"), str(REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
 
-import datasets  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback  # noqa: E402
-from transformers.utils import logging as transformers_logging  # noqa: E402
+from gpucheck import environment  # noqa: E402  (no CUDA call at import: the GPU is pinned first)
 
-from senteval.datapath import shared_dir  # noqa: E402
-from simcse.data import (  # noqa: E402
-    SimCSECollator,
-    load_training_dataset,
-    tokenize_dataset,  # noqa: E402
-)
-from simcse.losses import build_loss  # noqa: E402
-from simcse.modeling.models import BertForCL, configure  # noqa: E402
-from simcse.training.arguments import SimCSETrainingArguments  # noqa: E402
-from simcse.training.trainers import SimCSETrainer  # noqa: E402
-
-MAX_LENGTH = 32
-LR = 3e-5
-TEMP = 0.05
-JITTOR_RTX3090_STEPS_PER_S = {"fp32": 6.62, "fp16": 8.76}
+PARTS = ("gradcache", "train_py", "unsup", "sup", "sts")
+# Seconds each part may take on one H100/H200: budgets set here, not measurements (no GPU has run this
+# yet); the JSON records what each side took. Their sum stays under the 480 s default limit.
+BUDGET_S = {"setup": 40, "gradcache": 20, "train_py": 170, "unsup": 100, "sup": 90, "sts": 40}
+WORKLOADS = {  # batch size, steps, warm-up steps left out of the timing
+    "full": {"unsup": (64, 100, 10), "sup": (128, 40, 10), "gradcache": (32, 8), "train_py": 64},
+    "tiny": {"unsup": (8, 8, 2), "sup": (8, 6, 2), "gradcache": (8, 2), "train_py": 8},
+}
 TINY_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 37}
+JITTOR_RTX3090_STEPS_PER_S = {"fp32": 6.62, "fp16": 8.76}  # the Jittor reproduction, BERT-base b64 len32
+GRADCACHE_TOLERANCE, STS_TOLERANCE = 1e-4, 0.05  # relative gradient difference; Spearman x 100 points
 
 
-@dataclass
-class Setup:
-    device: torch.device
-    config: BertConfig
-    tokenizer: object
-    sentences: list[str]
-    examples: object  # TrainingExamples of the sentences
-    backbone_dir: str  # the random backbone saved for sentence-transformers
-    work: str
-    batch_size: int
-    steps: int
-    warmup: int
+class Report:
+    """The JSON, rewritten atomically after every side, so that a run cut short keeps what it measured."""
 
-    @property
-    def cuda(self) -> bool:
-        return self.device.type == "cuda"
+    def __init__(self, path: str):
+        self.path = Path(path)
+        self.data: dict = {"status": "running", "parts": {}, "checks": {}}
+
+    def save(self) -> None:
+        from simcse.files import atomic_write_text
+
+        atomic_write_text(self.path, json.dumps(self.data, indent=2, default=str) + "\n")
 
 
-class StepProbe(TrainerCallback):
-    """The time at the end of every optimizer step and whether the fp16 scaler skipped it."""
-
-    def __init__(self, cuda: bool):
-        self.cuda = cuda
-        self.ends: list[float] = []
-        self.skipped: list[bool] = []
-        self.trainer = None
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if self.cuda:
-            torch.cuda.synchronize()
-        self.ends.append(time.perf_counter())
-        accelerator = getattr(self.trainer, "accelerator", None)
-        self.skipped.append(bool(getattr(accelerator, "optimizer_step_was_skipped", False)))
-
-
-def simcse_model(setup: Setup) -> BertForCL:
-    torch.manual_seed(0)
-    config = configure(BertConfig(**setup.config.to_dict()), pooler_type="cls", mlp_only_train=True, temp=TEMP)
-    return BertForCL(config)
-
-
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-def run_floor(setup: Setup, precision: str) -> dict:
-    model = simcse_model(setup).to(setup.device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, fused=True)
-    loss_fn = build_loss("infonce", temp=TEMP)
-    scaler = torch.amp.GradScaler(setup.device.type, enabled=precision == "fp16")
-    collator = SimCSECollator(setup.tokenizer)
-    b = setup.batch_size
-    batches = [{k: v.to(setup.device)
-                for k, v in collator(setup.examples.__getitems__(range(i * b, (i + 1) * b))).items()}
-               for i in range(setup.steps)]
-    dtype = autocast_dtype(precision)
-    ends, skipped, losses = [], [], []
-    for batch in batches:
-        with torch.autocast(setup.device.type, dtype=dtype, enabled=dtype is not None):
-            z = model(**batch).embeddings
-        loss = loss_fn(z[:, 0].float(), z[:, 1].float())
-        optimizer.zero_grad(set_to_none=True)
-        scale = scaler.get_scale() if scaler.is_enabled() else None
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        skipped.append(scaler.is_enabled() and scaler.get_scale() < scale)  # the scale drops on a skipped step
-        losses.append(loss.detach())
-        if setup.cuda:
-            torch.cuda.synchronize()
-        ends.append(time.perf_counter())
-    values = torch.stack(losses).float().cpu()
-    return {"ends": ends, "skipped": skipped, "loss_finite": bool(torch.isfinite(values).all()),
-            "last_loss": float(values[-1]), "final_scale": scaler.get_scale() if scaler.is_enabled() else None}
-
-
-def run_ours(setup: Setup, precision: str) -> dict:
-    args = SimCSETrainingArguments(
-        output_dir=os.path.join(setup.work, f"ours-{precision}"), per_device_train_batch_size=setup.batch_size,
-        max_steps=setup.steps, learning_rate=LR, save_strategy="no", eval_strategy="no", report_to="none",
-        logging_strategy="no", disable_tqdm=True, use_cpu=not setup.cuda, seed=42, dataloader_drop_last=True,
-        fp16=precision == "fp16", bf16=precision == "bf16",
-    )
-    probe = StepProbe(setup.cuda)
-    # A non-finite loss stops the run with NonFiniteLoss (SimCSETrainer's check before every backward).
-    trainer = SimCSETrainer(model=simcse_model(setup), args=args, train_dataset=setup.examples,
-                            data_collator=SimCSECollator(setup.tokenizer), loss_fn=build_loss("infonce", temp=TEMP),
-                            callbacks=[probe])
-    probe.trainer = trainer
-    output = trainer.train()
-    scaler = getattr(trainer.accelerator, "scaler", None)
-    return {"ends": probe.ends, "skipped": probe.skipped, "loss_finite": math.isfinite(output.training_loss),
-            "mean_loss": output.training_loss, "final_scale": scaler.get_scale() if scaler is not None else None}
-
-
-def run_peer(setup: Setup, precision: str) -> dict:
-    from datasets import Dataset
-    from sentence_transformers import (
-        SentenceTransformer,
-        SentenceTransformerTrainer,
-        SentenceTransformerTrainingArguments,
-    )
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
-
-    torch.manual_seed(0)
-    model = SentenceTransformer(setup.backbone_dir, device=str(setup.device))
-    model.max_seq_length = MAX_LENGTH
-    pairs = Dataset.from_dict({"anchor": setup.sentences, "positive": setup.sentences})
-    args = SentenceTransformerTrainingArguments(
-        output_dir=os.path.join(setup.work, f"peer-{precision}"), per_device_train_batch_size=setup.batch_size,
-        max_steps=setup.steps, learning_rate=LR, save_strategy="no", eval_strategy="no", report_to="none",
-        logging_strategy="no", disable_tqdm=True, use_cpu=not setup.cuda, seed=42, dataloader_drop_last=True,
-        fp16=precision == "fp16", bf16=precision == "bf16",
-    )
-    probe = StepProbe(setup.cuda)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs,
-                                         loss=MultipleNegativesRankingLoss(model, scale=1 / TEMP), callbacks=[probe])
-    probe.trainer = trainer
-    output = trainer.train()
-    scaler = getattr(trainer.accelerator, "scaler", None)
-    return {"ends": probe.ends, "skipped": probe.skipped, "loss_finite": math.isfinite(output.training_loss),
-            "mean_loss": output.training_loss, "final_scale": scaler.get_scale() if scaler is not None else None}
-
-
-RUNNERS = {"floor": run_floor, "ours": run_ours, "peer": run_peer}
-
-
-def measure(setup: Setup, side: str, precision: str) -> dict:
-    gc.collect()
-    if setup.cuda:
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
-    raw = RUNNERS[side](setup, precision)
-    seconds = time.perf_counter() - started
-    ends = raw.pop("ends")
-    skipped = raw.pop("skipped")
-    if len(ends) != setup.steps:
-        raise SystemExit(f"{side} {precision}: {len(ends)} steps recorded, {setup.steps} expected")
-    steady = setup.warmup - 1  # index of the end of the last warm-up step
-    steps_per_s = (len(ends) - 1 - steady) / (ends[-1] - ends[steady])
-    peak = (torch.cuda.max_memory_allocated() / 2**20 if setup.cuda
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    return {"side": side, "precision": precision, "steps_per_s": steps_per_s,
-            "sentences_per_s": steps_per_s * setup.batch_size, "peak_mb": round(peak, 1),
-            "seconds_total": round(seconds, 2), "skipped_steps": int(sum(skipped)),
-            "skipped_after_warmup": int(sum(skipped[setup.warmup:])), **raw}
-
-
-def build_setup(args, tiny: bool, device: torch.device) -> Setup:
-    shared = shared_dir()
-    tokenizer_dir = args.tokenizer or (shared and shared / "models" / "tokenizers" / "bert-base-uncased")
-    train_file = args.train_file or (shared and shared / "data" / "train" / "wiki1m_for_simcse.head11913.txt")
-    if not tokenizer_dir or not Path(tokenizer_dir).is_dir():
-        raise SystemExit(f"bert-base-uncased tokenizer not found ({tokenizer_dir}); pass --tokenizer DIR")
-    if not train_file or not Path(train_file).is_file():
-        raise SystemExit(f"training sentences not found ({train_file}); pass --train_file FILE (one per line)")
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    config = BertConfig(vocab_size=len(tokenizer), **(TINY_CONFIG if tiny else {}))
-    needed = args.steps * args.batch_size
-    with open(train_file, encoding="utf-8") as handle:
-        sentences = [line.rstrip("\n") for line in handle if line.strip()][:needed]
-    if len(sentences) < needed:
-        raise SystemExit(f"{train_file} has {len(sentences)} sentences; --steps x --batch_size = {needed} needed")
-    work = tempfile.mkdtemp(prefix="simcse-gpu-check-")
-    text = os.path.join(work, "train.txt")
-    with open(text, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(sentences) + "\n")
-    examples = tokenize_dataset(load_training_dataset(text, cache_dir=work), tokenizer, max_seq_length=MAX_LENGTH)
-    torch.manual_seed(0)
-    backbone_dir = os.path.join(work, "backbone")
-    BertModel(config, add_pooling_layer=False).save_pretrained(backbone_dir)
-    tokenizer.save_pretrained(backbone_dir)
-    return Setup(device, config, tokenizer, sentences, examples, backbone_dir, work, args.batch_size, args.steps,
-                 args.warmup)
-
-
-def sts_speed(args, device: torch.device) -> dict:
-    spec = importlib.util.spec_from_file_location("eval_speed", REPO / "bench" / "eval_speed.py")
-    eval_speed = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(eval_speed)
-    argv = ["--device", str(device), "--batch_size", "64", "--pooler", "avg"]
-    if args.sts_data:
-        argv += ["--senteval_data", args.sts_data]
-    return eval_speed.main(argv)
-
-
-def print_table(results: list[dict], setup: Setup) -> None:
-    memory = "peak GPU MB" if setup.cuda else "peak RSS MB"
-    print(f"\n{'side':<6}{'prec':<6}{'steps/s':>9}{'sent/s':>10}{memory:>13}{'vs floor':>10}{'vs peer':>9}"
-          f"{'skipped':>9}{'finite':>8}")
-    by = {(r["side"], r["precision"]): r for r in results}
-    for r in results:
-        floor = by.get(("floor", r["precision"]))
-        peer = by.get(("peer", r["precision"]))
-        vs_floor = f"{r['steps_per_s'] / floor['steps_per_s']:.2f}" if floor else "-"
-        vs_peer = f"{r['steps_per_s'] / peer['steps_per_s']:.2f}" if peer and r["side"] == "ours" else "-"
-        print(f"{r['side']:<6}{r['precision']:<6}{r['steps_per_s']:>9.2f}{r['sentences_per_s']:>10.1f}"
-              f"{r['peak_mb']:>13.0f}{vs_floor:>10}{vs_peer:>9}{r['skipped_steps']:>9}{str(r['loss_finite']):>8}")
-
-
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny model and run (automatic when no CUDA GPU)")
-    parser.add_argument("--steps", type=int, default=None, help="default 100 (tiny: 8)")
-    parser.add_argument("--warmup", type=int, default=None, help="steps left out of steps/s (default 10; tiny: 2)")
-    parser.add_argument("--batch_size", type=int, default=None, help="default 64 (tiny: 8)")
-    parser.add_argument("--tokenizer", default=None, help="default: ../shared/models/tokenizers/bert-base-uncased")
-    parser.add_argument("--train_file", default=None, help="default: the wiki1m sample in ../shared/data/train")
-    parser.add_argument("--sts_data", default=None, help="SentEval data dir for the STS speed part (default: resolved)")
-    parser.add_argument("--skip_sts", action="store_true", help="leave out the STS evaluation speed part")
+    parser.add_argument("--tiny", action="store_true", help="tiny model and runs (the only mode without CUDA)")
+    parser.add_argument("--pack", default=None, help="the pack of scripts/gpu_pack.sh (default: gpu_pack/ if present)")
+    parser.add_argument("--tokenizer", default=None, help="default: the pack's, else ../shared's bert-base-uncased")
+    parser.add_argument("--train_file", default=None, help="unsupervised sentences (default: the pack's wiki slice)")
+    parser.add_argument("--nli_file", default=None, help="NLI triplets sent0,sent1,hard_neg (default: the pack's)")
+    parser.add_argument("--sts_data", default=None, help="SentEval data dir holding downstream/ (default: the pack's)")
+    parser.add_argument("--sts_model", default=None, help="a mean-pooling model for the STS part (default: the "
+                        "random backbone: speed and agreement, not quality)")
+    parser.add_argument("--skip_sts", action="store_true", help="leave out the STS part")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="default: all")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "fp16", "bf16"], default=None,
                         help="default: fp32, fp16 (CUDA) and bf16 (where supported)")
+    parser.add_argument("--time_limit", type=float, default=None,
+                        help="seconds (default 480 on CUDA, none with --tiny)")
     parser.add_argument("--output_json", default="gpu_check.json")
-    args = parser.parse_args(argv)
-    cuda = torch.cuda.is_available()
-    tiny = args.tiny or not cuda
-    args.steps = args.steps or (8 if tiny else 100)
-    args.warmup = args.warmup if args.warmup is not None else (2 if tiny else 10)
-    args.batch_size = args.batch_size or (8 if tiny else 64)
-    if not 1 <= args.warmup < args.steps - 1:
-        parser.error(f"--warmup must be in [1, steps - 1), got {args.warmup} with --steps {args.steps}")
-    device = torch.device("cuda" if cuda else "cpu")
-    if not tiny and not cuda:
-        parser.error("the full-size check needs a CUDA GPU; use --tiny on CPU")
+    return parser.parse_args(argv)
 
-    transformers_logging.set_verbosity_error()  # no per-run load reports; the table is the output
-    transformers_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    setup = build_setup(args, tiny, device)
-    supported = ["fp32"] + (["fp16"] if cuda else []) + (["bf16"] if not cuda or torch.cuda.is_bf16_supported() else [])
-    precisions = args.precisions or supported
-    if any(p not in supported for p in precisions):
-        parser.error(f"--precisions {' '.join(precisions)}: this device supports {', '.join(supported)}")
-    print(f"device {device}{' (' + torch.cuda.get_device_name() + ')' if cuda else ''}; "
-          f"{'tiny' if tiny else 'BERT-base'} model, "
-          f"{sum(p.numel() for p in simcse_model(setup).parameters()) / 1e6:.1f}M "
-          f"parameters; batch {setup.batch_size}, max length {MAX_LENGTH}, {setup.steps} steps "
-          f"({setup.warmup} warm-up); precisions {', '.join(precisions)}", flush=True)
-    results = []
-    for precision in precisions:
-        for side in ("floor", "ours", "peer"):
-            print(f"{side} {precision} ...", flush=True)
-            results.append(measure(setup, side, precision))
-    print_table(results, setup)
 
+def resolve_inputs(args) -> dict:
+    """Where every input comes from: a flag, the pack, or ../shared (the pack wins over ../shared)."""
+    from senteval.datapath import shared_dir
+    from simcse.errors import SimCSEError
+
+    pack = Path(args.pack) if args.pack else (REPO / "gpu_pack" if (REPO / "gpu_pack").is_dir() else None)
+    if args.pack and not pack.is_dir():
+        raise SimCSEError(f"`pack` {args.pack} is not a folder; build it with bash scripts/gpu_pack.sh")
+    shared = shared_dir()
+
+    def pick(flag: str, explicit, in_pack: str, in_shared: str, must: bool = True):
+        candidates = [explicit] if explicit else [pack and pack / in_pack, shared and shared / in_shared]
+        for candidate in candidates:
+            if candidate and Path(candidate).exists():
+                return str(candidate)
+        if must:
+            raise SimCSEError(f"no {flag.replace('_', ' ')} (looked in {', '.join(str(c) for c in candidates if c)}"
+                              f" or nowhere); build the pack (bash scripts/gpu_pack.sh) or pass `{flag}`")
+        return None
+
+    inputs = {"pack": str(pack) if pack else None,
+              "tokenizer": pick("tokenizer", args.tokenizer, "tokenizer", "models/tokenizers/bert-base-uncased"),
+              "train_file": pick("train_file", args.train_file, "data/wiki1m.txt",
+                                 "data/train/wiki1m_for_simcse.head11913.txt"),
+              "nli_file": pick("nli_file", args.nli_file, "data/nli.csv", "data/train/nli_snli_devtest_for_simcse.csv"),
+              "sts_data": pick("sts_data", args.sts_data, "senteval", "data", must=False)}
+    manifest = pack / "manifest.json" if pack else None
+    inputs["pack_manifest"] = json.loads(manifest.read_text()) if manifest and manifest.is_file() else None
+    return inputs
+
+
+def build_setup(inputs: dict, tiny: bool, device, gpu_name, tf32: bool):
+    import tempfile
+
+    import torch
+    from gpucheck.sides import Setup, load_workload
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
+    config = BertConfig(vocab_size=len(tokenizer), **(TINY_CONFIG if tiny else {}))
+    work = tempfile.mkdtemp(prefix="simcse-gpu-check-")
+    backbone = str(Path(work) / "backbone")
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(backbone)
+    tokenizer.save_pretrained(backbone)
+    setup = Setup(device, tokenizer, backbone, work, gpu_name, tf32)
+    sizes = WORKLOADS["tiny" if tiny else "full"]
+    workloads = {name: load_workload(name, inputs[key], tokenizer, *sizes[name], work)
+                 for name, key in (("unsup", "train_file"), ("sup", "nli_file"))}
+    return setup, workloads
+
+
+class Runner:
+    """Runs the parts in order, each side in its own try block, and keeps the time limit."""
+
+    def __init__(self, report: Report, limit: float | None, cuda: bool):
+        self.report, self.limit, self.cuda = report, limit, cuda
+        self.started = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def remaining(self) -> float | None:
+        return None if self.limit is None else self.limit - self.elapsed()
+
+    def open(self, part: str, selected: bool, why_not: str | None = None) -> bool:
+        entry = self.report.data["parts"][part] = {"status": "running", "budget_s": BUDGET_S[part], "sides": []}
+        reason = None
+        if not selected:
+            reason = why_not or "not in --parts"
+        elif self.limit is not None and self.elapsed() + BUDGET_S[part] > self.limit:
+            reason = (f"time limit: {self.elapsed():.0f} s used of {self.limit:.0f}, this part is budgeted "
+                      f"{BUDGET_S[part]} s")
+            entry["time_limited"] = True
+        if reason:
+            entry.update(status="skipped", reason=reason)
+            print(f"{part}: skipped ({reason})", flush=True)
+            self.report.save()
+            return False
+        entry["started_at_s"] = round(self.elapsed(), 1)
+        return True
+
+    def side(self, part: str, name: str, fn, *args) -> dict:
+        import torch
+
+        print(f"{part} {name} ...", flush=True)
+        started = time.perf_counter()
+        try:
+            result, status = fn(*args), "ok"
+        except Exception as err:  # recorded; the other sides still run
+            status = "error"
+            result = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-4000:]}
+            print(f"{part} {name}: ERROR {type(err).__name__}: {err}", flush=True)
+            if self.cuda:
+                torch.cuda.empty_cache()
+        entry = {"name": name, "status": status, "seconds": round(time.perf_counter() - started, 2), **result}
+        self.report.data["parts"][part]["sides"].append(entry)
+        self.report.save()
+        return entry
+
+    def close(self, part: str, checks: dict | None = None) -> None:
+        entry = self.report.data["parts"][part]
+        if entry["status"] != "running":
+            return
+        errors = [s["name"] for s in entry["sides"] if s["status"] == "error"]
+        entry.update(status="error" if errors else "ok", seconds=round(self.elapsed() - entry["started_at_s"], 1))
+        if checks is not None:
+            entry["checks"] = checks
+            self.report.data["checks"].update({f"{part}.{k}": v for k, v in checks.items()})
+        self.report.save()
+
+    def side_seconds(self, part: str, sides: int) -> float | None:
+        """A throughput side stops after twice its share of the part's budget, or at the time limit."""
+        if self.limit is None:
+            return None
+        return max(1.0, min(2 * BUDGET_S[part] / sides, self.remaining() - 5))
+
+
+def throughput(runner: Runner, setup, workload, part: str, precisions: list[str]) -> None:
+    from gpucheck.sides import measure
+
+    names = [(side, p) for p in precisions for side in ("floor", "ours", "peer")]
+    for side, precision in names:
+        runner.side(part, f"{side} {precision}", measure, setup, workload, side, precision,
+                    runner.side_seconds(part, len(names)))
+    results = [s for s in runner.report.data["parts"][part]["sides"] if s["status"] == "ok"]
     by = {(r["side"], r["precision"]): r for r in results}
     ratios = {}
     for p in precisions:
-        ratios[f"ours_over_floor_{p}"] = by[("ours", p)]["steps_per_s"] / by[("floor", p)]["steps_per_s"]
-        ratios[f"ours_over_peer_{p}"] = by[("ours", p)]["steps_per_s"] / by[("peer", p)]["steps_per_s"]
-        if p in JITTOR_RTX3090_STEPS_PER_S and not tiny:
-            ratios[f"ours_over_jittor_rtx3090_{p}"] = by[("ours", p)]["steps_per_s"] / JITTOR_RTX3090_STEPS_PER_S[p]
-    checks = {
-        "losses_finite": all(r["loss_finite"] for r in results),
-        "no_fp16_skips_after_warmup": all(r["skipped_after_warmup"] == 0 for r in results if r["precision"] == "fp16"),
-    }
-    for name, value in ratios.items():
-        print(f"{name} = {value:.2f}")
-    print("reference to beat (Jittor reproduction, BERT-base batch 64 length 32, RTX 3090): "
-          f"{JITTOR_RTX3090_STEPS_PER_S['fp32']} steps/s fp32, {JITTOR_RTX3090_STEPS_PER_S['fp16']} steps/s fp16")
+        ours, floor, peer = by.get(("ours", p)), by.get(("floor", p)), by.get(("peer", p))
+        if ours and floor and ours["steps_per_s"] and floor["steps_per_s"]:
+            ratios[f"ours_over_floor_{p}"] = ours["steps_per_s"] / floor["steps_per_s"]
+        if ours and peer and ours["steps_per_s"] and peer["steps_per_s"]:
+            ratios[f"ours_over_peer_{p}"] = ours["steps_per_s"] / peer["steps_per_s"]
+        if part == "unsup" and ours and ours["steps_per_s"] and p in JITTOR_RTX3090_STEPS_PER_S and setup.cuda:
+            ratios[f"ours_over_jittor_rtx3090_{p}"] = ours["steps_per_s"] / JITTOR_RTX3090_STEPS_PER_S[p]
+    runner.report.data["parts"][part]["ratios"] = ratios
+    print_table(part, results, setup.cuda)
+    fp16 = [r for r in results if r["precision"] == "fp16"]
+    runner.close(part, {
+        "losses_finite": bool(results) and all(r["loss_finite"] for r in results),
+        "no_fp16_skips_after_warmup": all(r["skipped_after_warmup"] == 0 for r in fp16),  # read from the scale
+        "fp16_scale_read_on_every_fp16_side": all(r["skipped_steps"] is not None for r in fp16),
+    })
 
-    sts = None
-    if args.skip_sts or (tiny and not args.sts_data):
-        print("STS evaluation speed: skipped" + (" (--tiny without --sts_data)" if not args.skip_sts else ""))
+
+def print_table(part: str, results: list[dict], cuda: bool) -> None:
+    def fmt(value, spec):
+        width = int("".join(c for c in spec.split(".")[0] if c.isdigit()))
+        return format(value, spec) if value is not None else format("-", f">{width}")
+
+    memory = "peak GPU MB" if cuda else "peak RSS MB"
+    print(f"\n{part}: {'side':<6}{'prec':<6}{'steps/s':>9}{'tokens/s':>11}{'TFLOPS':>8}{'MFU':>7}{memory:>13}"
+          f"{'vs floor':>10}{'skipped':>9}")
+    by = {(r["side"], r["precision"]): r for r in results}
+    for r in results:
+        floor = by.get(("floor", r["precision"]))
+        vs = r["steps_per_s"] / floor["steps_per_s"] if floor and floor["steps_per_s"] and r["steps_per_s"] else None
+        print(f"{'':<{len(part) + 2}}{r['side']:<6}{r['precision']:<6}{fmt(r['steps_per_s'], '>9.2f')}"
+              f"{fmt(r['tokens_per_s'], '>11.0f')}{fmt(r['achieved_tflops'], '>8.1f')}{fmt(r['mfu'], '>7.1%')}"
+              f"{r['peak_mb']:>13.0f}{fmt(vs, '>10.2f')}{fmt(r['skipped_steps'], '>9')}")
+
+
+def run_parts(args, runner: Runner, setup, workloads, inputs: dict, precisions: list[str], tiny: bool) -> None:
+    from gpucheck import paths
+
+    sizes = WORKLOADS["tiny" if tiny else "full"]
+    if runner.open("gradcache", "gradcache" in args.parts):
+        side = runner.side("gradcache", "cached vs one backward", paths.gradcache_equality, setup, *sizes["gradcache"])
+        ok = side["status"] == "ok"
+        runner.close("gradcache", {
+            "equal_to_one_backward": ok and side["max_relative_grad_difference"] <= GRADCACHE_TOLERANCE
+            and side["loss_difference"] <= 1e-5,
+            "replay_matters": ok and side["without_replay_max_relative_grad_difference"] > 10 * GRADCACHE_TOLERANCE,
+            "dropout_on": ok and side["dropout_views_differ"]})
+
+    senteval = inputs["sts_data"]
+    if runner.open("train_py", "train_py" in args.parts and senteval is not None,
+                   "no SentEval data for its dev evaluation (the pack's senteval/; --sts_data DIR)"):
+        timeout = 600 if runner.limit is None else max(30.0, runner.remaining() / 2)
+        first = runner.side("train_py", "first run", paths.run_train_py, setup, inputs["train_file"], senteval,
+                            "first", timeout, sizes["train_py"])
+        timeout = 600 if runner.limit is None else max(30.0, runner.remaining() - 10)
+        resume = runner.side("train_py", "resumed run", paths.run_train_py, setup, inputs["train_file"], senteval,
+                             "resume", timeout, sizes["train_py"])
+        runner.close("train_py", paths.judge_train_py(first, resume, Path(setup.work) / "train-py"))
+
+    for part in ("unsup", "sup"):
+        if runner.open(part, part in args.parts):
+            throughput(runner, setup, workloads[part], part, precisions)
+
+    if args.skip_sts:
+        why = "--skip_sts"
+    elif senteval is None:
+        why = "no SentEval data: build the pack (its senteval/) or pass --sts_data DIR"
     else:
-        print("\nSTS evaluation speed, all-MiniLM-L6-v2 (bench/eval_speed.py):", flush=True)
-        sts = sts_speed(args, device)
-    for name, ok in checks.items():
+        why = None
+    if runner.open("sts", "sts" in args.parts and why is None, why):
+        model = args.sts_model or setup.backbone_dir
+        note = ("the given model" if args.sts_model else "random weights (no pretrained model travels to the node): "
+                "this measures our evaluation's speed and its agreement with sentence-transformers, not quality")
+        print(f"sts: {note}", flush=True)
+        runner.report.data["parts"]["sts"]["what_it_measures"] = note
+        side = runner.side("sts", "ours vs peer vs floor", paths.sts_side, model, Path(senteval), str(setup.device))
+        runner.close("sts", {"ours_agrees_with_peer": side["status"] == "ok" and side["max_abs_diff"] <= STS_TOLERANCE})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    visible = environment.pin_one_gpu()  # before anything starts CUDA
+    report = Report(args.output_json)
+    report.data.update(started=datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+                       argv=sys.argv[1:] if argv is None else list(argv), budgets_s=BUDGET_S)
+    print(f"gpu_check: {visible['note']}", flush=True)
+    modules = environment.preflight()
+    report.data["environment"] = {"cuda_visible_devices": visible, "modules": modules,
+                                  "versions": environment.versions()}
+    for name in modules["missing"] + modules["missing_optional"]:
+        needed = environment.OPTIONAL.get(name, "everything")
+        print(f"gpu_check: missing module {name} (needed by {needed}): {modules['errors'][name]}", flush=True)
+    if modules["missing"]:
+        print(f"gpu_check: error: missing module(s) {', '.join(modules['missing'])}: install the pack's wheels "
+              "(README, The GPU check)", flush=True)
+        return finish(report, 2)
+
+    import torch
+
+    cuda = torch.cuda.is_available()
+    tiny = args.tiny
+    env = report.data["environment"]
+    env.update(gpu=environment.guarded(environment.gpu_info), tf32=environment.guarded(environment.tf32_state),
+               module_locations=environment.guarded(environment.module_locations),
+               torch_threads=torch.get_num_threads())
+    if not cuda and not tiny:
+        print(f"gpu_check: error: no CUDA GPU visible ({visible['note']}; torch {torch.__version__}, CUDA build "
+              f"{torch.version.cuda}); the full check needs one, --tiny runs on CPU", flush=True)
+        return finish(report, 2)
+    if cuda and torch.cuda.device_count() != 1:
+        print(f"gpu_check: error: {torch.cuda.device_count()} GPUs visible after pinning; set CUDA_VISIBLE_DEVICES "
+              "to one GPU before starting", flush=True)
+        return finish(report, 2)
+    supported = ["fp32"] + (["fp16"] if cuda else []) + (["bf16"] if not cuda or torch.cuda.is_bf16_supported() else [])
+    precisions = args.precisions or supported
+    unsupported = [p for p in precisions if p not in supported]
+    limit = args.time_limit if args.time_limit is not None else (None if tiny else 480.0)
+    report.data.update(tiny=tiny, precisions=precisions, time_limit_s=limit)
+    if unsupported:
+        print(f"gpu_check: error: precision(s) {', '.join(unsupported)} not supported here ({', '.join(supported)})")
+        return finish(report, 2)
+
+    from transformers.utils import logging as transformers_logging
+
+    from simcse.errors import SimCSEError, as_flags
+
+    transformers_logging.set_verbosity_error()  # no per-run load reports; the tables are the output
+    transformers_logging.disable_progress_bar()
+    import datasets
+
+    datasets.disable_progress_bars()
+    runner = Runner(report, limit, cuda)
+    device = torch.device("cuda" if cuda else "cpu")
+    gpu = env["gpu"].get("name") if env["gpu"] else None
+    try:
+        inputs = resolve_inputs(args)
+        report.data["inputs"] = inputs
+        setup, workloads = build_setup(inputs, tiny, device, gpu, env["tf32"].get("fp32_matmuls_use_tf32", False))
+    except (SimCSEError, OSError, ValueError) as err:
+        print(f"gpu_check: error: {as_flags(str(err))}", flush=True)
+        report.data["setup_error"] = f"{type(err).__name__}: {err}"
+        return finish(report, 2)
+    report.data["setup_seconds"] = round(runner.elapsed(), 1)
+    report.data["model"] = "BertConfig(" + ", ".join(f"{k}={v}" for k, v in (TINY_CONFIG if tiny else {}).items()) + ")"
+    report.data["workloads"] = {n: {"batch_size": w.batch_size, "steps": w.steps, "warmup": w.warmup,
+                                    "train_file": w.train_file} for n, w in workloads.items()}
+    print(f"device {device}{f' ({gpu})' if gpu else ''}; {'tiny' if tiny else 'BERT-base'} model; precisions "
+          f"{', '.join(precisions)}; time limit {f'{limit:.0f} s' if limit else 'none'}; budgets (s) "
+          + ", ".join(f"{k} {v}" for k, v in BUDGET_S.items()), flush=True)
+    run_parts(args, runner, setup, workloads, inputs, precisions, tiny)
+    parts = report.data["parts"]
+    report.data["checks"]["no_side_errors"] = all(s["status"] != "error" for p in parts.values() for s in p["sides"])
+    report.data["checks"]["no_part_cut_by_the_time_limit"] = not any(p.get("time_limited") for p in parts.values())
+    report.data["ratios"] = {f"{part}.{k}": v for part, p in parts.items() for k, v in p.get("ratios", {}).items()}
+    for name, value in report.data["ratios"].items():
+        print(f"{name} = {value:.2f}")
+    print("reference (Jittor reproduction, BERT-base batch 64 length 32, RTX 3090): "
+          f"{JITTOR_RTX3090_STEPS_PER_S['fp32']} steps/s fp32, {JITTOR_RTX3090_STEPS_PER_S['fp16']} steps/s fp16")
+    for part, p in parts.items():
+        print(f"part {part}: {p['status']}" + (f" ({p['reason']})" if p.get("reason") else "")
+              + (f", {p['seconds']} s (budget {p['budget_s']} s)" if "seconds" in p else ""))
+    for name, ok in report.data["checks"].items():
         print(f"check {name}: {'ok' if ok else 'FAILED'}")
-    payload = {
-        "device": str(device), "gpu": torch.cuda.get_device_name() if cuda else None, "tiny": tiny,
-        "torch": torch.__version__, "platform": platform.platform(), "batch_size": setup.batch_size,
-        "max_length": MAX_LENGTH, "steps": setup.steps, "warmup": setup.warmup,
-        "model": "BertConfig(" + ("" if not tiny else ", ".join(f"{k}={v}" for k, v in TINY_CONFIG.items())) + ")",
-        "reference_jittor_rtx3090_steps_per_s": JITTOR_RTX3090_STEPS_PER_S,
-        "results": results, "ratios": ratios, "checks": checks, "sts_eval_speed": sts,
-    }
-    Path(args.output_json).write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"wrote {args.output_json}")
-    return 0 if all(checks.values()) else 1
+    return finish(report, 0 if all(report.data["checks"].values()) else 1)
+
+
+def finish(report: Report, status: int) -> int:
+    report.data.update(status="done", exit_status=status,
+                       finished=datetime.datetime.now().astimezone().isoformat(timespec="seconds"))
+    report.save()
+    print(f"wrote {report.path}", flush=True)
+    return status
 
 
 if __name__ == "__main__":
