@@ -11,7 +11,8 @@ rows, and DDP then averaged over the W processes, so its contrastive gradient wa
 gradient divided by W. Its 4-GPU runs therefore clipped at an effective 4 x ``max_grad_norm`` relative
 to ours, and its MLM term (a per-process mean, averaged) weighed W times more against the contrastive
 one. ``--ddp_original_gradient_scale`` reproduces that (:func:`scale_gradient` by 1/W on the contrastive
-loss); by default the gradient is the exact one.
+loss, and the MLM term each process's own mean); by default the gradient is the exact one, the MLM term
+the mean over the global batch's masked tokens.
 
 :func:`process_group_teardown` ends a run's process group on every exit path of an entry point.
 """

@@ -16,9 +16,10 @@ from simcse.training.arguments import SimCSETrainingArguments, parse_train_args
 def script_flags(name: str) -> list[str]:
     """The arguments the script passes to train.py (the lines after `train.py \\` up to "$@")."""
     text = (REPO / name).read_text(encoding="utf-8")
-    command = text[text.index("train.py \\\n") + len("train.py"):text.index('"$@"')]
-    # run_sup_example.sh derives the per-device batch from GLOBAL_BATCH / NUM_GPU: 512 / 4 by default
-    return shlex.split(command.replace("\\\n", " ").replace('"$PER_DEVICE"', "128"))
+    command = text[text.index("train.py \\\n") + len("train.py"):text.rindex('"$@"')]
+    # run_sup_example.sh derives the per-device batch from GLOBAL_BATCH / (NUM_GPU x GRAD_ACCUM): 512 / (4 x 1)
+    command = command.replace('"$PER_DEVICE"', "128").replace('"$GRAD_ACCUM"', "1")
+    return shlex.split(command.replace("\\\n", " "))
 
 
 @pytest.mark.parametrize("script, expected", [
@@ -58,8 +59,9 @@ def test_several_visible_gpus_in_one_process_are_refused(tmp_path, monkeypatch):
 
 
 def test_the_supervised_script_splits_the_global_batch_over_the_processes(tmp_path):
-    """run_sup_example.sh keeps the paper's global batch of 512 whatever NUM_GPU is, and says so (torchrun
-    replaced by a stub that records its arguments)."""
+    """run_sup_example.sh keeps the paper's global batch of 512 whatever NUM_GPU and the accumulation steps
+    are (8 GPUs train 8 x 64, not 8 x 128), and says so; a split that does not divide, or a per-device batch
+    among the extra flags, is refused (torchrun replaced by a stub that records its arguments)."""
     import os
     import subprocess
 
@@ -68,13 +70,28 @@ def test_the_supervised_script_splits_the_global_batch_over_the_processes(tmp_pa
     stub.write_text('#!/bin/sh\necho "$@" > "$ARGS_FILE"\n', encoding="utf-8")
     stub.chmod(0o755)
     env = {**os.environ, "PATH": f"{stub.parent}{os.pathsep}{os.environ['PATH']}", "ARGS_FILE": str(tmp_path / "a")}
-    for gpus, per_device in (("8", "64"), ("4", "128"), ("1", "512")):
-        done = subprocess.run(["bash", str(REPO / "run_sup_example.sh")], env={**env, "NUM_GPU": gpus},
+
+    def run(extra_env: dict, *flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(REPO / "run_sup_example.sh"), *flags], env={**env, **extra_env},
                               capture_output=True, text=True, timeout=60)
+
+    cases = [({"NUM_GPU": "8"}, (), "64", "8", "1"), ({"NUM_GPU": "4"}, (), "128", "4", "1"),
+             ({"NUM_GPU": "1"}, (), "512", "1", "1"), ({"NUM_GPU": "2", "GRAD_ACCUM": "2"}, (), "128", "2", "2"),
+             ({"NUM_GPU": "4"}, ("--gradient_accumulation_steps", "4"), "32", "4", "4"),
+             ({"NUM_GPU": "1"}, ("--gradient_accumulation_steps=2",), "256", "1", "2")]
+    for extra_env, flags, per_device, gpus, accumulation in cases:
+        done = run(extra_env, *flags)
         assert done.returncode == 0, done.stderr
         args = (tmp_path / "a").read_text().split()
         assert args[args.index("--per_device_train_batch_size") + 1] == per_device
-        assert f"global batch 512 = {per_device} per device x {gpus} process(es)" in done.stderr
-    bad = subprocess.run(["bash", str(REPO / "run_sup_example.sh")], env={**env, "NUM_GPU": "3"},
-                         capture_output=True, text=True, timeout=60)
+        assert args[args.index("--gradient_accumulation_steps") + 1] == accumulation
+        assert (f"global batch 512 = {per_device} per device x {gpus} process(es) x {accumulation} accumulation "
+                "step(s)") in done.stderr
+    bad = run({"NUM_GPU": "3"})
     assert bad.returncode == 2 and "GLOBAL_BATCH=512 does not split over NUM_GPU=3" in bad.stderr
+    bad = run({"NUM_GPU": "4", "GRAD_ACCUM": "3"})
+    assert bad.returncode == 2 and "NUM_GPU=4 processes x GRAD_ACCUM=3 accumulation steps" in bad.stderr
+    bad = run({"NUM_GPU": "4"}, "--per_device_train_batch_size", "128")
+    assert bad.returncode == 2 and "set those instead of --per_device_train_batch_size" in bad.stderr
+    bad = run({"NUM_GPU": "x"})
+    assert bad.returncode == 2 and "NUM_GPU=x is not a positive integer" in bad.stderr

@@ -101,13 +101,19 @@ def test_dropout_really_differs_between_views_and_replay_matters(monkeypatch):
     assert not all(torch.allclose(broken[1][n], ref[1][n], atol=1e-5) for n in ref[1])
 
 
-def test_mlm_term_is_weighted_by_masked_tokens():
+@pytest.mark.parametrize("positions", [True, False], ids=["collator_positions", "every_position"])
+def test_mlm_term_is_weighted_by_masked_tokens(positions):
+    """Chunks hold unequal numbers of masked tokens (chunk 3 none): each chunk's MLM mean weighs its share."""
+    from simcse.data.collating import masked_positions
+
     model = tiny_model(dropout=0.0, do_mlm=True)
     inputs = batch(2)
     labels = torch.full_like(inputs["input_ids"], -100)
     labels[:3, :, 1:4] = inputs["input_ids"][:3, :, 1:4]  # masked tokens unevenly spread over chunks
     labels[6, 0, 2] = inputs["input_ids"][6, 0, 2]
     inputs = {**inputs, "mlm_input_ids": inputs["input_ids"].clone(), "mlm_labels": labels}
+    if positions:
+        inputs["mlm_positions"] = masked_positions(labels)
     loss_fn = build_loss("infonce")
     model.zero_grad()
     out = model(**inputs)  # dropout off: one forward of the whole batch is the reference

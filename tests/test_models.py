@@ -1,4 +1,5 @@
-"""The contrastive wrappers' masked-LM term: scored over the masked positions only, same value as scoring all."""
+"""The contrastive wrappers' masked-LM term: scored over the collator's masked positions only (no host sync),
+the same value and gradients as scoring every position."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import BertConfig, RobertaConfig
 
+from simcse.data.collating import masked_positions
 from simcse.modeling.models import BertForCL, RobertaForCL, configure
 
 
@@ -50,26 +52,44 @@ def test_mlm_loss_over_masked_positions_equals_the_full_vocabulary_version(name)
     inputs = {"input_ids": ids, "attention_mask": mask, "mlm_input_ids": mlm_ids, "mlm_labels": labels}
     assert 0 < int((labels != -100).sum()) < ids.numel() // 4
 
-    ours = model(**inputs).mlm_loss
-    ours.backward()
-    ours_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-    model.zero_grad()
+    positions = masked_positions(labels)  # what SimCSECollator adds: (B, K), -1 padded
+    assert positions.shape[1] < ids.shape[1] * ids.shape[2] and (positions == -1).any()
+
     reference = full_vocabulary_mlm_loss(model, inputs)
     reference.backward()
-    assert abs(ours.item() - reference.item()) < 1e-6
-    assert ours.item() > 1.0  # a real loss of random weights, not a degenerate zero
-    for n, p in model.named_parameters():
-        if p.grad is not None and n in ours_grads:
-            torch.testing.assert_close(ours_grads[n], p.grad, atol=1e-6, rtol=1e-5)
-    assert any("bias" in n and ours_grads[n].shape == (300,) for n in ours_grads)  # the head's bias got gradient
+    expected = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    assert any("bias" in n and expected[n].shape == (300,) for n in expected)  # the head's bias got gradient
+    for given in ({"mlm_positions": positions}, {}):  # the collator's positions, or every position scored
+        model.zero_grad()
+        ours = model(**inputs, **given).mlm_loss
+        ours.backward()
+        assert abs(ours.item() - reference.item()) < 1e-6
+        assert ours.item() > 1.0  # a real loss of random weights, not a degenerate zero
+        for n, p in model.named_parameters():
+            if n in expected:
+                torch.testing.assert_close(p.grad, expected[n], atol=1e-6, rtol=1e-5)
 
 
-def test_no_masked_position_gives_no_mlm_term():
+def test_no_masked_position_gives_a_zero_mlm_term():
+    """Without a host sync the model cannot skip the term when nothing is masked: it is 0, its gradient 0
+    (and the head stays in the graph, as DDP wants every parameter to be)."""
     model = tiny("bert")
     ids = torch.randint(5, 300, (2, 2, 6))
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mlm_input_ids=ids,
-                mlm_labels=torch.full_like(ids, -100))
-    assert out.mlm_loss is None
+    labels = torch.full_like(ids, -100)
+    for given in ({"mlm_positions": masked_positions(labels)}, {}):
+        model.zero_grad()
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), mlm_input_ids=ids, mlm_labels=labels,
+                    **given)
+        assert out.mlm_loss.item() == 0.0
+        out.mlm_loss.backward()
+        assert model.cls.predictions.bias.grad is not None and not model.cls.predictions.bias.grad.any()
+
+
+def test_masked_positions_lists_each_examples_masked_tokens_in_order():
+    labels = torch.full((3, 2, 4), -100)
+    labels[0, 0, 1], labels[0, 1, 3], labels[2, 1, 0] = 7, 8, 9
+    assert masked_positions(labels).tolist() == [[1, 7], [-1, -1], [4, -1]]
+    assert masked_positions(torch.full((2, 2, 3), -100)).shape == (2, 0)
 
 
 def test_the_recipe_fresh_head_is_not_reported_as_a_broken_checkpoint(tmp_path, caplog):

@@ -199,21 +199,21 @@ def test_nonfinite_loss_stops_naming_the_step_and_the_last_good_checkpoint(extra
     code, err = run(nan_args(tiny_bert, tmp_path, *extra), capsys)
     err = error_line(err)
     assert code == 2 and err.startswith("train.py: error: "), err
-    assert "the training loss became nan at step 2" in err
+    assert "the training loss or its gradient became nan at step 2" in err
     assert f"the last good checkpoint is '{tmp_path / 'out' / 'checkpoint-1'}'" in err
     assert "--resume_from_checkpoint last" in err and "--skip_nonfinite" in err
 
 
 @pytest.mark.parametrize("extra", GRAD_CACHE, ids=["plain", "grad_cache"])
 def test_skip_nonfinite_skips_the_update_and_warns(extra, tiny_bert, tmp_path, caplog, nan_at_step_2):
-    with caplog.at_level(logging.WARNING, logger="simcse.training.trainers"):
+    with caplog.at_level(logging.WARNING, logger="simcse.training.nonfinite"):
         metrics = train.main(nan_args(tiny_bert, tmp_path, "--skip_nonfinite", *extra))
     out = tmp_path / "out"
     w1, w2, w3 = (load_file(out / f"checkpoint-{k}" / "model.safetensors") for k in (1, 2, 3))
     assert all(torch.equal(w1[k], w2[k]) for k in w1), "the skipped step changed the weights"
     assert not all(torch.equal(w2[k], w3[k]) for k in w2), "training did not go on after the skipped step"
     warnings = [r.getMessage() for r in caplog.records if "skipped" in r.getMessage()]
-    assert warnings == ["step 2: the loss is nan; skipped it without an update (--skip_nonfinite), "
+    assert warnings == ["step 2: the loss or its gradient is nan; skipped it without an update (--skip_nonfinite), "
                         "1 step(s) skipped so far"]
     assert metrics["skipped_nonfinite_steps"] == 1
     assert torch.isfinite(torch.tensor(metrics["train_loss"]))
@@ -523,7 +523,7 @@ def test_train_resumes_its_own_checkpoint_not_a_newer_one_left_by_another_run(ti
     assert all(torch.equal(final[k], b_step1[k]) for k in b_step1 if k in final)
 
 
-def test_a_run_resumed_on_another_number_of_processes_is_refused_naming_the_world_size(tmp_path):
+def test_a_run_resumed_on_another_number_of_processes_is_refused_naming_the_world_size(tmp_path, caplog):
     """The run record holds the world size: `--resume_from_checkpoint last` on 4 processes does not pick up
     the checkpoints of an 8-process run (other global batches), and says why."""
     from simcse.training.reliability import mark_complete, resolve_resume_checkpoint, run_record
@@ -534,5 +534,11 @@ def test_a_run_resumed_on_another_number_of_processes_is_refused_naming_the_worl
     (ckpt / "model.safetensors").write_bytes(b"weights")
     mark_complete(ckpt, 10, run=run_record(args, {"world_size": 8}))
     assert resolve_resume_checkpoint("last", tmp_path, run=run_record(args, {"world_size": 8})) == str(ckpt)
-    with pytest.raises(SimCSEError, match=r"no complete checkpoint .* from this run .*world_size 8 there, 4 now"):
+    with pytest.raises(SimCSEError, match=r"no complete checkpoint .* from this run .*world_size 8 there, 4 now; it "
+                                          r"ran on 8 process\(es\), this run on 4: to continue it, relaunch on 8 "
+                                          r"\(torchrun --nproc_per_node 8 on one node\)"):
         resolve_resume_checkpoint("last", tmp_path, run=run_record(args, {"world_size": 4}))
+    # A checkpoint directory named explicitly is the override: resumed as asked, with the same warning.
+    with caplog.at_level(logging.WARNING, logger="simcse.training.reliability"):
+        assert resolve_resume_checkpoint(str(ckpt), tmp_path, run=run_record(args, {"world_size": 4})) == str(ckpt)
+    assert "it ran on 8 process(es), this run on 4" in caplog.text and "resuming it as asked" in caplog.text

@@ -153,6 +153,24 @@ def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_
     assert not all(torch.allclose(two[k], load_file(exact / "model.safetensors")[k], atol=1e-6) for k in two)
 
 
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
+def test_the_original_gradient_scale_weighs_the_mlm_term_as_the_original_did(models, train_file, tmp_path, extra):
+    """princeton-nlp/SimCSE under DDP: the contrastive gradient divided by W, the MLM term each process's own
+    mean, averaged by DDP. With every token masked (probability ~1; the sentences have one length, so each
+    rank masks as many tokens and the mean of the two means is the global mean), 2 processes with
+    --ddp_original_gradient_scale at lr 0.5 and --mlm_weight 0.1 take the steps of 1 process on the double
+    batch at lr 0.25 with --mlm_weight 0.2: the original's MLM term weighed W times more against the
+    contrastive one."""
+    flags = ["--pooler_type", "cls", "--do_mlm", "--mlm_probability", "0.99999999", *extra]
+    launch(2, models["bert"], train_file, tmp_path / "two", 2, *flags, "--ddp_original_gradient_scale",
+           "--mlm_weight", "0.1")
+    launch(1, models["bert"], train_file, tmp_path / "one", 4, *flags, "--learning_rate", "0.25", "--mlm_weight", "0.2")
+    two, single = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    assert any(k.startswith("cls.predictions") for k in two)
+    for key in two:
+        assert torch.allclose(two[key], single[key], atol=1e-5, rtol=0), (key, (two[key] - single[key]).abs().max())
+
+
 # Loaded by every launched process through PYTHONPATH (Python imports ``sitecustomize`` at start-up), so
 # the production code carries no test hook: on rank 1 only, the loss of step 2 becomes NaN (the way a
 # per-process MLM term can), and each rank saves its final weights.
@@ -162,38 +180,29 @@ import simcse.training.trainers as trainers
 
 RANK = int(os.environ.get("RANK", "0"))
 Trainer = trainers.SimCSETrainer
-compute_loss, cached_step, train = Trainer.compute_loss, trainers.cached_step, Trainer.train
+loss_of_embeddings, train = Trainer._loss_of_embeddings, Trainer.train
 
-def poisoned(loss, trainer):
-    return loss * float("nan") if RANK == 1 and trainer.state.global_step == 1 else loss
-
-def compute_loss_nan(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-    loss = compute_loss(self, model, inputs, False, num_items_in_batch)
-    return self._check_finite(poisoned(loss, self))
-
-def cached_step_nan(*args, **kwargs):
-    loss, seen = cached_step(*args, **kwargs)
-    return poisoned(loss, TRAINER[0]), seen
+def poisoned(self, *args, **kwargs):
+    loss = loss_of_embeddings(self, *args, **kwargs)
+    return loss * float("nan") if RANK == 1 and self.state.global_step == 1 else loss
 
 def train_and_dump(self, *args, **kwargs):
-    TRAINER[0] = self
     result = train(self, *args, **kwargs)
     model = self.accelerator.unwrap_model(self.model)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()},
                os.path.join(self.args.output_dir, f"weights-rank{RANK}.pt"))
     return result
 
-TRAINER = [None]
-Trainer.compute_loss = compute_loss_nan
-trainers.cached_step = cached_step_nan
+Trainer._loss_of_embeddings = poisoned
 Trainer.train = train_and_dump
 """
 
 
 @pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
 def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, extra):
-    """Without a common decision, the rank that skipped its backward would leave the other waiting in the
-    gradient all-reduce (a hang), or, with gradient caching, the ranks' weights would drift apart."""
+    """The NaN of one rank reaches every rank's gradient through DDP's all-reduce, so every rank reads the
+    same non-finite norm and skips the same step, without a collective of its own: no rank waits for
+    another (a hang) and the weights stay equal."""
     inject = tmp_path / "inject"
     inject.mkdir()
     (inject / "sitecustomize.py").write_text(NAN_ON_RANK_1, encoding="utf-8")
@@ -201,8 +210,7 @@ def test_skip_nonfinite_with_nan_on_one_rank_only(models, train_file, tmp_path, 
     result = launch(2, models["bert"], train_file, out, 2, "--pooler_type", "cls", "--skip_nonfinite", *extra,
                     inject=inject)
     logs = result.stdout + result.stderr
-    assert logs.count("step 2: the loss is nan; skipped it without an update") == 1, logs[-3000:]  # rank 1
-    assert logs.count("step 2: the loss is non-finite on another process; skipped it") == 1, logs[-3000:]
+    assert logs.count("step 2: the loss or its gradient is nan; skipped it without an update") == 2, logs[-3000:]
     w0, w1 = (torch.load(out / f"weights-rank{r}.pt", weights_only=True) for r in (0, 1))
     assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
 

@@ -186,6 +186,17 @@ def mask_tokens(
     return masked_ids, labels
 
 
+def masked_positions(labels: torch.Tensor) -> torch.Tensor:
+    """(B, K) long: each example's masked positions (``labels`` (B, N, L) != -100) as indices into its N*L
+    tokens, in order, padded with -1 to K, the largest count of the batch. Computed with the batch on the
+    host, so the model selects the masked rows on the device without asking it how many there are."""
+    chosen = (labels != IGNORE_INDEX).reshape(labels.shape[0], -1)  # (B, N*L)
+    counts = chosen.sum(dim=1)
+    k = int(counts.max()) if chosen.numel() else 0
+    order = torch.sort(chosen.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.where(torch.arange(k) < counts.unsqueeze(1), order, -1)
+
+
 @dataclass
 class SimCSECollator:
     """Collate tokenized examples (each holding num_sent sequences) into a training batch.
@@ -198,8 +209,9 @@ class SimCSECollator:
     data) becomes num_sent = 2: the same tokens twice, two dropout views in the encoder. With ``do_mlm``
     also ``mlm_input_ids`` and ``mlm_labels`` of the same shape, from :func:`mask_tokens` (special tokens
     of the tokenizer, including its unknown token, and padding are never chosen; each view is masked
-    independently; ``input_ids`` is left untouched). Graded pairs (examples with a ``score``) also give
-    ``scores``, (batch,) float32, which the trainer hands to the loss.
+    independently; ``input_ids`` is left untouched), and ``mlm_positions`` (:func:`masked_positions`).
+    Graded pairs (examples with a ``score``) also give ``scores``, (batch,) float32, which the trainer
+    hands to the loss.
 
     ``generator`` makes masking reproducible in tests; leave it None in training, where DataLoader workers
     seed the global RNG differently (a shared generator would give every worker the same masks).
@@ -254,6 +266,7 @@ class SimCSECollator:
                 generator=self.generator,
                 keys=self._mask_keys(features, batch["input_ids"].shape[0]),
             )
+            batch["mlm_positions"] = masked_positions(batch["mlm_labels"])
         return batch
 
     def _mask_keys(self, features, rows: int) -> tuple[int, int, torch.Tensor] | None:

@@ -7,9 +7,10 @@ pooled with ``pooler_type`` (as :func:`simcse.modeling.encoder.build_encoder` lo
 
 The batch arrives as the training tokenizer's ids. When the guide's tokenizer has the same vocabulary,
 those ids are fed to it directly; otherwise each sentence is decoded (special tokens dropped) and
-re-tokenized by the guide's tokenizer, as sentence-transformers' ``GISTEmbedLoss`` does. The decoded text
-is the training tokenizer's view of the sentence: lower-cased by an uncased tokenizer, cut at
-``--max_seq_length`` tokens.
+re-tokenized by the guide's tokenizer, as sentence-transformers' ``GISTEmbedLoss`` does: one transfer of
+the batch's ids to the host, the one host sync of such a guided step (the tokenizer runs there). The
+decoded text is the training tokenizer's view of the sentence: lower-cased by an uncased tokenizer, cut
+at ``--max_seq_length`` tokens.
 """
 
 from __future__ import annotations
@@ -66,10 +67,14 @@ class GuideEncoder:
         ids = input_ids.reshape(batch * num_sent, length)
         mask = attention_mask.reshape(batch * num_sent, length)
         if not self.same_vocabulary:
-            texts = self.train_tokenizer.batch_decode(
-                [row[: int(m.sum())] for row, m in zip(ids.tolist(), mask)], skip_special_tokens=True)
+            # Decoding needs the ids on the host: one transfer for the batch (ids and each row's length
+            # together), where a length per row would wait for the device once per sentence.
+            rows = torch.cat([ids, mask.sum(dim=1, keepdim=True).to(ids.dtype)], dim=1).tolist()
+            texts = self.train_tokenizer.batch_decode([row[: row[-1]] for row in rows], skip_special_tokens=True)
             encoded = self.tokenizer(texts, padding=True, truncation=self.max_length is not None,
                                      max_length=self.max_length, return_tensors="pt")
             ids, mask = encoded["input_ids"], encoded["attention_mask"]
-        embeddings = self._embed(ids.to(self.device), mask.to(self.device)).float()  # (B·N, G)
+        # non_blocking: a re-tokenized batch goes up without waiting for the device (a blocking copy would)
+        embeddings = self._embed(ids.to(self.device, non_blocking=True),
+                                 mask.to(self.device, non_blocking=True)).float()  # (B·N, G)
         return embeddings.reshape(batch, num_sent, -1)

@@ -247,6 +247,26 @@ class ContrastiveEncoderMixin:
                               "in transformers; drop the flag")
         setattr(self, self.mlm_attr, self._mlm_head_class(config))
 
+    def _mlm_loss(self, hidden: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None) -> torch.Tensor:
+        """Mean cross-entropy over the masked positions (``labels`` (B, N, L) != -100) of the MLM pass's
+        last-layer states (B*N, L, H); 0, with zero gradient, when none is masked. Nothing is read back to
+        the host: ``positions`` (B, K), each example's masked positions in its N*L tokens padded with -1
+        (:class:`simcse.data.SimCSECollator` adds them), pick B*K rows whose number the shape gives,
+        so the head scores about the masked share of the positions (a boolean mask would ask the device
+        how many). Without ``positions`` every position is scored, as the original did."""
+        hidden = hidden.reshape(-1, hidden.shape[-1])  # (B*N*L, H)
+        labels = labels.reshape(-1)
+        if positions is not None:
+            valid = positions >= 0  # (B, K)
+            offsets = torch.arange(positions.shape[0], device=positions.device).unsqueeze(1) * (
+                labels.shape[0] // max(positions.shape[0], 1))
+            rows = (positions.clamp_min(0) + offsets).reshape(-1)  # (B*K,) rows of hidden
+            hidden = hidden.index_select(0, rows)
+            labels = labels.index_select(0, rows).masked_fill(~valid.reshape(-1), -100)
+        logits = self._mlm_logits(hidden)  # (B*K or B*N*L, V)
+        total = F.cross_entropy(logits.float(), labels, ignore_index=-100, reduction="sum")
+        return total / (labels != -100).sum().clamp_min(1)
+
     def _mlm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Vocabulary logits (M, V) of the masked positions' last-layer states (M, H)."""
         return getattr(self, self.mlm_attr)(hidden, self.backbone.get_input_embeddings().weight)
@@ -295,6 +315,7 @@ class ContrastiveEncoderMixin:
         token_type_ids: torch.Tensor | None = None,
         mlm_input_ids: torch.Tensor | None = None,
         mlm_labels: torch.Tensor | None = None,
+        mlm_positions: torch.Tensor | None = None,
         all_layers: bool = False,
         **unused,
     ) -> ContrastiveOutput:
@@ -320,15 +341,9 @@ class ContrastiveEncoderMixin:
             layer_embeddings = stacked.view(batch, num_sent, len(earlier), -1)  # (B, N, L, H)
 
         mlm_loss = None
-        if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm and (mlm_labels != -100).any():
+        if mlm_input_ids is not None and mlm_labels is not None and self.config.do_mlm:
             mlm_out = self._run_backbone(flat(mlm_input_ids), flat_mask, flat(token_type_ids))
-            labels = flat(mlm_labels)  # (B*N, L)
-            chosen = labels != -100
-            # The head is position-wise: score only the M masked positions against the vocabulary, not all
-            # B*N*L of them (about 15% of the logits memory and matmul work).
-            hidden = mlm_out.last_hidden_state[chosen]  # (M, H)
-            logits = self._mlm_logits(hidden)  # (M, V)
-            mlm_loss = F.cross_entropy(logits.float(), labels[chosen])
+            mlm_loss = self._mlm_loss(mlm_out.last_hidden_state, mlm_labels, mlm_positions)
         return ContrastiveOutput(embeddings=embeddings, mlm_loss=mlm_loss, layer_embeddings=layer_embeddings)
 
 

@@ -209,14 +209,15 @@ class SimCSETrainingArguments(TrainingArguments):
     )
     ddp_original_gradient_scale: bool = field(
         default=False,
-        metadata={"help": "under torchrun, scale the contrastive gradient by 1/W as princeton-nlp/SimCSE did, to "
-                  "reproduce its multi-GPU runs (clipping at W x --max_grad_norm in effect, the MLM term W "
-                  "times heavier); off: the exact gradient of the global-batch loss"},
+        metadata={"help": "under torchrun, scale the contrastive gradient by 1/W and take the MLM term per process "
+                  "as princeton-nlp/SimCSE did, to reproduce its multi-GPU runs (clipping at W x --max_grad_norm "
+                  "in effect, the MLM term W times heavier); off: the exact gradient of the global-batch loss"},
     )
     skip_nonfinite: bool = field(
         default=False,
-        metadata={"help": "skip a step whose loss is NaN/inf (no update, a warning with the count) instead of "
-                  "stopping with an error naming the last good checkpoint"},
+        metadata={"help": "skip an optimizer step whose loss or gradient is NaN/inf (no update: weights, optimizer "
+                  "state and scheduler untouched; a warning with the count; one host read of the gradient norm "
+                  "per step) instead of stopping with an error naming the last good checkpoint"},
     )
     # Defaults that differ from TrainingArguments' (None = "not given", resolved in __post_init__).
     save_strategy: str | None = field(

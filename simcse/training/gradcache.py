@@ -17,7 +17,9 @@ dropout on); peak activation memory is that of one chunk. The cost is a second f
 Under DDP each process holds the same global loss; the gathered-with-gradient path gives each process
 W·∂L/∂z_local and DDP averages, so here the local slice of g is multiplied by W to match. The MLM term,
 when on, is a per-token mean over the whole batch, so each chunk's MLM loss is weighted by its share of
-the masked tokens.
+the masked tokens. The counts stay on the device (no host sync), and a non-finite MLM part gives NaN
+gradients (:func:`~simcse.training.nonfinite.nan_gradient_if_nonfinite`), as a non-finite loss does on the
+path without caching.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from collections.abc import Callable
 import torch
 
 from simcse.distributed import gather_no_grad, rank, world_size
+from simcse.training.nonfinite import nan_gradient_if_nonfinite
 
-MLM_KEYS = ("mlm_input_ids", "mlm_labels")
+MLM_KEYS = ("mlm_input_ids", "mlm_labels", "mlm_positions")  # mlm_positions: optional (SimCSECollator's)
 
 
 class RandomState:
@@ -63,12 +66,15 @@ def cached_step(
     no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
     mlm_weight: float = 0.0,
     scale: float = 1.0,
+    mlm_over_processes: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One gradient-cached training step; parameter gradients are accumulated by ``backward``.
 
     loss_of_embeddings: (B_global, N, H) float32 embeddings -> scalar contrastive loss.
     backward: called on each chunk's surrogate scalar (e.g. ``accelerator.backward``, which applies the
     fp16 loss scale). scale: multiplies every surrogate (1 / gradient-accumulation steps).
+    mlm_over_processes: under DDP, the MLM mean over every process's masked tokens (False: over this
+    process's own, DDP averaging the W means: princeton-nlp/SimCSE's, with ``ddp_original_gradient_scale``).
     Returns (total loss for logging, detached; the embeddings the loss saw (W·B, N, H), detached: the
     global batch under DDP, as on the path without caching).
     """
@@ -94,15 +100,16 @@ def cached_step(
     grads = local_grad.split([p.shape[0] for p in pieces])
 
     # 3. Replay each chunk with gradient from its random state and back-propagate the cached gradient.
-    use_mlm = mlm_weight > 0 and all(k in inputs for k in MLM_KEYS)
-    total_masked = int((inputs["mlm_labels"] != -100).sum()) if use_mlm else 0
-    # Under DDP the MLM term is the mean over every process's masked tokens: this process's chunks get
-    # W · masked / (all processes' masked tokens), which DDP's averaging turns into that global mean.
-    denominator = float(total_masked)
-    if use_mlm and world_size() > 1:
-        count = torch.tensor([total_masked], dtype=torch.float32, device=device)
-        torch.distributed.all_reduce(count)
-        denominator = float(count[0]) / world_size()
+    use_mlm = mlm_weight > 0 and all(k in inputs for k in MLM_KEYS[:2])
+    # Each chunk's MLM mean weighs masked / denominator: the denominator is this process's masked tokens,
+    # or under DDP (all processes' masked tokens) / W, which DDP's averaging turns into the global mean.
+    # Counts stay on the device: a chunk without masked tokens weighs 0.
+    denominator = (inputs["mlm_labels"] != -100).sum().to(torch.float32).reshape(1) if use_mlm else None
+    if use_mlm and world_size() > 1 and mlm_over_processes:
+        torch.distributed.all_reduce(denominator)
+        denominator = denominator.clamp_min(1) / world_size()
+    elif use_mlm:
+        denominator = denominator.clamp_min(1)
     mlm_total = torch.zeros((), device=device)
     for i, (chunk, state, g) in enumerate(zip(chunks if use_mlm else contrastive, states, grads)):
         state.restore()
@@ -111,10 +118,9 @@ def cached_step(
             with forward_context():
                 out = model(**chunk)
             surrogate = (out.embeddings.float() * g).sum()
-            masked = int((chunk["mlm_labels"] != -100).sum()) if use_mlm else 0
-            if masked > 0 and out.mlm_loss is not None:
-                share = masked / denominator
-                mlm_part = out.mlm_loss.float() * share
+            if use_mlm and out.mlm_loss is not None:
+                share = (chunk["mlm_labels"] != -100).sum() / denominator[0]
+                mlm_part = nan_gradient_if_nonfinite(out.mlm_loss.float() * share)
                 mlm_total = mlm_total + mlm_part.detach()
                 surrogate = surrogate + mlm_weight * mlm_part
             backward(surrogate * scale)

@@ -22,9 +22,9 @@ it writes leaves a directory that looks like a checkpoint but is not one. So:
 * **Atomic final save.** :func:`staged_directory` gives the final ``save_model`` a scratch directory
   inside the target; each file is then moved into place with ``os.replace`` (atomic on POSIX), so the
   model files in ``output_dir`` are always a whole old file or a whole new one, never half-written.
-* **Non-finite losses.** :class:`NonFiniteLoss` is raised by the trainer before ``backward`` when the
-  loss is NaN or infinite; the trainer stops with :func:`nonfinite_error` or, with
-  ``--skip_nonfinite``, skips the step (no gradient, so the optimizer leaves the weights alone).
+* **Non-finite losses.** Judged after backward, from the gradient norm (:mod:`simcse.training.nonfinite`):
+  the trainer stops with :func:`nonfinite_error` or, with ``--skip_nonfinite``, skips the step (no
+  gradient, so the optimizer leaves the weights and its state alone, and the scheduler does not step).
 """
 
 from __future__ import annotations
@@ -111,7 +111,12 @@ def other_run_reason(checkpoint: str | os.PathLike, run: dict) -> str | None:
     changed = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k, "(unset)") != ours.get(k, "(unset)")]
     shown = ", ".join(f"{k} {theirs.get(k, '(unset)')!r} there, {ours.get(k, '(unset)')!r} now" for k in changed[:3])
     more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
-    return f"another run ({shown or 'different arguments'}{more})"
+    processes = ""
+    if "world_size" in changed and isinstance(theirs.get("world_size"), int):  # other global batches
+        processes = (f"; it ran on {theirs['world_size']} process(es), this run on {ours.get('world_size')}: to "
+                     f"continue it, relaunch on {theirs['world_size']} (torchrun --nproc_per_node "
+                     f"{theirs['world_size']} on one node)")
+    return f"another run ({shown or 'different arguments'}{more}{processes})"
 
 
 def unmark(checkpoint: str | os.PathLike) -> None:
@@ -312,22 +317,14 @@ def staged_directory(target: str | os.PathLike, write: bool = True) -> Iterator[
 # ----- non-finite losses -----------------------------------------------------------------------------
 
 
-class NonFiniteLoss(Exception):
-    """Internal signal: the training loss of this step is NaN or infinite (raised before backward)."""
-
-    def __init__(self, value: float | str):
-        super().__init__(f"non-finite loss {value}")
-        self.value = value
-
-
 def nonfinite_error(value: float, step: int, output_dir: str | os.PathLike) -> SimCSEError:
-    """The one-line error for a non-finite loss at ``step``, naming the last good checkpoint."""
+    """The one-line error for a non-finite loss (or gradient) at ``step``, naming the last good checkpoint."""
     newest = newest_complete_checkpoint(output_dir)
     where = (f"the last good checkpoint is {str(newest)!r}: resume from it with `resume_from_checkpoint` last"
              if newest is not None else "no checkpoint was saved yet: restart the run")
     return SimCSEError(
-        f"the training loss became {value} at step {step}; {where}, with a lower `learning_rate` (or "
-        "`skip_nonfinite` to skip such steps)"
+        f"the training loss or its gradient became {value} at step {step}; {where}, with a lower "
+        "`learning_rate` (or `skip_nonfinite` to skip such steps)"
     )
 
 

@@ -3,7 +3,8 @@
 The training loop, checkpointing, best-model tracking (``--metric_for_best_model stsb_spearman
 --load_best_model_at_end``), logging and resuming are the standard Hugging Face ``Trainer``'s; the
 small overrides around ``_save_checkpoint``, ``save_model`` and the loss add the guarantees of
-:mod:`simcse.training.reliability` (complete-checkpoint markers, atomic final save, non-finite losses).
+:mod:`simcse.training.reliability` (complete-checkpoint markers, atomic final save) and of
+:mod:`simcse.training.nonfinite` (non-finite steps, judged after backward: no host sync in the step).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from simcse.distributed import gather_no_grad, gather_with_grad, rank, scale_gra
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
 from simcse.training.gradcache import cached_step
-from simcse.training.reliability import NonFiniteLoss, mark_complete, nonfinite_error, staged_directory, unmark
+from simcse.training.nonfinite import NonFiniteSteps, nan_gradient_if_nonfinite
+from simcse.training.reliability import mark_complete, staged_directory, unmark
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class _CollatorEpoch(TrainerCallback):
         self.collator.epoch = int(state.epoch or 0)
 
 
-class SimCSETrainer(Trainer):
+class SimCSETrainer(NonFiniteSteps, Trainer):
     """``Trainer`` with a pluggable contrastive loss on the model's embeddings and SentEval evaluation.
 
     loss_fn: a :class:`~simcse.losses.ContrastiveLoss`, called as ``loss_fn(z1, z2, z3)`` in fp32.
@@ -62,8 +64,7 @@ class SimCSETrainer(Trainer):
         self.mlm_weight = mlm_weight
         self.grad_cache_chunk = self.args.grad_cache_mini_batch  # a SimCSETrainingArguments (its fields)
         self.no_duplicates = self.args.no_duplicates_in_batch
-        self.skip_nonfinite = self.args.skip_nonfinite
-        self.skipped_nonfinite = 0
+        self._init_nonfinite(skip=self.args.skip_nonfinite)
         if hasattr(self.data_collator, "epoch"):  # keyed MLM masks differ per epoch
             self.add_callback(_CollatorEpoch(self.data_collator))
         self._diagnostics: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps)
@@ -86,18 +87,21 @@ class SimCSETrainer(Trainer):
             self._diagnostics[key] = (total + value.detach().float(), count + 1)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._diagnostics:  # a training log line: add the diagnostics
-            logs.update({key: (total / count).item() for key, (total, count) in self._diagnostics.items()})
+        if "loss" in logs and self._diagnostics:  # a training log line: add the diagnostics, one transfer
+            means = torch.stack([total / count for total, count in self._diagnostics.values()]).tolist()
+            logs.update(zip(self._diagnostics, means))
             self._diagnostics = {}
-        if "train_runtime" in logs and self.skipped_nonfinite:  # the end-of-training summary
-            logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
+        if "train_runtime" in logs:  # the end-of-training summary
+            self._check_nonfinite()
+            if self.skipped_nonfinite:
+                logs["skipped_nonfinite_steps"] = self.skipped_nonfinite
         super().log(logs, start_time)
 
     def _loss_of_embeddings(self, z: torch.Tensor, extras: dict | None = None) -> torch.Tensor:
         """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
         ``extras``: ``scores`` (B,) of graded pairs and/or ``guide`` (B, N, G) embeddings, gathered like ``z``."""
         loss = self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
-        if self.args.ddp_original_gradient_scale and world_size() > 1:  # princeton-nlp/SimCSE's 1/W (distributed)
+        if self._original_scale:  # princeton-nlp/SimCSE's 1/W (simcse.distributed)
             loss = scale_gradient(loss, 1.0 / world_size())
         return loss
 
@@ -112,79 +116,43 @@ class SimCSETrainer(Trainer):
         return extras
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        try:
-            return self._training_step(model, inputs, num_items_in_batch)
-        except NonFiniteLoss as err:  # every process raises it at the same step (see _check_finite)
-            step = self.state.global_step + 1
-            if not self.skip_nonfinite:
-                raise nonfinite_error(err.value, step, self.args.output_dir) from None
-            self.skipped_nonfinite += 1
-            logger.warning("step %d: the loss is %s; skipped it without an update (--skip_nonfinite), "
-                           "%d step(s) skipped so far", step, err.value, self.skipped_nonfinite)
-            self._skip_update(model)
-            # NaN: the Trainer's logging_nan_inf_filter logs the running mean in its place.
-            return torch.tensor(float("nan"), device=self.args.device)
+        if self.grad_cache_chunk:
+            loss = self._cached_training_step(model, inputs)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
+        return self._after_micro_step(loss)  # nothing here reads a value back: no host sync (nonfinite)
 
-    def _skip_update(self, model) -> None:
-        """Make the coming optimizer step a no-op, the same on every process.
-
-        Without a gradient scaler, parameters without a gradient are left alone by torch's optimizers
-        (their state too). With fp16's ``GradScaler`` a step with no gradient at all fails ("No inf checks
-        were recorded"): there the gradients are set to NaN, so the scaler skips the step and lowers its
-        scale, as it does for an overflow (which is what a non-finite fp16 loss usually is).
-        """
-        model.zero_grad(set_to_none=True)
-        if getattr(self.accelerator, "scaler", None) is not None:
-            for param in model.parameters():
-                if param.requires_grad:
-                    param.grad = torch.full_like(param, float("nan"))
+    @property
+    def _original_scale(self) -> bool:
+        """princeton-nlp/SimCSE's DDP scaling (``ddp_original_gradient_scale``) in a run of several processes."""
+        return bool(self.args.ddp_original_gradient_scale) and world_size() > 1
 
     def _mlm_share(self, labels: torch.Tensor) -> torch.Tensor | float:
         """W · (this process's masked tokens) / (all processes' masked tokens): the factor that turns the
         local MLM mean into this process's part of the global-batch mean once DDP averages gradients
-        over the W processes (1 in one process). One all-reduce of a count, only with --do_mlm under DDP."""
-        if world_size() == 1:
+        over the W processes (1 in one process). One all-reduce of a count, only with --do_mlm under DDP.
+        With the original's scaling, 1: its MLM term was each process's own mean, averaged by DDP."""
+        if world_size() == 1 or self._original_scale:
             return 1.0
         local = (labels != -100).sum().to(torch.float32).reshape(1)
         total = local.clone()
         torch.distributed.all_reduce(total)
         return world_size() * local[0] / total[0].clamp_min(1)
 
-    def _check_finite(self, loss: torch.Tensor) -> torch.Tensor:
-        """Raise :class:`NonFiniteLoss` before any backward when the loss is NaN/inf on ANY process.
-
-        Under DDP the MLM term is per-process, so one process can see NaN while the others do not; a
-        process that skipped its backward would leave the others waiting in the gradient all-reduce. The
-        decision is therefore all-reduced (one tiny collective per step, only with --skip_nonfinite;
-        without it the error stops the launcher's whole group anyway).
-        """
-        bad = ~torch.isfinite(loss.detach()).all()
-        if self.skip_nonfinite and world_size() > 1:
-            flag = bad.to(torch.int32).reshape(1)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if flag[0] > 0 and not bad:
-                raise NonFiniteLoss("non-finite on another process")
-        if bad:
-            raise NonFiniteLoss(loss.item())
-        return loss
-
-    def _training_step(self, model, inputs, num_items_in_batch=None):
-        if not self.grad_cache_chunk:
-            return super().training_step(model, inputs, num_items_in_batch)
+    def _cached_training_step(self, model, inputs):
         model.train()
         inputs = self._prepare_inputs(inputs)
         extras = self._loss_extras(inputs)
         loss, seen = cached_step(
-            model, inputs, self.grad_cache_chunk, lambda z: self._check_finite(self._loss_of_embeddings(z, extras)),
+            model, inputs, self.grad_cache_chunk,
+            lambda z: nan_gradient_if_nonfinite(self._loss_of_embeddings(z, extras)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
             no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
             mlm_weight=self.mlm_weight if getattr(self.model.config, "do_mlm", False) else 0.0,
             scale=1.0 / self.current_gradient_accumulation_steps,
+            mlm_over_processes=not self._original_scale,
         )
-        # Only the MLM term can be non-finite here, after its backward (the contrastive loss was checked
-        # before): every process takes the same decision, and training_step drops the gradient.
-        self._check_finite(loss)
         self._record_diagnostics(seen[:, 0], seen[:, 1])
         return loss
 
@@ -230,8 +198,8 @@ class SimCSETrainer(Trainer):
         share = self._mlm_share(inputs["mlm_labels"]) if "mlm_labels" in inputs else 1.0  # on every rank
         if outputs.mlm_loss is not None:
             loss = loss + self.mlm_weight * outputs.mlm_loss * share
-        if model.training:
-            self._check_finite(loss)  # before backward, so a skipped step leaves no gradient
+        if model.training:  # a non-finite loss on any process gives a non-finite gradient norm on every one
+            loss = nan_gradient_if_nonfinite(loss)
         return (loss, outputs) if return_outputs else loss
 
     def _save_checkpoint(self, model, trial) -> None:
