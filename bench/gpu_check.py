@@ -79,7 +79,7 @@ def parse_args(argv):
     parser.add_argument("--nli_file", default=None, help="NLI triplets sent0,sent1,hard_neg (default: the pack's)")
     parser.add_argument("--sts_data", default=None, help="SentEval data dir holding downstream/ (default: the pack's)")
     parser.add_argument("--sts_model", default=None, help="a mean-pooling model for the STS part (default: the "
-                        "random backbone: speed and agreement, not quality)")
+                        "pack's sts_model/ if there, else the random backbone: speed and agreement, not quality)")
     parser.add_argument("--skip_sts", action="store_true", help="leave out the STS part")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="default: all")
     parser.add_argument("--precisions", nargs="+", choices=["fp32", "fp16", "bf16"], default=None,
@@ -115,7 +115,8 @@ def resolve_inputs(args) -> dict:
               "train_file": pick("train_file", args.train_file, "data/wiki1m.txt",
                                  "data/train/wiki1m_for_simcse.head11913.txt"),
               "nli_file": pick("nli_file", args.nli_file, "data/nli.csv", "data/train/nli_snli_devtest_for_simcse.csv"),
-              "sts_data": pick("sts_data", args.sts_data, "senteval", "data", must=False)}
+              "sts_data": pick("sts_data", args.sts_data, "senteval", "data", must=False),
+              "sts_model": str(pack / "sts_model") if pack and (pack / "sts_model").is_dir() else None}
     manifest = pack / "manifest.json" if pack else None
     inputs["pack_manifest"] = json.loads(manifest.read_text()) if manifest and manifest.is_file() else None
     return inputs
@@ -172,10 +173,12 @@ class Runner:
         entry["started_at_s"] = round(self.elapsed(), 1)
         return True
 
-    def side(self, part: str, name: str, fn, *args) -> dict:
+    def side(self, part: str, name: str, fn, *args, share: float = 1.0) -> dict:
+        """``fn(*args)`` as one side of ``part``, its budget ``share`` x the part's; recorded, error or not."""
         import torch
 
-        print(f"{part} {name} ...", flush=True)
+        budget = round(BUDGET_S[part] * share, 1)
+        print(f"{part} {name} (budget {budget:g} s) ...", flush=True)
         started = time.perf_counter()
         try:
             result, status = fn(*args), "ok"
@@ -185,7 +188,8 @@ class Runner:
             print(f"{part} {name}: ERROR {type(err).__name__}: {err}", flush=True)
             if self.cuda:
                 torch.cuda.empty_cache()
-        entry = {"name": name, "status": status, "seconds": round(time.perf_counter() - started, 2), **result}
+        entry = {"name": name, "status": status, "seconds": round(time.perf_counter() - started, 2),
+                 "budget_s": budget, **result}
         self.report.data["parts"][part]["sides"].append(entry)
         self.report.save()
         return entry
@@ -214,7 +218,7 @@ def throughput(runner: Runner, setup, workload, part: str, precisions: list[str]
     names = [(side, p) for p in precisions for side in ("floor", "ours", "peer")]
     for side, precision in names:
         runner.side(part, f"{side} {precision}", measure, setup, workload, side, precision,
-                    runner.side_seconds(part, len(names)))
+                    runner.side_seconds(part, len(names)), share=1 / len(names))
     results = [s for s in runner.report.data["parts"][part]["sides"] if s["status"] == "ok"]
     by = {(r["side"], r["precision"]): r for r in results}
     ratios = {}
@@ -271,10 +275,10 @@ def run_parts(args, runner: Runner, setup, workloads, inputs: dict, precisions: 
                    "no SentEval data for its dev evaluation (the pack's senteval/; --sts_data DIR)"):
         timeout = 600 if runner.limit is None else max(30.0, runner.remaining() / 2)
         first = runner.side("train_py", "first run", paths.run_train_py, setup, inputs["train_file"], senteval,
-                            "first", timeout, sizes["train_py"])
+                            "first", timeout, sizes["train_py"], share=0.4)
         timeout = 600 if runner.limit is None else max(30.0, runner.remaining() - 10)
         resume = runner.side("train_py", "resumed run", paths.run_train_py, setup, inputs["train_file"], senteval,
-                             "resume", timeout, sizes["train_py"])
+                             "resume", timeout, sizes["train_py"], share=0.6)
         runner.close("train_py", paths.judge_train_py(first, resume, Path(setup.work) / "train-py"))
 
     for part in ("unsup", "sup"):
@@ -288,9 +292,10 @@ def run_parts(args, runner: Runner, setup, workloads, inputs: dict, precisions: 
     else:
         why = None
     if runner.open("sts", "sts" in args.parts and why is None, why):
-        model = args.sts_model or setup.backbone_dir
-        note = ("the given model" if args.sts_model else "random weights (no pretrained model travels to the node): "
-                "this measures our evaluation's speed and its agreement with sentence-transformers, not quality")
+        model = args.sts_model or inputs["sts_model"] or setup.backbone_dir
+        note = (f"the model {model}" if model != setup.backbone_dir else "random weights (no pretrained model "
+                "travels to the node): this measures our evaluation's speed and its agreement with "
+                "sentence-transformers, not quality")
         print(f"sts: {note}", flush=True)
         runner.report.data["parts"]["sts"]["what_it_measures"] = note
         side = runner.side("sts", "ours vs peer vs floor", paths.sts_side, model, Path(senteval), str(setup.device))

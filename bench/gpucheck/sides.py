@@ -39,8 +39,8 @@ MAX_LENGTH = 32
 LR = 3e-5
 TEMP = 0.05
 MAX_GRAD_NORM = 1.0  # the Trainer's default, which ours and the peer run with
-FLOOR_LEAVES_OUT = ("the Trainer's per-step host reads (its logging_nan_inf_filter test of the loss and our "
-                    "non-finite check before backward, each a device-to-host wait)",
+FLOOR_LEAVES_OUT = ("the per-step non-finite bookkeeping of the Trainer (logging_nan_inf_filter) and of our "
+                    "trainer (and any host read it makes)",
                     "our per-step diagnostics (alignment, uniformity, p_pos of the batch, kept on the device)",
                     "the Trainer's callbacks, accelerate's dataloader wrapper and the RandomSampler")
 
