@@ -137,6 +137,25 @@ def test_two_hard_negatives_per_anchor_two_processes_equal_one(models, tmp_path,
     assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
 
 
+@pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
+def test_masked_duplicate_texts_two_processes_equal_one(models, tmp_path, extra):
+    """--mask_duplicate_texts: the text keys are gathered with the embeddings, so a sentence that repeats on
+    the other process is masked too. Batches in file order (sequential sampling), each global batch of 4
+    holding its duplicates at rows (0, 3) and (1, 2): on two processes whether the ranks take rows 0-1 / 2-3
+    or 0, 2 / 1, 3, so every duplicate pair crosses the processes."""
+    a, b, c, d, e, f = SENTENCES[:6]
+    data = tmp_path / "dup.txt"
+    data.write_text("\n".join([a, b, b, a, c, d, e, c]) + "\n", encoding="utf-8")
+    flags = ["--pooler_type", "cls", "--mask_duplicate_texts", "--train_sampling_strategy", "sequential", *extra]
+    launch(2, models["bert"], data, tmp_path / "two", 2, *flags)
+    launch(1, models["bert"], data, tmp_path / "one", 4, *flags)
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    start = load_file(models["bert"] / "model.safetensors")
+    for key in two:
+        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
+    assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
+
+
 def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_size(models, train_file, tmp_path):
     """--ddp_original_gradient_scale (princeton-nlp/SimCSE's 1/W): with SGD, whose update is linear in the
     gradient, 2 processes at lr 0.5 end where 1 process with the double batch ends at lr 0.25 (gradients

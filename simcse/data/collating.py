@@ -12,6 +12,7 @@ import torch
 
 from simcse.data.hashing import splitmix64
 from simcse.data.reading import SCORE_COLUMN
+from simcse.data.sampler import hash_sentences
 from simcse.data.tokenizing import SentenceBatch
 from simcse.errors import SimCSEError
 
@@ -35,6 +36,15 @@ def _batch_scores(features: Sequence[dict[str, Any]] | SentenceBatch) -> torch.T
     if not features or SCORE_COLUMN not in features[0]:
         return None
     return torch.tensor([float(feature[SCORE_COLUMN]) for feature in features], dtype=torch.float32)
+
+
+def batch_text_keys(features: Sequence[dict[str, Any]] | SentenceBatch) -> torch.Tensor:
+    """(batch, num_sent) int64: the 64-bit hash of each sentence's token ids (the sampler's
+    :func:`~simcse.data.sampler.hash_sentences`, its uint64 bits read as int64), so equal token sequences
+    have equal keys; the loss masks duplicate texts with them (``mask_duplicate_texts``)."""
+    batch = features if isinstance(features, SentenceBatch) else _sentence_batch(features)
+    hashes = hash_sentences(np.asarray(batch.token_ids), np.asarray(batch.lengths, dtype=np.int64))
+    return torch.from_numpy(hashes.view(np.int64).reshape(len(batch), batch.num_sent).copy())
 
 
 def _no_pad_token_error(tokenizer: PreTrainedTokenizerBase) -> SimCSEError:
@@ -211,7 +221,10 @@ class SimCSECollator:
     of the tokenizer, including its unknown token, and padding are never chosen; each view is masked
     independently; ``input_ids`` is left untouched), and ``mlm_positions`` (:func:`masked_positions`).
     Graded pairs (examples with a ``score``) also give ``scores``, (batch,) float32, which the trainer
-    hands to the loss.
+    hands to the loss. With ``text_keys`` also ``text_keys``, (batch, num_sent) int64
+    (:func:`batch_text_keys`; both views of an unsupervised sentence share its key), which the trainer
+    gathers and hands to the loss to mask duplicate texts (``mask_duplicate_texts``); the model ignores
+    both.
 
     ``generator`` makes masking reproducible in tests; leave it None in training, where DataLoader workers
     seed the global RNG differently (a shared generator would give every worker the same masks).
@@ -228,6 +241,7 @@ class SimCSECollator:
     # batch row the example lands in, so DDP masks exactly as one process on the global batch.
     mask_seed: int | None = None
     epoch: int = 0
+    text_keys: bool = False
 
     def __post_init__(self) -> None:
         if self.tokenizer.pad_token_id is None:
@@ -255,6 +269,9 @@ class SimCSECollator:
         scores = _batch_scores(features)
         if scores is not None:
             batch["scores"] = scores
+        if self.text_keys:
+            keys = batch_text_keys(features)  # (batch, num_sent)
+            batch["text_keys"] = keys.repeat(1, 2) if keys.shape[1] == 1 else keys
         if self.do_mlm:
             batch["mlm_input_ids"], batch["mlm_labels"] = mask_tokens(
                 batch["input_ids"],

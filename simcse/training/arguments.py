@@ -200,7 +200,15 @@ class SimCSETrainingArguments(TrainingArguments):
         default=None, metadata={"help": "gradient caching: encode the batch K examples at a time (memory of K)"}
     )
     no_duplicates_in_batch: bool = field(
-        default=False, metadata={"help": "never put two identical sentences in one batch (false negatives)"}
+        default=False, metadata={"help": "never put two identical sentences in one batch (false negatives): the "
+                                 "sampler defers an example whose sentences are already in the batch"}
+    )
+    mask_duplicate_texts: bool = field(
+        default=False,
+        metadata={"help": "keep shuffled batches and remove false negatives from the loss instead: a candidate with "
+                  "the text (token ids) of a row's anchor or positive leaves that row's negatives (losses with "
+                  "in-batch negatives; keys gathered under DDP). Does the job of --no_duplicates_in_batch, so "
+                  "the two together are an error"},
     )
     resume_from_checkpoint: str | None = field(
         default=None,
@@ -247,6 +255,10 @@ class SimCSETrainingArguments(TrainingArguments):
         if self.grad_cache_mini_batch is not None and self.grad_cache_mini_batch < 1:
             raise SimCSEError(f"`grad_cache_mini_batch` must be a positive number of examples, got "
                               f"{self.grad_cache_mini_batch}")
+        if self.mask_duplicate_texts and self.no_duplicates_in_batch:
+            raise SimCSEError("`mask_duplicate_texts` and `no_duplicates_in_batch` both keep duplicate texts from "
+                              "being negatives (the mask in the loss, the sampler by deferring examples): with the "
+                              "sampler there is nothing left to mask; drop one of them")
         self._check_engines()
         super().__post_init__()
         if self.n_gpu > 1:

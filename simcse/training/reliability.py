@@ -62,7 +62,7 @@ _TRAINING_FIELDS = ("seed", "data_seed", "learning_rate", "weight_decay", "adam_
                     "max_grad_norm", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
                     "warmup_ratio", "warmup_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                     "optim", "optim_args", "fp16", "bf16", "label_smoothing_factor", "group_by_length",
-                    "grad_cache_mini_batch", "no_duplicates_in_batch", "skip_nonfinite",
+                    "grad_cache_mini_batch", "no_duplicates_in_batch", "mask_duplicate_texts", "skip_nonfinite",
                     "ddp_original_gradient_scale")
 
 

@@ -118,7 +118,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     num_columns = len(roles.sentences)
     # What the loss consumes against what the file holds, before the model loads (the registry's one rule).
     check_inputs(model_args.loss, hard_negatives=num_columns >= 3, scores=roles.score is not None,
-                 guide=bool(model_args.guide_model), source=f"{num_columns}-column {data_args.train_file!r}")
+                 guide=bool(model_args.guide_model), keys=training_args.mask_duplicate_texts,
+                 source=f"{num_columns}-column {data_args.train_file!r}")
     fresh_head = uses_mlp_head(config.pooler_type) and not is_simcse_checkpoint(config)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
@@ -143,7 +144,7 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
                                          overwrite_cache=data_args.overwrite_cache, roles=roles, prompts=prompts)
     collator = SimCSECollator(tokenizer, do_mlm=model_args.do_mlm, mlm_probability=data_args.mlm_probability,
                               pad_to_length=data_args.max_seq_length if data_args.pad_to_max_length else None,
-                              mask_seed=training_args.seed)
+                              mask_seed=training_args.seed, text_keys=training_args.mask_duplicate_texts)
 
     # 6. Loss and evaluation.
     loss_fn = model_args.loss  # built once, when the arguments were parsed

@@ -20,6 +20,7 @@ from transformers.trainer_utils import rotate_checkpoints
 
 from simcse.data.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
 from simcse.distributed import gather_no_grad, gather_with_grad, rank, scale_gradient, world_size
+from simcse.errors import SimCSEError
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
 from simcse.training.gradcache import cached_step
@@ -99,7 +100,8 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
 
     def _loss_of_embeddings(self, z: torch.Tensor, extras: dict | None = None) -> torch.Tensor:
         """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
-        ``extras``: ``scores`` (B,) of graded pairs and/or ``guide`` (B, N, G) embeddings, gathered like ``z``."""
+        ``extras``: ``scores`` (B,) of graded pairs, ``guide`` (B, N, G) embeddings and/or text ``keys``
+        (B, N), gathered like ``z``."""
         loss = self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
         if self._original_scale:  # princeton-nlp/SimCSE's 1/W (simcse.distributed)
             loss = scale_gradient(loss, 1.0 / world_size())
@@ -107,12 +109,19 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
 
     def _loss_extras(self, inputs: dict) -> dict:
         """What the loss takes beyond the embeddings, for the global batch: the pairs' scores (from
-        SimCSECollator for data with a score column; the model ignores them) and the guide's embeddings."""
+        SimCSECollator for data with a score column; the model ignores them), the guide's embeddings and,
+        with ``mask_duplicate_texts``, the sentences' text keys (the collator's ``text_keys``), gathered
+        in the embeddings' order so that a duplicate on another process is masked too."""
         extras = {}
         if inputs.get("scores") is not None:
             extras["scores"] = gather_no_grad(inputs["scores"].float())
         if self.guide is not None:
             extras["guide"] = gather_no_grad(self.guide(inputs))
+        if self.args.mask_duplicate_texts:
+            if inputs.get("text_keys") is None:
+                raise SimCSEError("`mask_duplicate_texts` needs the batch's text keys, and the collator gave none; "
+                                  "use SimCSECollator(text_keys=True)")
+            extras["keys"] = gather_no_grad(inputs["text_keys"])
         return extras
 
     def training_step(self, model, inputs, num_items_in_batch=None):
