@@ -161,6 +161,12 @@ CONFIGS = [  # (id, flags, syncs per micro-step, syncs per optimizer step outsid
     # default fused AdamW; the loss is judged on the device too
     ("fp16-scaler", [SCALER], 0, 0),
     ("fp16-scaler-skip_nonfinite", [SCALER, "--skip_nonfinite", "--do_mlm"], 0, 0),
+    # duplicate texts masked in the loss: masks, not boolean indexing (a row or pair mean left empty too)
+    ("mask_duplicate_texts", ["--mask_duplicate_texts"], 0, 0),
+    ("mask_duplicate_texts-kcl-grad_cache", ["--mask_duplicate_texts", "--loss_type", "kcl",
+                                             "--grad_cache_mini_batch", "2"], 0, 0),
+    ("mask_duplicate_texts-align_uniform", ["--mask_duplicate_texts", "--loss_type", "align_uniform"], 0, 0),
+    ("mask_duplicate_texts-met", ["--mask_duplicate_texts", "--loss_type", "met"], 0, 0),
 ]
 
 

@@ -70,9 +70,8 @@ def kcl_loss(z1: torch.Tensor, z2: torch.Tensor, *, t: float = 2.0, gamma: float
         if keys is None:
             return uniformity(z, t).exp()
         drop = duplicate_pairs(keys, role)
-        if bool(drop.all()):
-            return z.new_zeros(())  # no pair left: no energy
-        return uniformity(z, t, drop=drop).exp()
+        energy = uniformity(z, t, drop=drop).exp()
+        return torch.where(drop.all(), torch.zeros_like(energy), energy)  # no pair left: no energy
 
     return -2 * alignment + gamma * (energy(x, 0) + energy(y, 1))
 

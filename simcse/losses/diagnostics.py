@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from simcse.losses.checks import check_positive, require_pairs
 from simcse.losses.infonce import infonce_logits, positive_probabilities
-from simcse.losses.ops import log_mean_exp, paired_squared_distances, pairwise_squared_distances
+from simcse.losses.ops import log_mean_exp, masked_logsumexp, paired_squared_distances, pairwise_squared_distances
 
 __all__ = ["alignment", "check_alpha", "check_kernel_scale", "positive_probability", "uniformity"]
 
@@ -69,11 +69,12 @@ def uniformity(x: torch.Tensor, t: float = 2.0, *, drop: torch.Tensor | None = N
     check_kernel_scale(t)
     require_pairs("uniformity", x)
     exponents = -t * pairwise_squared_distances(F.normalize(x, dim=-1))  # (P,)
-    if drop is not None:
-        exponents = exponents[~drop]
-        if exponents.numel() == 0:
-            return exponents.sum()  # 0, still attached to x
-    return log_mean_exp(exponents)
+    if drop is None:
+        return log_mean_exp(exponents)
+    # Masked rather than indexed: a boolean index would make the host wait for the device.
+    total, nonempty = masked_logsumexp(exponents.masked_fill(drop, float("-inf")).unsqueeze(0))  # (1,) each
+    kept = (~drop).sum().to(exponents.dtype).clamp_min(1)
+    return torch.where(nonempty[0], total[0] - kept.log(), torch.zeros_like(total[0]))
 
 
 def positive_probability(
