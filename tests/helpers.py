@@ -223,3 +223,18 @@ def write_beir_folder(root: Path, corpus, queries, qrels, split: str = "test",
         (root / "dataset.json").write_text(json.dumps({"ignore_identical_ids": ignore_identical_ids}) + "\n",
                                            encoding="utf-8")
     return root
+
+
+def load_bench(name: str):
+    """Import ``bench/<name>.py`` as module ``name`` (bench/ on sys.path, as when the script runs), for the
+    tests of the bench scripts."""
+    import importlib.util
+    import sys
+
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module

@@ -78,6 +78,26 @@ def launch(nproc: int, model: Path, data: Path, out: Path, batch: int, *extra: s
     return result
 
 
+def two_equal_one(model: Path, data: Path, tmp_path: Path, flags: list[str], two_flags: tuple = (),
+                  one_flags: tuple = ()) -> tuple[dict, subprocess.CompletedProcess]:
+    """Train 2 processes at per-device batch 2 and 1 process at batch 4 from ``model`` on ``data``; assert that
+    they end with equal weights (1e-5); return the 2-process weights and the 1-process run."""
+    launch(2, model, data, tmp_path / "two", 2, *flags, *two_flags)
+    single = launch(1, model, data, tmp_path / "one", 4, *flags, *one_flags)
+    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    assert two.keys() == one.keys()
+    for key in two:
+        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
+    return two, single
+
+
+def assert_most_weights_moved(model: Path, trained: dict, prefix: str = "bert.") -> None:
+    """Training changed most backbone weights: an equality of two runs is not the equality of two no-ops."""
+    start = load_file(model / "model.safetensors")
+    moved = [k for k in start if prefix + k in trained and not torch.equal(start[k], trained[prefix + k])]
+    assert len(moved) > len(start) // 2
+
+
 CASES = [  # (model type, pooler, extra flags)
     *[("bert", pooler, ["--gradient_checkpointing"]) for pooler in
       ("cls", "cls_before_pooler", "avg", "avg_top2", "avg_first_last")],
@@ -100,24 +120,16 @@ CASES = [  # (model type, pooler, extra flags)
                          ids=[f"{c[0]}-{c[1]}-{'-'.join(f.strip('-') for f in c[2])}" for c in CASES])
 def test_two_processes_equal_one_process_with_the_double_batch(models, train_file, tmp_path, model_type, pooler,
                                                                extra):
-    flags = ["--pooler_type", pooler, *extra]
-    launch(2, models[model_type], train_file, tmp_path / "two", 2, *flags)
-    launch(1, models[model_type], train_file, tmp_path / "one", 4, *flags)
-    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    two, _ = two_equal_one(models[model_type], train_file, tmp_path, ["--pooler_type", pooler, *extra])
     start = load_file(models[model_type] / "model.safetensors")
-    assert two.keys() == one.keys()
     assert ("mlp.dense.weight" in two) == (pooler == "cls")  # the head exists only where it is trained
-    for key in two:
-        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
     if "--lora_r" in extra:  # the adapters moved, the frozen weights did not
         assert any("lora_B" in k and two[k].abs().max() > 0 for k in two)
         base = {k.replace(".base_layer", ""): v for k, v in two.items() if "lora_" not in k}
         prefix = model_class_for(model_type).base_model_prefix + "."
         assert all(torch.equal(start[k], base[prefix + k]) for k in start if prefix + k in base)
         return
-    prefix = model_class_for(model_type).base_model_prefix + "."
-    moved = [k for k in start if prefix + k in two and not torch.equal(start[k], two[prefix + k])]
-    assert len(moved) > len(start) // 2  # training did change the weights: the comparison is not vacuous
+    assert_most_weights_moved(models[model_type], two, model_class_for(model_type).base_model_prefix + ".")
 
 
 @pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
@@ -128,13 +140,8 @@ def test_two_hard_negatives_per_anchor_two_processes_equal_one(models, tmp_path,
     rows = [f"{s},{s} in other words,not {s},far from {SENTENCES[(i + 3) % 8]}" for i, s in enumerate(SENTENCES)]
     data.write_text("sent0,sent1,hard_neg_1,hard_neg_2\n" + "\n".join(rows) + "\n", encoding="utf-8")
     flags = ["--pooler_type", "cls", "--hard_negative_weight", "0.5", *extra]
-    launch(2, models["bert"], data, tmp_path / "two", 2, *flags)
-    launch(1, models["bert"], data, tmp_path / "one", 4, *flags)
-    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
-    start = load_file(models["bert"] / "model.safetensors")
-    for key in two:
-        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
-    assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
+    two, _ = two_equal_one(models["bert"], data, tmp_path, flags)
+    assert_most_weights_moved(models["bert"], two)
 
 
 @pytest.mark.parametrize("extra", [[], ["--grad_cache_mini_batch", "1"]], ids=["plain", "grad_cache"])
@@ -147,13 +154,8 @@ def test_masked_duplicate_texts_two_processes_equal_one(models, tmp_path, extra)
     data = tmp_path / "dup.txt"
     data.write_text("\n".join([a, b, b, a, c, d, e, c]) + "\n", encoding="utf-8")
     flags = ["--pooler_type", "cls", "--mask_duplicate_texts", "--train_sampling_strategy", "sequential", *extra]
-    launch(2, models["bert"], data, tmp_path / "two", 2, *flags)
-    launch(1, models["bert"], data, tmp_path / "one", 4, *flags)
-    two, one = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
-    start = load_file(models["bert"] / "model.safetensors")
-    for key in two:
-        assert torch.allclose(two[key], one[key], atol=1e-5, rtol=0), (key, (two[key] - one[key]).abs().max())
-    assert sum(not torch.equal(start[k], two["bert." + k]) for k in start if "bert." + k in two) > len(start) // 2
+    two, _ = two_equal_one(models["bert"], data, tmp_path, flags)
+    assert_most_weights_moved(models["bert"], two)
 
 
 def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_size(models, train_file, tmp_path):
@@ -161,12 +163,9 @@ def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_
     gradient, 2 processes at lr 0.5 end where 1 process with the double batch ends at lr 0.25 (gradients
     are far below the clipping norm here, so clipping plays no part)."""
     flags = ["--pooler_type", "cls", "--ddp_original_gradient_scale"]
-    launch(2, models["bert"], train_file, tmp_path / "two", 2, *flags)
-    one = launch(1, models["bert"], train_file, tmp_path / "one", 4, *flags[:2], "--learning_rate", "0.25")
+    two, one = two_equal_one(models["bert"], train_file, tmp_path, flags[:2], two_flags=tuple(flags[2:]),
+                             one_flags=("--learning_rate", "0.25"))
     assert "'grad_norm'" in one.stdout
-    two, single = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
-    for key in two:
-        assert torch.allclose(two[key], single[key], atol=1e-5, rtol=0), (key, (two[key] - single[key]).abs().max())
     exact = tmp_path / "exact"
     launch(2, models["bert"], train_file, exact, 2, *flags[:2])
     assert not all(torch.allclose(two[k], load_file(exact / "model.safetensors")[k], atol=1e-6) for k in two)
@@ -181,13 +180,10 @@ def test_the_original_gradient_scale_weighs_the_mlm_term_as_the_original_did(mod
     batch at lr 0.25 with --mlm_weight 0.2: the original's MLM term weighed W times more against the
     contrastive one."""
     flags = ["--pooler_type", "cls", "--do_mlm", "--mlm_probability", "0.99999999", *extra]
-    launch(2, models["bert"], train_file, tmp_path / "two", 2, *flags, "--ddp_original_gradient_scale",
-           "--mlm_weight", "0.1")
-    launch(1, models["bert"], train_file, tmp_path / "one", 4, *flags, "--learning_rate", "0.25", "--mlm_weight", "0.2")
-    two, single = load_file(tmp_path / "two" / "model.safetensors"), load_file(tmp_path / "one" / "model.safetensors")
+    two, _ = two_equal_one(models["bert"], train_file, tmp_path, flags,
+                           two_flags=("--ddp_original_gradient_scale", "--mlm_weight", "0.1"),
+                           one_flags=("--learning_rate", "0.25", "--mlm_weight", "0.2"))
     assert any(k.startswith("cls.predictions") for k in two)
-    for key in two:
-        assert torch.allclose(two[key], single[key], atol=1e-5, rtol=0), (key, (two[key] - single[key]).abs().max())
 
 
 # Loaded by every launched process through PYTHONPATH (Python imports ``sitecustomize`` at start-up), so

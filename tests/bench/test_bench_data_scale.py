@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 
 import pytest
 
-from helpers import REPO, SHARED
+from helpers import SHARED, load_bench
 
 pytestmark = pytest.mark.slow  # runs a bench script end to end
 
 
-def load_bench():
-    spec = importlib.util.spec_from_file_location("data_scale", REPO / "bench" / "data_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_small_run_measures_every_stage_and_resumes(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("data_scale")
     argv = ["--work_dir", str(tmp_path / "work"), "--lines", "300", "--nli_rows", "120", "--in_process",
             "--shared", str(SHARED), "--unsup_batch_size", "16", "--sup_batch_size", "32",
             "--output_json", str(tmp_path / "out.json")]

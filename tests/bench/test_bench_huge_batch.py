@@ -3,27 +3,18 @@ the memory budget with the size it would need, the end-to-end gradient-cached st
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from helpers import REPO, require_shared
+from helpers import REPO, load_bench, require_shared
 
 pytestmark = pytest.mark.slow  # a dozen child processes, one loading MiniLM-L3
 
 
-def load_bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("huge_batch", REPO / "bench" / "huge_batch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_tiny_run_refuses_the_plain_loss_past_the_budget_and_resumes(tmp_path, capsys, monkeypatch):
-    bench = load_bench()
+    bench = load_bench("huge_batch")
     model = require_shared(REPO.parent / "shared" / "models" / "paraphrase-MiniLM-L3-v2", "MiniLM-L3")
     # Budget 10 MB: the plain loss at 1024 needs ≥ 1 x 4 MiB + 6 MiB of embeddings, whatever the calibration.
     argv = ["--output_dir", str(tmp_path), "--batches", "256,1024", "--tile", "96", "--calibration_batch", "512",

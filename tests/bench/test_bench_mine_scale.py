@@ -3,27 +3,18 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from helpers import REPO, require_shared
+from helpers import REPO, load_bench, require_shared
 
 pytestmark = pytest.mark.slow  # runs a bench script end to end (three child processes)
 
 
-def load_bench():
-    sys.path.insert(0, str(REPO / "bench"))
-    spec = importlib.util.spec_from_file_location("mine_scale", REPO / "bench" / "mine_scale.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
 
 def test_small_run_measures_every_stage_and_resumes(tmp_path, capsys):
-    bench = load_bench()
+    bench = load_bench("mine_scale")
     model = require_shared(REPO.parent / "shared" / "models" / "paraphrase-MiniLM-L3-v2", "MiniLM-L3")
     argv = ["--work_dir", str(tmp_path), "--lines", "400", "--pairs", "60", "--model", str(model),
             "--batch_size", "32"]
