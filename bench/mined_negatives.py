@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -58,8 +60,6 @@ def training_files(out: Path, nli_file: str, model: str, relative_margin: float)
 
 
 def _csv(rows) -> str:
-    import io
-
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows(rows)
     return buffer.getvalue()
@@ -80,8 +80,6 @@ def run_one(variant: str, seed: int, args, files: dict[str, str], data: str, fol
                              "learning_rate": args.learning_rate, "model": args.model, "sts": suite,
                              "sts_avg": suite["Avg."], "stsb_test": suite["STSBenchmark"]},
                             retrieval_scores(str(out), folders))
-    import shutil
-
     shutil.rmtree(out)
     return {**result, "seconds": round(time.perf_counter() - started, 1)}
 

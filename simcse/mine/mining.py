@@ -29,7 +29,7 @@ import numpy as np
 from simcse.errors import SimCSEError
 from simcse.mine.embeddings import texts_digest
 from simcse.mine.select import Counts, Selection, select
-from simcse.search import exact_scores, faiss_candidates, rank, scan_candidates
+from simcse.search import exact_scores, faiss_candidates, scan_candidates, search_candidates
 
 # embed(texts, name) -> (n, H) float32 array (a memmap for large corpora); name: "corpus" or "anchors"
 Embedder = Callable[[Sequence[str], str], np.ndarray]
@@ -59,9 +59,7 @@ def _candidates(queries: np.ndarray, corpus: np.ndarray, k: int, faiss_index, ch
              else scan_candidates(queries, corpus, k, query_chunk_size=256))
     ids = np.full((len(queries), k), -1, dtype=np.int64)
     scores = np.full((len(queries), k), -np.inf, dtype=np.float64)
-    for row, (query, candidates) in enumerate(zip(queries, found)):
-        candidates = np.unique(candidates)
-        hits = rank(candidates, exact_scores(corpus[candidates], query), k)
+    for row, hits in enumerate(search_candidates(queries, corpus, found, k, None)):  # exact float64 ranks
         ids[row, :len(hits)] = [h["corpus_id"] for h in hits]
         scores[row, :len(hits)] = [h["score"] for h in hits]
     if target is not None:
