@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,13 +24,17 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from helpers import FAMILIES, REPO, save_tiny_model
+from simcse.losses import build_loss
 from simcse.modeling.backbones import model_class_for
 
 pytestmark = pytest.mark.slow  # every test launches torchrun (2 processes) and a 1-process run
 
 DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop",
                 "dropout", "attention_dropout", "embedding_dropout", "mlp_dropout")
-SENTENCES = [f"sentence number {i} says something about topic {i % 3} ." for i in range(8)]
+# Each sentence ends with its own number: the last-token embeddings of a tiny random decoder for sentences that
+# share their last token are ~0.999 cosine apart, where the float32 rounding of the loss (which differs between
+# one process's rows and the whole batch, exact maths aside) grows past the 1e-5 tolerance in three steps.
+SENTENCES = [f"about topic {i % 3} says the sentence number {i}" for i in range(8)]
 
 
 def free_port() -> int:
@@ -156,6 +161,151 @@ def test_masked_duplicate_texts_two_processes_equal_one(models, tmp_path, extra)
     flags = ["--pooler_type", "cls", "--mask_duplicate_texts", "--train_sampling_strategy", "sequential", *extra]
     two, _ = two_equal_one(models["bert"], data, tmp_path, flags)
     assert_most_weights_moved(models["bert"], two)
+
+
+def test_local_rows_of_every_loss_two_processes_equal_one(tmp_path):
+    """Under DDP each process computes only its rows of the loss against the gathered candidates
+    (simcse.losses.tiled.row_local_form), times W. For every such loss (hard negatives and duplicate-text
+    masking included), float64: the all-reduced value equals the plain loss of one process on the global
+    batch, and each process's rows get W x the one-process gradient (DDP then averages over W), 1e-10.
+    Each process's matrix products are exactly 1/W of the same form's over every row: the loss's compute
+    per process is down by W (its memory too: one (B/W, candidates) block)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import distributed_local_rows as worker
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+               str(REPO / "tests" / "distributed_local_rows.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "SentEval")])}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    cases = worker.cases()
+    assert len(ranks[0]) == len(ranks[1]) == len(cases) >= 15
+    rows = worker.BATCH // 2
+    for i, (name, hp, k, masked) in enumerate(cases):
+        z, keys = worker.global_batch(k)
+        z = z.clone().requires_grad_(True)
+        loss = build_loss(name, **hp)(z[:, 0], z[:, 1], z[:, 2:] if k else None, **({"keys": keys} if masked else {}))
+        loss.backward()
+        for r in range(2):
+            got = ranks[r][i]
+            assert (got["name"], got["k"], got["masked"]) == (name, k, masked)
+            assert abs(got["value"] - loss.item()) < 1e-10, (name, k, masked, got["value"], loss.item())
+            torch.testing.assert_close(torch.tensor(got["grad"], dtype=torch.float64),
+                                       2 * z.grad[r * rows:(r + 1) * rows], rtol=1e-10, atol=1e-10)
+            assert got["local_flops"] * 2 == got["whole_flops"] > 0, (name, got)  # compute down by W, exactly
+
+
+LOSS_CASES = [  # train.py with other losses under torchrun: local rows, tiles, gradient caching
+    ["--loss_type", "nt_xent"],
+    ["--loss_type", "dcl", "--loss_kwargs", '{"symmetric": true}', "--grad_cache_mini_batch", "1"],
+    ["--loss_type", "arccon", "--loss_tile_size", "3"],
+    ["--loss_tile_size", "3", "--grad_cache_mini_batch", "1"],
+    ["--loss_type", "align_uniform"],  # the full form on every process
+]
+
+
+@pytest.mark.parametrize("extra", LOSS_CASES, ids=["nt_xent", "dcl-symmetric-grad_cache", "arccon-tiled",
+                                                  "infonce-tiled-grad_cache", "align_uniform-whole"])
+def test_other_losses_and_tiles_two_processes_equal_one(models, train_file, tmp_path, extra):
+    """train.py with local rows (nt_xent, dcl, arccon), the tiled loss (--loss_tile_size) with and without
+    gradient caching, and a loss kept whole (align_uniform): 2 x b equals 1 x 2b, and the logged training loss
+    (the global loss, all-reduced) too. Not the margin losses here: their hardest negative is an argmax, and
+    the float32 rounding of a 2-process encoder (other batch shapes) flips near-ties of this tiny model's
+    embeddings, in the full form as in local rows; their local rows are exact in float64 above."""
+    two, one = two_equal_one(models["bert"], train_file, tmp_path, ["--pooler_type", "cls", *extra])
+    assert_most_weights_moved(models["bert"], two)
+    logged = [json.loads((tmp_path / run / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+              for run in ("two", "one")]
+    losses = [[entry["loss"] for entry in history if "loss" in entry] for history in logged]
+    assert len(losses[0]) == 3 and losses[0] == pytest.approx(losses[1], abs=1e-5)
+
+
+FSDP_CASES = [("bert", "cls", []), ("bert", "avg", ["--grad_cache_mini_batch", "1"]),
+              ("bert", "cls", ["--do_mlm"]), ("qwen2", "last", []), ("qwen2", "last", ["--grad_cache_mini_batch", "1"])]
+
+
+@pytest.mark.parametrize("model_type, pooler, extra", FSDP_CASES,
+                         ids=[f"{c[0]}-{c[1]}-{'-'.join(f.strip('-') for f in c[2])}" for c in FSDP_CASES])
+def test_fsdp_two_processes_equal_one(models, train_file, tmp_path, model_type, pooler, extra):
+    """--fsdp: FSDP2 shards every block and the rest of the model over the 2 processes; the embeddings are
+    still gathered with gradient, so 2 sharded processes x b end with the weights of 1 process x 2b (saved
+    whole from the shards), with gradient caching (the chunks re-run the sharded blocks) and the MLM head
+    (its decoder tied to the embeddings) too."""
+    two, single = two_equal_one(models[model_type], train_file, tmp_path, ["--pooler_type", pooler, *extra],
+                                two_flags=("--fsdp",))
+    assert_most_weights_moved(models[model_type], two, model_class_for(model_type).base_model_prefix + ".")
+    log = (tmp_path / "two" / "trainer_state.json").read_text(encoding="utf-8")
+    assert json.loads(log)["global_step"] == 3
+    if extra:
+        return
+    run = launch(2, models[model_type], train_file, tmp_path / "held", 2, "--pooler_type", pooler, "--fsdp",
+                 "--max_steps", "1")
+    held = re.findall(r"sharded over 2 processes: this one holds ([\d,]+) of ([\d,]+) parameters", run.stderr)
+    assert held  # each process holds half of every weight (rounded up per tensor)
+    for mine, total in held:
+        assert int(total.replace(",", "")) / 2 <= int(mine.replace(",", "")) < int(total.replace(",", "")) * 0.51
+
+
+def test_fsdp_run_killed_after_a_sharded_checkpoint_resumes_to_the_uninterrupted_weights(tmp_path):
+    """--fsdp with dropout on, a sharded evaluation and checkpoint every 2 of 6 steps, the best model loaded
+    at the end: torchrun (both processes) SIGKILLed once checkpoint-2 is complete, then relaunched with
+    --resume_from_checkpoint last, ends with the weights and the best checkpoint of an uninterrupted run.
+    Checkpoints hold the model's and optimizer's shards (torch.distributed.checkpoint), no whole weights."""
+    import signal
+    import time
+
+    from helpers import write_sts_tree
+    from simcse.training.reliability import is_complete
+
+    model = save_tiny_model(tmp_path / "bert", "bert")  # dropout on: the RNG states must be restored too
+    data = tmp_path / "wiki.txt"
+    data.write_text("\n".join(SENTENCES * 2) + "\n", encoding="utf-8")
+    senteval = write_sts_tree(tmp_path / "senteval")
+
+    def command(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+                str(REPO / "train.py"), "--model_name_or_path", str(model), "--train_file", str(data),
+                "--output_dir", str(out), "--per_device_train_batch_size", "2", "--max_steps", "6", "--seed", "5",
+                "--learning_rate", "1e-3", "--save_strategy", "steps", "--save_steps", "2", "--eval_strategy",
+                "steps", "--eval_steps", "2", "--metric_for_best_model", "stsb_spearman", "--load_best_model_at_end",
+                "--senteval_data", str(senteval), "--max_seq_length", "16", "--report_to", "none", "--use_cpu",
+                "--logging_steps", "1", "--disable_tqdm", "true", "--ddp_backend", "gloo", "--fsdp", *extra]
+
+    def env(*inject: Path) -> dict:
+        return {**os.environ, "OMP_NUM_THREADS": "1", "STEP_DELAY": "0.5",
+                "PYTHONPATH": os.pathsep.join([*map(str, inject), str(REPO), str(REPO / "SentEval")])}
+
+    full, out = tmp_path / "full", tmp_path / "out"
+    done = subprocess.run(command(full), capture_output=True, text=True, env=env(), timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert {p.name for p in (full / "checkpoint-2").iterdir()} >= {"sharded", "trainer_state.json", "scheduler.pt"}
+    assert not (full / "checkpoint-2" / "model.safetensors").exists()
+
+    proc = subprocess.Popen(command(out), cwd=REPO, env=env(REPO / "tests" / "inject" / "step_delay"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not is_complete(out / "checkpoint-2"):
+            assert proc.poll() is None and time.monotonic() < deadline, "the run ended or stalled before checkpoint-2"
+            time.sleep(0.05)
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert not (out / "model.safetensors").exists(), "the kill landed after the end of training"
+    resumed = subprocess.run(command(out, "--resume_from_checkpoint", "last"), capture_output=True, text=True,
+                             env=env(), timeout=600, cwd=REPO)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    a, b = load_file(out / "model.safetensors"), load_file(full / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= 1e-6, f"weights differ by {worst}"
+    states = [json.loads((run / "trainer_state.json").read_text(encoding="utf-8")) for run in (out, full)]
+    assert [(s["best_metric"], Path(s["best_model_checkpoint"]).name) for s in states][0] == \
+        [(s["best_metric"], Path(s["best_model_checkpoint"]).name) for s in states][1]
+    assert_most_weights_moved(model, a)
 
 
 def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_size(models, train_file, tmp_path):

@@ -80,7 +80,8 @@ def test_deepspeed_zero3_is_refused(tmp_path):
     (dict(load_best_model_at_end=True, eval_strategy="steps", eval_steps=5, save_strategy="steps", save_steps=10,
           metric_for_best_model="stsb_spearman"),
      "`save_steps` 10 differs from `eval_steps` 5"),
-    (dict(fsdp="full_shard"), "`fsdp` 'full_shard' is not supported"),
+    (dict(fsdp="full_shard"), "`fsdp` shards the model over processes: launch it with torchrun"),
+    (dict(fsdp="shard_grad_op auto_wrap"), "`fsdp` 'shard_grad_op auto_wrap' is not supported"),
     (dict(deepspeed="ds.json"), "`deepspeed` 'ds.json' needs a CUDA GPU"),
 ])
 def test_settings_that_cannot_keep_the_best_model_or_run_are_refused(flags, message):

@@ -91,6 +91,13 @@ class ContrastiveLoss(nn.Module):
         guide: torch.Tensor | None = None,
         keys: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        args, extras = self._checked(z1, z2, z3, scores=scores, guide=guide, keys=keys)
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            return self.compute(*args, **extras)
+
+    def _checked(self, z1, z2, z3, *, scores=None, guide=None, keys=None) -> tuple[tuple, dict]:
+        """The checks of :meth:`forward`; returns ``compute``'s positional arguments (z1, z2, z3) cast to the
+        compute dtype and its keyword arguments (the scores, guide or keys the loss consumes)."""
         _check_embeddings(z1, z2, z3)
         label = self.name or type(self).__name__
         check_inputs(self, hard_negatives=z3 is not None, scores=scores is not None, guide=guide is not None,
@@ -102,11 +109,10 @@ class ContrastiveLoss(nn.Module):
         if self.needs_guide:
             extras["guide"] = _check_guide(label, guide, z1, z3)
         dtype = compute_dtype(z1)
-        with torch.autocast(device_type=z1.device.type, enabled=False):
-            cast = {key: value.to(dtype) for key, value in extras.items()}
-            if keys is not None:
-                cast["keys"] = _check_keys(label, keys, z1, z3)  # integers: not cast
-            return self.compute(z1.to(dtype), z2.to(dtype), None if z3 is None else z3.to(dtype), **cast)
+        extras = {key: value.to(dtype) for key, value in extras.items()}
+        if keys is not None:
+            extras["keys"] = _check_keys(label, keys, z1, z3)  # integers: not cast
+        return (z1.to(dtype), z2.to(dtype), None if z3 is None else z3.to(dtype)), extras
 
     def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
         """The loss on float32 (or float64) embeddings (B, H); ``z3`` is None without hard negatives,

@@ -1,42 +1,30 @@
 """Tiled losses: InfoNCE and its family in O(B x tile) memory, never the (B, B) similarity matrix.
 
-Every loss here is written with two tiled primitives over a row set R (n, H) and a column set C (m, H):
-
-* :func:`tiled_logsumexp` (an autograd Function with a hand-written backward): lse_i = log Σ_j exp(R_i·C_j
-  + b_ij), where the bias b adds a constant on a few "diagonals" (column ``offset + i`` of row i: −inf
-  removes a row's own positive or itself, a finite w weights its own hard negative). The forward walks the
-  (tile x tile) blocks of R Cᵀ row tile by row tile, keeping a running max and sum of exponentials per
-  row; the backward recomputes each block, turns it into P = softmax weights times the incoming gradient,
-  and accumulates dR += P C and dC += Pᵀ R block by block.
-* :func:`tiled_hardest` (no gradient): the argmax over columns of R Cᵀ, diagonals excluded, by a running
-  max over column tiles. The margin losses then recompute the chosen pairs' cosines with autograd, so the
-  gradient of the hardest negative goes to the argmax only (as ``amax``'s does, ties aside).
-
-The rest of each formula (the positive logit, the −onehot half of the cross-entropy gradient, means,
-the symmetric average, relu clipping, the arccos margin) is O(n) per-row work left to autograd. So is the
-normalisation: F.normalize runs outside the Functions and autograd differentiates it. Peak memory beyond
-the embeddings (a few (B, H) copies: R, C and their gradients) is one (tile, tile) block of float32 (or
-float64 for float64 inputs); the result equals the plain loss's to rounding (float64 values and
-gradients within 1e-10 in ``tests/losses/test_tiled.py``, 4e-15 observed). Costs: the backward recomputes
-the blocks, 4/3 of the plain loss's matrix products and a second pass of exponentials, against the plain
-loss's (B, B) temporaries; ``bench/huge_batch.py`` measures both.
+Inf-CL (Cheng et al. 2024, arXiv:2410.17243) computes the contrastive loss in tiles of the similarity
+matrix with a running log-sum-exp. Every loss here is written with the two primitives of
+:mod:`simcse.losses.blocks` over a row set R and a column set C: :func:`tiled_logsumexp` (hand-written
+backward that recomputes each block) and :func:`tiled_hardest` (no gradient; the margin losses recompute
+the chosen pairs' cosines with autograd, so the gradient of the hardest negative goes to the argmax only, as
+``amax``'s does, ties aside). The rest of each formula (the positive logit, the −onehot half of the
+cross-entropy gradient, sums, the symmetric average, relu clipping, the arccos margin) is O(n) per-row work
+left to autograd, and so is the normalisation. Peak memory beyond the embeddings (a few (B, H) copies) is one
+(tile, tile) block of float32 (float64 for float64 inputs); the result equals the plain loss's to rounding
+(float64 values and gradients within 1e-10 in ``tests/losses/test_tiled.py``). Costs: the backward
+recomputes the blocks, 4/3 of the plain loss's matrix products; ``bench/huge_batch.py`` measures both.
 
 Which losses: :data:`TILEABLE` (``infonce`` with hard negatives, their weight and ``symmetric``;
 ``nt_xent``; ``dcl`` in all its forms; ``dcl_pos``; ``arccon``; ``dhel``; ``kcl``; ``align_uniform``;
-``met``, ``mpt``, ``mat``). The others cannot be tiled here and are refused with a
-:class:`~simcse.errors.SimCSEError`: ``vicreg`` builds no (B, B) matrix (it has nothing to tile),
+``met``, ``mpt``, ``mat``); duplicate-text masking (``keys``) for those of :data:`MASKED`. The others are
+refused with a :class:`~simcse.errors.SimCSEError`: ``vicreg`` builds no (B, B) matrix (nothing to tile),
 ``cosent``/``angle`` rank pairs of pairs by their scores, ``gist`` filters by a guide's similarities, and
-the Matryoshka wrappers wrap a loss (wrap a tiled one instead). Duplicate-text masking (``keys``) is not
-tiled yet and is refused.
+the Matryoshka wrappers wrap a loss (wrap a tiled one instead: ``train.py --loss_tile_size`` does).
 
-How it plugs in (``--loss_tile_size N``, or automatic beyond a batch size): wrap the built loss,
-``loss_fn = TiledLoss(build_loss(name, **kwargs), tile_size=N)``. :class:`TiledLoss` is a
-:class:`~simcse.losses.registry.ContrastiveLoss` with the plain loss's call signature
-``loss_fn(z1, z2, z3=None)`` (the same checks, fp32 casting and autocast rule), so the trainer's
-``_loss_of_embeddings``, DDP's gathered global batch and gradient caching's ``loss_of_embeddings``
-closure call it unchanged. Rows and columns within one tile make one block (the plain loss's memory),
-so an automatic setting can wrap every tileable loss with a fixed tile (4096: 64 MiB blocks in float32)
-and leave the others plain. :func:`tiled_loss` is the one-shot form.
+Local rows (:data:`LOCAL_ROWS`: every tileable loss but ``align_uniform``, whose uniformity is the log of a
+sum over all pairs): ``TiledLoss(...)(z1, z2, z3, rows=(first, last))`` is rows [first, last)'s share of
+the loss. Under DDP each process computes its own rows of the gathered global batch against every
+candidate (the trainer does this; sentence-transformers scores local rows against gathered candidates too),
+so the loss's compute and memory per process drop by W and the shares of the W processes add up to the
+global-batch loss.
 
 >>> import torch
 >>> from simcse.losses import build_loss
@@ -45,35 +33,45 @@ and leave the others plain. :func:`tiled_loss` is the one-shot form.
 >>> tiled = tiled_loss("infonce", z1, z2, None, {"symmetric": True}, tile_size=8)
 >>> bool(torch.allclose(plain, tiled, rtol=1e-12, atol=1e-12))
 True
+>>> loss = TiledLoss(build_loss("infonce"), None)
+>>> parts = loss(z1, z2, rows=(0, 20)) + loss(z1, z2, rows=(20, 37))
+>>> bool(torch.allclose(parts, build_loss("infonce")(z1, z2), rtol=1e-12, atol=1e-12))
+True
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import sys
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from simcse.errors import SimCSEError
+from simcse.losses.blocks import NEG_INF, Duplicates, check_tile_size, tiled_hardest, tiled_logsumexp
 from simcse.losses.checks import require_pairs
 from simcse.losses.diagnostics import alignment
 from simcse.losses.ops import COSINE_EPS, paired_squared_distances, safe_arccos
-from simcse.losses.registry import ContrastiveLoss, build_loss, flatten_hard_negatives
+from simcse.losses.registry import LOSSES, ContrastiveLoss, build_loss, flatten_hard_negatives
 
-__all__ = ["TILEABLE", "TiledLoss", "check_tileable", "tiled_hardest", "tiled_logsumexp", "tiled_loss"]
+__all__ = ["LOCAL_ROWS", "MASKED", "TILEABLE", "TiledLoss", "check_tileable", "check_tiled_masking", "row_local_form",
+           "tiled_hardest", "tiled_logsumexp", "tiled_loss"]
 
 #: The losses :class:`TiledLoss` computes in tiles.
 TILEABLE = ("infonce", "nt_xent", "dcl", "dcl_pos", "arccon", "dhel", "kcl", "align_uniform", "met", "mpt", "mat")
+#: Those whose value is a sum of per-row terms, so that one process may compute its own rows (``rows=``).
+#: align_uniform's uniformity is the log of a sum over every pair: it needs the whole batch.
+LOCAL_ROWS = tuple(name for name in TILEABLE if name != "align_uniform")
+#: Those that also mask duplicate texts (``keys``) when tiled.
+MASKED = ("infonce", "nt_xent", "dcl", "dcl_pos", "arccon", "dhel")
 _WHY_NOT = {
     "vicreg": "it builds no (B, B) matrix, so there is nothing to tile",
     "cosent": "it ranks pairs of pairs by their scores, not rows against candidates",
     "angle": "it ranks pairs of pairs by their scores, not rows against candidates",
     "gist": "its negatives are filtered by a guide's similarities",
 }
-NEG_INF = float("-inf")
-Diagonals = Sequence[tuple[int, float]]  # (offset, value): value added at (i, offset + i) for every row i
 
 
 def check_tileable(name: str) -> None:
@@ -84,193 +82,172 @@ def check_tileable(name: str) -> None:
                           f"{', '.join(TILEABLE)}")
 
 
-def _check_tile_size(tile_size: object) -> int:
-    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
-        raise SimCSEError(f"loss_tile_size must be a positive integer (rows and columns of one block of "
-                          f"similarities), got {tile_size!r}")
-    return tile_size
+def check_tiled_masking(name: str) -> None:
+    """Raise :class:`~simcse.errors.SimCSEError` unless tiled loss ``name`` can mask duplicate texts."""
+    if name not in MASKED:
+        raise SimCSEError(f"loss {name!r} cannot mask duplicate texts (`mask_duplicate_texts`) when tiled "
+                          f"(`loss_tile_size`); the tiled losses that can: {', '.join(MASKED)}; drop one of the two")
 
 
-def _block(rows: torch.Tensor, cols: torch.Tensor, r0: int, c0: int, tile: int, buffer: torch.Tensor,
-           diagonals: Diagonals, shift: torch.Tensor | None = None) -> torch.Tensor:
-    """R[r0:r0+tile] C[c0:c0+tile]ᵀ + the diagonals' values [− shift per row, fused into the product],
-    written into ``buffer`` (reused, no allocation)."""
-    a, b = rows[r0:r0 + tile], cols[c0:c0 + tile]
-    block = buffer.view(-1)[: a.shape[0] * b.shape[0]].view(a.shape[0], b.shape[0])
-    if shift is None:
-        torch.mm(a, b.T, out=block)
-    else:
-        torch.addmm(shift[:, None], a, b.T, beta=-1, out=block)
-    for offset, value in diagonals:
-        block.diagonal(offset + r0 - c0).add_(value)  # entries (i, offset + i) inside this block
-    return block
+@dataclass(frozen=True)
+class _Batch:
+    """Unit rows x, y (B, H) and x3 (K·B, H) or None, the text keys (B, 2 + K) or None, the rows
+    [first, last) this call computes, and the tile."""
 
+    x: torch.Tensor
+    y: torch.Tensor
+    x3: torch.Tensor | None
+    keys: torch.Tensor | None
+    first: int
+    last: int
+    tile: int
 
-def _buffer(rows: torch.Tensor, cols: torch.Tensor, tile: int) -> torch.Tensor:
-    return rows.new_empty(min(tile, rows.shape[0]) * min(tile, cols.shape[0]))
+    @property
+    def size(self) -> int:
+        return self.x.shape[0]
 
+    def rows(self, z: torch.Tensor) -> torch.Tensor:
+        return z[self.first:self.last]
 
-class _TiledLogSumExp(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, rows, cols, diagonals, tile):
-        buffer = _buffer(rows, cols, tile)
-        lse = rows.new_empty(rows.shape[0])
-        for r0 in range(0, rows.shape[0], tile):
-            n = min(tile, rows.shape[0] - r0)
-            top = rows.new_full((n,), NEG_INF)  # running max of the row
-            total = rows.new_zeros(n)  # running Σ exp(logit − top)
-            for c0 in range(0, cols.shape[0], tile):
-                block = _block(rows, cols, r0, c0, tile, buffer, diagonals)
-                new_top = torch.maximum(top, block.amax(dim=1))
-                shift = torch.where(new_top > NEG_INF, new_top, torch.zeros_like(new_top))  # −inf rows: no NaN
-                total = total * (top - shift).exp() + block.sub_(shift[:, None]).exp_().sum(dim=1)
-                top = new_top
-            lse[r0:r0 + n] = torch.where(top > NEG_INF, top + total.log(), top)
-        ctx.save_for_backward(rows, cols, lse)
-        ctx.diagonals, ctx.tile = diagonals, tile
-        return lse
+    def duplicates(self, columns: torch.Tensor | None, own: tuple[int, ...]) -> Duplicates | None:
+        """The mask of candidates ``columns`` (one key per column) repeating a computed row's pair."""
+        if self.keys is None:
+            return None
+        return Duplicates(self.rows(self.keys[:, :2]), columns, own)
 
-    @staticmethod
-    def backward(ctx, grad):
-        rows, cols, lse = ctx.saved_tensors
-        tile, diagonals = ctx.tile, ctx.diagonals
-        buffer = _buffer(rows, cols, tile)
-        d_rows, d_cols = torch.zeros_like(rows), torch.zeros_like(cols)
-        safe_lse = torch.where(lse > NEG_INF, lse, torch.zeros_like(lse))  # an empty row has P = 0
-        for r0 in range(0, rows.shape[0], tile):
-            r1 = min(r0 + tile, rows.shape[0])
-            g = grad[r0:r1, None]
-            scaled_rows = rows[r0:r1] * g  # g_i R_i: the gradient's row factor, on (tile, H) not (tile, tile)
-            for c0 in range(0, cols.shape[0], tile):
-                c1 = min(c0 + tile, cols.shape[0])
-                weights = _block(rows, cols, r0, c0, tile, buffer, diagonals, safe_lse[r0:r1]).exp_()  # P_ij
-                d_rows[r0:r1].addcmul_(weights @ cols[c0:c1], g)  # Σ_j g_i P_ij C_j
-                d_cols[c0:c1].addmm_(weights.T, scaled_rows)  # Σ_i g_i P_ij R_i
-        return d_rows, d_cols, None, None
+    def candidate_keys(self, role: int, hard: bool) -> torch.Tensor | None:
+        """The keys of candidates [role's sentences; the hard negatives, k-major when ``hard``]."""
+        if self.keys is None:
+            return None
+        return torch.cat([self.keys[:, role]] + ([self.keys[:, 2:].T.reshape(-1)] if hard else []))
 
-
-def tiled_logsumexp(rows: torch.Tensor, cols: torch.Tensor, diagonals: Diagonals = (), *,
-                    tile_size: int) -> torch.Tensor:
-    """log Σ_j exp(rows_i·cols_j + b_ij) for every row i (n,), in (tile, tile) blocks, differentiable in both.
-
-    ``rows`` (n, H) and ``cols`` (m, H) of one dtype; b_ij is ``value`` where j = i + ``offset`` for each
-    (offset, value) of ``diagonals`` (−inf removes the entry; several diagonals may share a column block),
-    else 0. A row with every entry removed gets −inf, and zero gradient.
-    """
-    return _TiledLogSumExp.apply(rows.contiguous(), cols.contiguous(), tuple(diagonals), _check_tile_size(tile_size))
-
-
-@torch.no_grad()
-def tiled_hardest(rows: torch.Tensor, cols: torch.Tensor, diagonals: Diagonals = (), *,
-                  tile_size: int) -> torch.Tensor:
-    """argmax_j (rows_i·cols_j + b_ij) for every row i (n,) int64, b as in :func:`tiled_logsumexp`; the first
-    maximum on ties; no gradient (recompute the chosen pairs to differentiate them)."""
-    tile = _check_tile_size(tile_size)
-    rows, cols = rows.detach().contiguous(), cols.detach().contiguous()
-    buffer = _buffer(rows, cols, tile)
-    best = rows.new_full((rows.shape[0],), NEG_INF)
-    index = torch.zeros(rows.shape[0], dtype=torch.long, device=rows.device)
-    for r0 in range(0, rows.shape[0], tile):
-        r1 = min(r0 + tile, rows.shape[0])
-        for c0 in range(0, cols.shape[0], tile):
-            values, where = _block(rows, cols, r0, c0, tile, buffer, diagonals).max(dim=1)
-            better = values > best[r0:r1]  # strict: an earlier tile keeps a tie
-            best[r0:r1] = torch.where(better, values, best[r0:r1])
-            index[r0:r1] = torch.where(better, where + c0, index[r0:r1])
-    return index
+    def lse(self, rows: torch.Tensor, cols: torch.Tensor, diagonals=(), duplicates=None) -> torch.Tensor:
+        return tiled_logsumexp(rows, cols, diagonals, duplicates, tile_size=self.tile)
 
 
 def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a * b).sum(dim=1)
 
 
-def _infonce(x, y, x3, hp, tile):
-    batch, temp = x.shape[0], hp["temp"]
-    cols = y if x3 is None else torch.cat([y, x3])
+def _or_zero(lse: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values`` where the log-sum-exp had a candidate, 0 where every one was masked (the plain losses' rule)."""
+    return torch.where(lse > NEG_INF, values, torch.zeros_like(values))
+
+
+def _infonce(b: _Batch, hp: dict) -> torch.Tensor:
+    batch, first, temp = b.size, b.first, hp["temp"]
+    cols = b.y if b.x3 is None else torch.cat([b.y, b.x3])
     weight = hp.get("hard_negative_weight", 0.0)
-    hard = [] if (x3 is None or weight == 0) else [(k * batch, weight) for k in range(1, cols.shape[0] // batch)]
-    positive = _rowdot(x, y) / temp  # (B,)
-    loss = (tiled_logsumexp(x / temp, cols, hard, tile_size=tile) - positive).mean()
+    hard = [] if (b.x3 is None or weight == 0) else [(k * batch + first, weight)
+                                                      for k in range(1, cols.shape[0] // batch)]
+    x, y = b.rows(b.x), b.rows(b.y)
+    positive = _rowdot(x, y) / temp  # (n,)
+    own = b.duplicates(b.candidate_keys(1, b.x3 is not None), (first,))
+    loss = (b.lse(x / temp, cols, hard, own) - positive).sum() / batch
     if hp.get("symmetric", False):  # positive j against every anchor; hard negatives take no part
-        loss = (loss + (tiled_logsumexp(y / temp, x, tile_size=tile) - positive).mean()) / 2
+        column = b.lse(y / temp, b.x, (), b.duplicates(b.candidate_keys(0, False), (first,)))
+        loss = (loss + (column - positive).sum() / batch) / 2
     return loss
 
 
-def _nt_xent(x, y, x3, hp, tile):
-    both = torch.cat([x, y])  # (2B, H): row r's positive is row r ± B, itself excluded
-    positive = _rowdot(x, y) / hp["temp"]
-    return (tiled_logsumexp(both / hp["temp"], both, [(0, NEG_INF)], tile_size=tile) - positive.repeat(2)).mean()
+def _nt_xent(b: _Batch, hp: dict) -> torch.Tensor:
+    batch, first, temp = b.size, b.first, hp["temp"]
+    both = torch.cat([b.x, b.y])  # (2B, H): row r's positive is row r ± B, itself excluded
+    keys = None if b.keys is None else torch.cat([b.keys[:, 0], b.keys[:, 1]])
+    x, y = b.rows(b.x), b.rows(b.y)
+    positive = _rowdot(x, y) / temp
+    own = b.duplicates(keys, (first, batch + first))
+    anchors = b.lse(x / temp, both, [(first, NEG_INF)], own)
+    positives = b.lse(y / temp, both, [(batch + first, NEG_INF)], own)
+    return ((anchors - positive).sum() + (positives - positive).sum()) / (2 * batch)
 
 
-def _decoupled(anchors, positives, hard, temp, same_view, tile):
-    """DCL's ℓ_i: log Σ over the negatives (the positive and the anchor itself removed) − the positive logit."""
+def _decoupled(b: _Batch, anchors: torch.Tensor, positives: torch.Tensor, hard: torch.Tensor | None, temp: float,
+               same_view: bool, roles: tuple[int, int]) -> torch.Tensor:
+    """DCL's ℓ_i of the computed rows: log Σ over the negatives (the positive and the anchor itself
+    removed) − the positive logit; 0 for a row whose every negative is a masked duplicate."""
+    first = b.first
     blocks = [positives] + ([] if hard is None else [hard])
-    excluded = [(0, NEG_INF)]
+    keys = b.candidate_keys(roles[1], hard is not None)
+    excluded = [(first, NEG_INF)]
     if same_view:
-        excluded.append((sum(b.shape[0] for b in blocks), NEG_INF))
+        excluded.append((sum(block.shape[0] for block in blocks) + first, NEG_INF))
         blocks.append(anchors)
-    lse = tiled_logsumexp(anchors / temp, torch.cat(blocks), excluded, tile_size=tile)
-    return lse - _rowdot(anchors, positives) / temp
+        keys = None if keys is None else torch.cat([keys, b.keys[:, roles[0]]])
+    own = b.duplicates(keys, tuple(offset for offset, _ in excluded))
+    lse = b.lse(b.rows(anchors) / temp, torch.cat(blocks), excluded, own)
+    return _or_zero(lse, lse - _rowdot(b.rows(anchors), b.rows(positives)) / temp)
 
 
-def _dcl(x, y, x3, hp, tile):
-    require_pairs("dcl", x)
+def _dcl(b: _Batch, hp: dict) -> torch.Tensor:
+    require_pairs("dcl", b.x)
     same_view = hp.get("same_view_negatives", False)
-    losses = _decoupled(x, y, x3, hp["temp"], same_view, tile)
-    if hp.get("symmetric", False):
-        losses = torch.cat([losses, _decoupled(y, x, None, hp["temp"], same_view, tile)])
-    return losses.mean()
+    losses = _decoupled(b, b.x, b.y, b.x3, hp["temp"], same_view, (0, 1))
+    if not hp.get("symmetric", False):
+        return losses.sum() / b.size
+    reverse = _decoupled(b, b.y, b.x, None, hp["temp"], same_view, (1, 0))
+    return (losses.sum() + reverse.sum()) / (2 * b.size)
 
 
-def _dcl_pos(x, y, x3, hp, tile):
-    require_pairs("dcl_pos", x)
-    return F.relu(_decoupled(x, y, x3, hp["temp"], False, tile)).mean()
+def _dcl_pos(b: _Batch, hp: dict) -> torch.Tensor:
+    require_pairs("dcl_pos", b.x)
+    return F.relu(_decoupled(b, b.x, b.y, b.x3, hp["temp"], False, (0, 1))).sum() / b.size
 
 
-def _arccon(x, y, x3, hp, tile):
-    cols = y if x3 is None else torch.cat([y, x3])
-    negatives = tiled_logsumexp(x / hp["temp"], cols, [(0, NEG_INF)], tile_size=tile)  # all but the positive
+def _arccon(b: _Batch, hp: dict) -> torch.Tensor:
+    cols = b.y if b.x3 is None else torch.cat([b.y, b.x3])
+    own = b.duplicates(b.candidate_keys(1, b.x3 is not None), (b.first,))
+    x, y = b.rows(b.x), b.rows(b.y)
+    negatives = b.lse(x / hp["temp"], cols, [(b.first, NEG_INF)], own)  # all but the positive
     positive = torch.cos(safe_arccos(_rowdot(x, y)) + math.radians(hp["margin"])) / hp["temp"]
-    return (torch.logaddexp(negatives, positive) - positive).mean()
+    return (torch.logaddexp(negatives, positive) - positive).sum() / b.size
 
 
-def _dhel(x, y, x3, hp, tile):
-    require_pairs("dhel", x)
+def _dhel(b: _Batch, hp: dict) -> torch.Tensor:
+    require_pairs("dhel", b.x)
     temp = hp["temp"]
-    losses = tiled_logsumexp(x / temp, x, [(0, NEG_INF)], tile_size=tile) - _rowdot(x, y) / temp
+
+    def same_view(z: torch.Tensor, role: int) -> torch.Tensor:
+        lse = b.lse(b.rows(z) / temp, z, [(b.first, NEG_INF)], b.duplicates(b.candidate_keys(role, False), (b.first,)))
+        return _or_zero(lse, lse)
+
+    losses = same_view(b.x, 0) - _rowdot(b.rows(b.x), b.rows(b.y)) / temp
     if hp.get("include_augs", True):
-        losses = losses + tiled_logsumexp(y / temp, y, [(0, NEG_INF)], tile_size=tile)
-    return losses.mean()
+        losses = losses + same_view(b.y, 1)
+    return losses.sum() / b.size
 
 
-def _uniformity(x: torch.Tensor, t: float, tile: int) -> torch.Tensor:
-    """log mean_{i<j} e^{−t‖x_i − x_j‖²} of unit rows: ‖x_i − x_j‖² = 2 − 2 x_i·x_j and the i ≠ j sum is
-    twice the i < j one, so it is logsumexp_i(lse_i) − 2t − log(B(B − 1))."""
-    batch = x.shape[0]
-    lse = tiled_logsumexp(2 * t * x, x, [(0, NEG_INF)], tile_size=tile)  # (B,) over j ≠ i
+def _log_uniformity(b: _Batch, z: torch.Tensor, t: float) -> torch.Tensor:
+    """log of the computed rows' share of mean_{i≠j} e^{−t‖z_i − z_j‖²} over unit rows: ‖z_i − z_j‖² =
+    2 − 2 z_i·z_j, so it is logsumexp_i(lse_i) − 2t − log(B(B − 1)). Over every row, it is the
+    uniformity log mean_{i<j} e^{−t‖z_i − z_j‖²} (the i ≠ j mean equals the i < j one)."""
+    batch = b.size
+    lse = b.lse(2 * t * b.rows(z), z, [(b.first, NEG_INF)])  # (n,) over j ≠ i
     return torch.logsumexp(lse, dim=0) - 2 * t - math.log(batch * (batch - 1))
 
 
-def _align_uniform(x, y, x3, hp, tile):
-    require_pairs("align_uniform", x)
+def _align_uniform(b: _Batch, hp: dict) -> torch.Tensor:
+    require_pairs("align_uniform", b.x)
     lam, t = hp["lam"], hp["t"]
-    return (1 - lam) * alignment(x, y, hp["alpha"]) + lam * (_uniformity(x, t, tile) + _uniformity(y, t, tile)) / 2
+    return (1 - lam) * alignment(b.x, b.y, hp["alpha"]) + lam * (_log_uniformity(b, b.x, t)
+                                                                  + _log_uniformity(b, b.y, t)) / 2
 
 
-def _kcl(x, y, x3, hp, tile):
-    require_pairs("kcl", x)
+def _kcl(b: _Batch, hp: dict) -> torch.Tensor:
+    require_pairs("kcl", b.x)
     t = hp["t"]
-    aligned = torch.exp(-t * paired_squared_distances(x, y)).mean()
-    return -2 * aligned + hp["gamma"] * (_uniformity(x, t, tile).exp() + _uniformity(y, t, tile).exp())
+    aligned = torch.exp(-t * paired_squared_distances(b.rows(b.x), b.rows(b.y))).sum() / b.size
+    return -2 * aligned + hp["gamma"] * (_log_uniformity(b, b.x, t).exp() + _log_uniformity(b, b.y, t).exp())
 
 
-def _margin(distance, scale: float = 1.0):
-    def loss(x, y, x3, hp, tile, name):
-        require_pairs(name, x)
+def _margin(name: str, distance, scale: float = 1.0):
+    def loss(b: _Batch, hp: dict) -> torch.Tensor:
+        require_pairs(name, b.x)
         # Column j (positive y_j) against every other anchor x_i: the hardest is the most similar one.
-        hardest = tiled_hardest(y, x, [(0, NEG_INF)], tile_size=tile)  # (B,) the i of each column j
-        positive, negative = _rowdot(x, y), _rowdot(x[hardest], y)  # differentiable, O(B·H)
-        return F.relu(hp["margin"] * scale + distance(positive) - distance(negative)).mean()
+        y = b.rows(b.y)
+        hardest = tiled_hardest(y, b.x, [(b.first, NEG_INF)], tile_size=b.tile)  # the i of each column j
+        positive, negative = _rowdot(b.rows(b.x), y), _rowdot(b.x[hardest], y)  # differentiable, O(n·H)
+        return F.relu(hp["margin"] * scale + distance(positive) - distance(negative)).sum() / b.size
 
     return loss
 
@@ -278,9 +255,9 @@ def _margin(distance, scale: float = 1.0):
 _FORMULAS = {
     "infonce": _infonce, "nt_xent": _nt_xent, "dcl": _dcl, "dcl_pos": _dcl_pos, "arccon": _arccon,
     "dhel": _dhel, "kcl": _kcl, "align_uniform": _align_uniform,
-    "met": _margin(lambda c: (2 - 2 * c).clamp_min(COSINE_EPS).sqrt()),
-    "mpt": _margin(lambda c: -c),
-    "mat": _margin(safe_arccos, math.pi),
+    "met": _margin("met", lambda c: (2 - 2 * c).clamp_min(COSINE_EPS).sqrt()),
+    "mpt": _margin("mpt", lambda c: -c),
+    "mat": _margin("mat", safe_arccos, math.pi),
 }
 
 
@@ -288,38 +265,69 @@ class TiledLoss(ContrastiveLoss):
     """A registered loss computed in (tile, tile) blocks: same value and gradient, O(B·tile) memory.
 
     ``TiledLoss(build_loss("infonce", temp=0.05), tile_size=4096)(z1, z2, z3)`` equals the wrapped loss on
-    the same embeddings. It takes the wrapped loss's inputs (hard negatives where that loss takes them)
-    and is not registered itself. ``hparams()`` reports the wrapped loss's hyperparameters.
+    the same embeddings. It takes the wrapped loss's inputs (hard negatives where that loss takes them;
+    text ``keys`` for the losses of :data:`MASKED`) and is not registered itself. ``hparams()`` reports the
+    wrapped loss's hyperparameters. ``tile_size=None``: one block (the plain loss's memory), for
+    :meth:`forward`'s ``rows``.
+
+    ``forward(..., rows=(first, last))`` computes only rows [first, last) (anchors, and for the symmetric
+    and column-wise forms the same examples' positives) against every candidate, returning their terms'
+    sum divided by the whole batch's count: the parts of a partition of the rows add up to the loss. Under
+    DDP each process computes its own rows of the gathered batch (:func:`row_local_form`).
     """
 
-    def __init__(self, loss: ContrastiveLoss, tile_size: int) -> None:
+    def __init__(self, loss: ContrastiveLoss, tile_size: int | None) -> None:
         super().__init__()
         check_tileable(loss.name)
         self.loss = loss
-        self.tile_size = _check_tile_size(tile_size)
+        self.tile_size = None if tile_size is None else check_tile_size(tile_size)
         self.name = loss.name
         self.supports_hard_negatives = loss.supports_hard_negatives
+        self.masks_duplicates = loss.masks_duplicates
 
-    def forward(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None, **kwargs: Any):
+    def forward(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None, *,
+                rows: tuple[int, int] | None = None, **kwargs: Any) -> torch.Tensor:
         if kwargs.get("keys") is not None:
-            raise SimCSEError(f"loss {self.name!r} cannot mask duplicate texts (`mask_duplicate_texts`) when tiled "
-                              "(`loss_tile_size`) yet; drop one of the two")
-        kwargs.pop("keys", None)
-        return super().forward(z1, z2, z3, **kwargs)
+            check_tiled_masking(self.name)
+        args, extras = self._checked(z1, z2, z3, **kwargs)
+        with torch.autocast(device_type=z1.device.type, enabled=False):
+            return self.compute(*args, rows=rows, **extras)
 
-    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None) -> torch.Tensor:
+    def compute(self, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None, *,
+                keys: torch.Tensor | None = None, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        batch = z1.shape[0]
+        first, last = (0, batch) if rows is None else rows
+        if not 0 <= first < last <= batch:
+            raise SimCSEError(f"rows {rows!r} are not a non-empty range of the batch's {batch} rows")
+        if (first, last) != (0, batch) and self.name not in LOCAL_ROWS:
+            raise SimCSEError(f"loss {self.name!r} needs the whole batch (its terms are not a sum over rows); "
+                              f"only {', '.join(LOCAL_ROWS)} compute a part of the rows")
         x, y = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
         x3 = None if z3 is None else F.normalize(flatten_hard_negatives(z3), dim=-1)  # (K·B, H), k-major
-        formula, hp = _FORMULAS[self.name], self.loss.hparams()
-        if self.name in ("met", "mpt", "mat"):
-            return formula(x, y, x3, hp, self.tile_size, self.name)
-        return formula(x, y, x3, hp, self.tile_size)
+        tile = self.tile_size or sys.maxsize  # None: one block per row set
+        return _FORMULAS[self.name](_Batch(x, y, x3, keys, first, last, tile), self.loss.hparams())
 
     def hparams(self) -> dict[str, Any]:
         return self.loss.hparams()
 
     def extra_repr(self) -> str:
         return f"tile_size={self.tile_size}"
+
+
+def row_local_form(loss: ContrastiveLoss, keys: bool = False) -> TiledLoss | None:
+    """The form of ``loss`` that computes a part of the rows (``rows=``), or None when it needs the whole
+    batch: a :class:`TiledLoss` of :data:`LOCAL_ROWS` (``loss`` itself, or ``loss`` wrapped with one block
+    per row set), and with ``keys`` (duplicate-text masking) of :data:`MASKED` too. Wrappers (Matryoshka)
+    and the other losses keep the full form."""
+    if isinstance(loss, TiledLoss):
+        local = loss
+    elif LOSSES.get(loss.name) is type(loss) and loss.name in LOCAL_ROWS:
+        local = TiledLoss(loss, None)
+    else:
+        return None
+    if local.name not in LOCAL_ROWS or (keys and local.name not in MASKED):
+        return None
+    return local
 
 
 def tiled_loss(name: str, z1: torch.Tensor, z2: torch.Tensor, z3: torch.Tensor | None = None,

@@ -24,6 +24,7 @@ from simcse.modeling.encoder import check_max_length
 from simcse.modeling.poolers import ALL_POOLERS, POOLER_HELP
 from simcse.training.legacy_flags import translate_legacy_argv, translate_legacy_config
 from simcse.training.loss_flags import build_training_loss
+from simcse.training.sharding import check_engines
 
 
 @dataclass
@@ -75,6 +76,13 @@ class ModelArguments:
                                 '"kl_temperature": 0.3, "last_layer_weight": 1.0, "prior_layers_weight": 1.0}\''})
     loss_kwargs: str | None = field(
         default=None, metadata={"help": 'any loss hyperparameters as JSON, e.g. \'{"symmetric": true}\''}
+    )
+    loss_tile_size: int | None = field(
+        default=None,
+        metadata={"help": "compute the loss in (N x N) blocks of similarities with a running log-sum-exp (Inf-CL, "
+                  "arXiv:2410.17243): memory O(batch x N), never the (batch x batch) matrix; for batches beyond "
+                  "~16k. Same value and gradient; InfoNCE's family only (infonce, nt_xent, dcl, dcl_pos, arccon, "
+                  "dhel, kcl, align_uniform, met, mpt, mat)"},
     )
     guide_model: str | None = field(
         default=None,
@@ -170,19 +178,6 @@ class DataTrainingArguments:
         self.eval_custom_retrieval = list(self.eval_custom_retrieval or [])
 
 
-def _zero_stage(deepspeed) -> int | None:
-    """The ZeRO stage of a --deepspeed config (a JSON file path or a dict), None when unreadable."""
-    config = deepspeed
-    if isinstance(deepspeed, str):
-        try:
-            with open(deepspeed, encoding="utf-8") as handle:
-                config = json.load(handle)
-        except (OSError, ValueError):
-            return None
-    stage = (config.get("zero_optimization") or {}).get("stage") if isinstance(config, dict) else None
-    return stage if isinstance(stage, int) else None
-
-
 def _value(choice) -> str:
     """An interval/save strategy as its string, whether still the flag's text or already an enum."""
     return str(getattr(choice, "value", choice))
@@ -259,7 +254,7 @@ class SimCSETrainingArguments(TrainingArguments):
             raise SimCSEError("`mask_duplicate_texts` and `no_duplicates_in_batch` both keep duplicate texts from "
                               "being negatives (the mask in the loss, the sampler by deferring examples): with the "
                               "sampler there is nothing left to mask; drop one of them")
-        self._check_engines()
+        check_engines(self)
         super().__post_init__()
         if self.n_gpu > 1:
             raise SimCSEError(
@@ -301,29 +296,6 @@ class SimCSETrainingArguments(TrainingArguments):
                 "a best model found at an evaluation that is not a save step would never be written, and "
                 "`load_best_model_at_end` would load a worse one; drop `save_steps`/`save_strategy` (the "
                 "default then saves each new best) or set `save_steps` equal to `eval_steps`")
-
-    def _check_engines(self) -> None:
-        """Engines other than DDP, refused at parse time with the fix, not after the model has loaded.
-
-        FSDP / DeepSpeed ZeRO-3 shard the parameters: the dev evaluation (``encode`` on the unwrapped
-        model, on one process) and gradient caching (which steps the engine once per chunk under
-        DeepSpeed) would bypass or break the sharding. Neither is supported yet.
-        """
-        if self.fsdp:
-            raise SimCSEError(f"`fsdp` {self.fsdp!r} is not supported (evaluation and gradient caching would "
-                              "bypass the sharding); train with DDP: torchrun --nproc_per_node N train.py ..., "
-                              "and `grad_cache_mini_batch` K for large batches in small memory")
-        if self.deepspeed:
-            if _zero_stage(self.deepspeed) == 3:
-                raise SimCSEError(f"`deepspeed` {self.deepspeed!r} uses ZeRO stage 3, which shards the parameters: "
-                                  "the dev evaluation and gradient caching would bypass the sharding; use ZeRO "
-                                  "stage 1 or 2, or DDP (torchrun)")
-            if not torch.cuda.is_available():
-                raise SimCSEError(f"`deepspeed` {self.deepspeed!r} needs a CUDA GPU and none is visible; drop "
-                                  "the flag (use torchrun for several processes)")
-            if self.grad_cache_mini_batch is not None:
-                raise SimCSEError("`grad_cache_mini_batch` cannot be combined with `deepspeed` (DeepSpeed steps "
-                                  "the optimizer at every backward, i.e. once per chunk); drop one of the two")
 
 
 def read_config(path: str) -> tuple[dict, dict | None]:

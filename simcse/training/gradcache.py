@@ -15,7 +15,9 @@ The parameter gradients equal those of one backward through the whole batch (tes
 dropout on); peak activation memory is that of one chunk. The cost is a second forward pass.
 
 Under DDP each process holds the same global loss; the gathered-with-gradient path gives each process
-W·∂L/∂z_local and DDP averages, so here the local slice of g is multiplied by W to match. The MLM term,
+W·∂L/∂z_local and DDP averages, so here the local slice of g is multiplied by W to match. When each process
+computes only its own rows' share of the loss, times W (``local_rows``), the gradients of all processes'
+shares are summed (an all-reduce of g) before the local slice is taken: the same W·∂L/∂z_local. The MLM term,
 when on, is a per-token mean over the whole batch, so each chunk's MLM loss is weighted by its share of
 the masked tokens. The counts stay on the device (no host sync), and a non-finite MLM part gives NaN
 gradients (:func:`~simcse.training.nonfinite.nan_gradient_if_nonfinite`), as a non-finite loss does on the
@@ -67,6 +69,7 @@ def cached_step(
     mlm_weight: float = 0.0,
     scale: float = 1.0,
     mlm_over_processes: bool = True,
+    local_rows: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One gradient-cached training step; parameter gradients are accumulated by ``backward``.
 
@@ -75,6 +78,8 @@ def cached_step(
     fp16 loss scale). scale: multiplies every surrogate (1 / gradient-accumulation steps).
     mlm_over_processes: under DDP, the MLM mean over every process's masked tokens (False: over this
     process's own, DDP averaging the W means: princeton-nlp/SimCSE's, with ``ddp_original_gradient_scale``).
+    local_rows: ``loss_of_embeddings`` returns this process's rows' share of the loss times W (not the whole
+    loss), so its gradient with respect to the global embeddings is summed over the processes.
     Returns (total loss for logging, detached; the embeddings the loss saw (W·B, N, H), detached: the
     global batch under DDP, as on the path without caching).
     """
@@ -96,7 +101,11 @@ def cached_step(
     loss = loss_of_embeddings(z)
     (grad,) = torch.autograd.grad(loss, z)
     start = rank() * local.shape[0]
-    local_grad = grad[start:start + local.shape[0]] * world_size()  # DDP will average over W processes
+    if local_rows and world_size() > 1:  # Σ over processes of W·∂(share)/∂z = W·∂L/∂z
+        torch.distributed.all_reduce(grad)
+        local_grad = grad[start:start + local.shape[0]]
+    else:
+        local_grad = grad[start:start + local.shape[0]] * world_size()  # DDP will average over W processes
     grads = local_grad.split([p.shape[0] for p in pieces])
 
     # 3. Replay each chunk with gradient from its random state and back-propagate the cached gradient.

@@ -2,8 +2,8 @@
 
 :func:`loss_flags` maps train.py's loss flags to constructor arguments, as the losses declared them at
 registration (``@register_loss(name, flags=...)``); :func:`loss_kwargs` applies the flags the user gave
-and ``--loss_kwargs`` on top; :func:`build_training_loss` builds the registered loss and wraps it in the
-Matryoshka wrappers the flags ask for. ``args`` is a
+and ``--loss_kwargs`` on top; :func:`build_training_loss` builds the registered loss, tiles it
+(``--loss_tile_size``) and wraps it in the Matryoshka wrappers the flags ask for. ``args`` is a
 :class:`simcse.training.arguments.ModelArguments`.
 
 Imports: the losses and the foundation.
@@ -16,6 +16,7 @@ import json
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss, loss_kwargs_of
 from simcse.losses.matryoshka import Matryoshka2dLoss, MatryoshkaLoss
+from simcse.losses.tiled import TiledLoss
 
 
 def loss_flags() -> dict[str, str]:
@@ -104,6 +105,9 @@ def model_temp(args) -> float:
 
 
 def build_training_loss(args):
-    """The run's loss: the registered ``--loss_type`` with the flags' hyperparameters, in the Matryoshka
-    wrappers the flags ask for."""
-    return wrap_loss(args, build_loss(args.loss_type, **loss_kwargs(args)))
+    """The run's loss: the registered ``--loss_type`` with the flags' hyperparameters, computed in tiles
+    with ``--loss_tile_size``, in the Matryoshka wrappers the flags ask for."""
+    loss = build_loss(args.loss_type, **loss_kwargs(args))
+    if args.loss_tile_size is not None:
+        loss = TiledLoss(loss, args.loss_tile_size)
+    return wrap_loss(args, loss)

@@ -56,14 +56,14 @@ RESUME_LAST = "last"
 
 # Arguments that do not change the trained weights: where files go, logging, evaluation-only settings.
 _NOT_TRAINING = frozenset({"cache_dir", "trust_remote_code", "overwrite_cache", "preprocessing_num_workers",
-                           "senteval_data", "eval_custom_sts"})
+                           "senteval_data", "eval_custom_sts", "loss_tile_size"})
 # TrainingArguments that do change them (the rest of its ~150 fields are I/O, logging, hub, hardware).
 _TRAINING_FIELDS = ("seed", "data_seed", "learning_rate", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
                     "max_grad_norm", "num_train_epochs", "max_steps", "lr_scheduler_type", "lr_scheduler_kwargs",
                     "warmup_ratio", "warmup_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                     "optim", "optim_args", "fp16", "bf16", "label_smoothing_factor", "group_by_length",
                     "grad_cache_mini_batch", "no_duplicates_in_batch", "mask_duplicate_texts", "skip_nonfinite",
-                    "ddp_original_gradient_scale")
+                    "ddp_original_gradient_scale", "fsdp_shard")
 
 
 def run_record(*argument_groups) -> dict:

@@ -26,6 +26,7 @@ from simcse.evaluation.senteval_tasks import STS_DEV_METRICS, TransferDevEvaluat
 from simcse.files import atomic_write_json
 from simcse.inference.card import RUN_FACTS
 from simcse.losses.registry import check_inputs
+from simcse.losses.tiled import check_tiled_masking
 from simcse.modeling.backbones import check_bidirectional, make_bidirectional, model_class_for
 from simcse.modeling.encoder import check_max_length, load_pretrained, prepare_tokenizer
 from simcse.modeling.guide import GuideEncoder
@@ -36,6 +37,7 @@ from simcse.training.arguments import DataTrainingArguments, ModelArguments, Sim
 from simcse.training.loss_flags import model_temp
 from simcse.training.recipes import global_batch
 from simcse.training.reliability import check_task_data, resolve_resume_checkpoint, run_record
+from simcse.training.sharding import shard_model
 from simcse.training.trainers import SimCSETrainer
 
 logger = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     check_inputs(model_args.loss, hard_negatives=num_columns >= 3, scores=roles.score is not None,
                  guide=bool(model_args.guide_model), keys=training_args.mask_duplicate_texts,
                  source=f"{num_columns}-column {data_args.train_file!r}")
+    if training_args.mask_duplicate_texts and model_args.loss_tile_size is not None:
+        check_tiled_masking(model_args.loss_type)
     fresh_head = uses_mlp_head(config.pooler_type) and not is_simcse_checkpoint(config)
     model = load_pretrained(model_args.model_name_or_path,
                             lambda p: model_cls.from_pretrained(p, config=config, cache_dir=model_args.cache_dir,
@@ -131,6 +135,13 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     trainable, total = apply_lora(model, lora) if lora else count_parameters(model)
     logger.info("trains %s of %s parameters (%.2f%%)%s", f"{trainable:,}", f"{total:,}", 100 * trainable / total,
                 f": LoRA r={lora.r}, alpha={lora.alpha:g} on {','.join(lora.target_modules)}" if lora else "")
+    if training_args.fsdp_shard:  # FSDP2: each process keeps 1/W of every weight from here on
+        if lora:
+            raise SimCSEError("`fsdp` with LoRA (`lora_r`) is not supported yet; train the adapters under DDP "
+                              "(torchrun without `fsdp`): the frozen base weights are not optimised anyway")
+        blocks, held, total = shard_model(model, training_args.device)
+        logger.info("FSDP2: %d blocks and the rest of the model sharded over %d processes: this one holds %s of "
+                    "%s parameters", blocks, training_args.world_size, f"{held:,}", f"{total:,}")
     if fresh_head:
         logger.info("the MLP head (mlp.dense, tanh) starts fresh, as SimCSE's recipe does; the checkpoint's own "
                     "pooling layer is not used")

@@ -23,9 +23,18 @@ from simcse.distributed import gather_no_grad, gather_with_grad, rank, scale_gra
 from simcse.errors import SimCSEError
 from simcse.losses import ContrastiveLoss
 from simcse.losses.diagnostics import alignment, positive_probability, uniformity
+from simcse.losses.tiled import row_local_form
 from simcse.training.gradcache import cached_step
 from simcse.training.nonfinite import NonFiniteSteps, nan_gradient_if_nonfinite
 from simcse.training.reliability import mark_complete, staged_directory, unmark
+from simcse.training.sharding import (
+    deferred_reduction,
+    full_state_dict,
+    has_sharded,
+    is_sharded,
+    load_sharded,
+    save_sharded,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,14 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
     encoder (:class:`simcse.modeling.guide.GuideEncoder`), computed once per batch without gradient.
     run_record: :func:`simcse.training.reliability.run_record` of this run, stored in every checkpoint's marker so
     that ``--resume_from_checkpoint last`` resumes only checkpoints of the same run.
+
+    Under DDP the embeddings of the global batch are gathered with gradient (:mod:`simcse.distributed`), and
+    each process computes only its own rows of the loss (its anchors against every gathered candidate:
+    :func:`~simcse.losses.tiled.row_local_form`) times W, so that DDP's average over the W processes is the
+    gradient of the global-batch loss; the value logged is the global loss (one all-reduce of a scalar per
+    micro-step). Losses whose terms are not a sum over rows (align_uniform, vicreg, cosent, angle, gist, the
+    Matryoshka wrappers, and with ``mask_duplicate_texts`` kcl and the margin losses) are computed whole on
+    every process, as one process would.
     """
 
     def __init__(self, *args, loss_fn: ContrastiveLoss, evaluator: Callable | None = None,
@@ -69,6 +86,8 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
         if hasattr(self.data_collator, "epoch"):  # keyed MLM masks differ per epoch
             self.add_callback(_CollatorEpoch(self.data_collator))
         self._diagnostics: dict[str, tuple[torch.Tensor, int]] = {}  # name -> (sum, steps)
+        self._local_loss = row_local_form(loss_fn, keys=bool(self.args.mask_duplicate_texts))
+        self.sharded = is_sharded(self.model)  # FSDP2 (simcse.training.sharding): checkpoints, evaluation differ
 
     @torch.no_grad()
     def _record_diagnostics(self, z1: torch.Tensor, z2: torch.Tensor) -> None:
@@ -80,7 +99,7 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
         if z1.shape[0] < 2:
             return
         values = {"align": alignment(z1, z2), "uniform": uniformity(z1)}
-        temp = getattr(self.loss_fn, "temp", None)
+        temp = self.loss_fn.hparams().get("temp")
         if temp is not None:
             values["p_pos"] = positive_probability(z1, z2, temp=temp)
         for key, value in values.items():
@@ -102,7 +121,13 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
         """The contrastive loss of (B, N, H) embeddings; N = 2 + K carries K hard negatives per anchor.
         ``extras``: ``scores`` (B,) of graded pairs, ``guide`` (B, N, G) embeddings and/or text ``keys``
         (B, N), gathered like ``z``."""
-        loss = self.loss_fn(z[:, 0], z[:, 1], z[:, 2:] if z.shape[1] > 2 else None, **(extras or {}))
+        z1, z2, z3 = z[:, 0], z[:, 1], (z[:, 2:] if z.shape[1] > 2 else None)
+        if self._local_rows:  # this process's rows of the global batch: its share of the loss, times W
+            first = rank() * (z.shape[0] // world_size())
+            rows = (first, first + z.shape[0] // world_size())
+            loss = self._local_loss(z1, z2, z3, rows=rows, **(extras or {})) * world_size()
+        else:
+            loss = self.loss_fn(z1, z2, z3, **(extras or {}))
         if self._original_scale:  # princeton-nlp/SimCSE's 1/W (simcse.distributed)
             loss = scale_gradient(loss, 1.0 / world_size())
         return loss
@@ -124,11 +149,20 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             extras["keys"] = gather_no_grad(inputs["text_keys"])
         return extras
 
+    @property
+    def _local_rows(self) -> bool:
+        """Whether each process computes its own rows of the loss (DDP, and a loss whose terms are per row)."""
+        return self._local_loss is not None and world_size() > 1
+
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.grad_cache_chunk:
             loss = self._cached_training_step(model, inputs)
         else:
             loss = super().training_step(model, inputs, num_items_in_batch)
+        if self._local_rows:  # W x this process's share -> the global loss, the same on every process
+            loss = loss.clone()
+            torch.distributed.all_reduce(loss)
+            loss = loss / world_size()
         return self._after_micro_step(loss)  # nothing here reads a value back: no host sync (nonfinite)
 
     @property
@@ -157,13 +191,23 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             lambda z: nan_gradient_if_nonfinite(self._loss_of_embeddings(z, extras)),
             backward=self.accelerator.backward,
             forward_context=self.compute_loss_context_manager,
-            no_sync=(lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None,
+            no_sync=self._no_sync(model),
             mlm_weight=self.mlm_weight if getattr(self.model.config, "do_mlm", False) else 0.0,
             scale=1.0 / self.current_gradient_accumulation_steps,
             mlm_over_processes=not self._original_scale,
+            local_rows=self._local_rows,
         )
         self._record_diagnostics(seen[:, 0], seen[:, 1])
         return loss
+
+    def _no_sync(self, model):
+        """The context that defers the gradient reduction of one backward (None in one process)."""
+        if self.sharded:
+            return lambda: deferred_reduction(self.model)
+        return (lambda: self.accelerator.no_sync(model)) if world_size() > 1 else None
+
+    def _defer_fsdp_gradient_reduction(self):  # the Trainer's no_sync for a model that reduces its own gradients
+        return deferred_reduction(self.model)
 
     def get_train_dataloader(self):
         if not self.no_duplicates:
@@ -225,6 +269,11 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             super()._save_checkpoint(model, trial)
         finally:
             self.args.save_total_limit = limit
+        if self.sharded:  # the weights and optimizer state as shards (the Trainer saved the rest)
+            save_sharded(folder, self.model, self.optimizer)
+            self._save_rng_state(folder)
+            if self.args.should_save:
+                torch.save(self.lr_scheduler.state_dict(), os.path.join(folder, "scheduler.pt"))
         # Every rank writes its own rng_state_{rank}.pth: mark only once all of them have written.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -234,13 +283,39 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
                                best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        if _internal_call and self.sharded:  # a checkpoint: _save_checkpoint writes the shards
+            os.makedirs(output_dir, exist_ok=True)
+            return None
         if _internal_call:  # inside a checkpoint folder, which has its own completeness marker
             return super().save_model(output_dir, _internal_call=True)
         # The final model: write to a scratch directory, then replace the files of output_dir one by one.
+        weights = full_state_dict(self.model) if self.sharded else None  # gathered on rank 0, by every rank
         with staged_directory(output_dir or self.args.output_dir, write=self.args.should_save) as staging:
-            super().save_model(staging, _internal_call=True)
+            if weights is None:
+                super().save_model(staging, _internal_call=True)
+            elif self.args.should_save:
+                self.model.save_pretrained(staging, state_dict=weights)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(staging)
         if self.args.push_to_hub:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if self.sharded and has_sharded(resume_from_checkpoint):
+            return load_sharded(resume_from_checkpoint, self.model)
+        return super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        if not (self.sharded and checkpoint is not None and has_sharded(checkpoint)):
+            return super()._load_optimizer_and_scheduler(checkpoint)
+        load_sharded(checkpoint, self.model, self.optimizer)
+        self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, "scheduler.pt"), weights_only=True))
+
+    def _load_best_model(self):
+        if not self.sharded:
+            return super()._load_best_model()
+        logger.info("Loading best model from %s (score: %s).", self.state.best_model_checkpoint, self.state.best_metric)
+        load_sharded(self.state.best_model_checkpoint, self.model)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         if self.evaluator is None:
@@ -248,10 +323,12 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
         model = self.accelerator.unwrap_model(self.model) if hasattr(self, "accelerator") else self.model
         started = time.perf_counter()
         raw = None
-        if rank() == 0:  # one process evaluates (the unwrapped model needs no collective) ...
+        # One process evaluates (the unwrapped model needs no collective); a sharded model's forward gathers
+        # its weights from every process, so then every process runs the same evaluation.
+        if rank() == 0 or self.sharded:
             with torch.no_grad():
                 raw = self.evaluator(model)
-        if world_size() > 1:  # ... and the others receive its metrics, so every rank decides the same
+        if world_size() > 1:  # ... and the others receive rank 0's metrics, so every rank decides the same
             shared = [raw]
             torch.distributed.broadcast_object_list(shared, src=0)
             raw = shared[0]

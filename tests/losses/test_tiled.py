@@ -2,9 +2,8 @@
 float64 for every tileable loss, tile sizes that do and do not divide the batch, 0, 1 and 2 hard negatives;
 the refusals; memory measured by torch's profiler (no (B, B) allocation); gradient caching.
 
-Not here: the tiled loss under DDP (2 processes against 1). The loss is a function of the gathered global
-batch, so nothing in it depends on the process count, but that run is left to the wiring of
-``--loss_tile_size`` into train.py.
+Also: duplicate-text masking in tiles; local rows (a partition of the rows adds up to the loss, values and
+gradients). Under torchrun (2 processes against 1, every loss): tests/test_torchrun.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,17 @@ from torch.profiler import ProfilerActivity, profile
 
 from simcse.errors import SimCSEError
 from simcse.losses import LOSSES, build_loss
-from simcse.losses.tiled import TILEABLE, TiledLoss, check_tileable, tiled_hardest, tiled_logsumexp, tiled_loss
+from simcse.losses.tiled import (
+    LOCAL_ROWS,
+    MASKED,
+    TILEABLE,
+    TiledLoss,
+    check_tileable,
+    row_local_form,
+    tiled_hardest,
+    tiled_logsumexp,
+    tiled_loss,
+)
 
 B, H = 37, 16
 
@@ -123,15 +132,19 @@ def test_losses_that_cannot_be_tiled_are_refused_naming_those_that_can(name):
 def test_bad_inputs_are_refused():
     z1, z2, z3 = embeddings(1, seed=0)
     for bad in (0, -4, 2.5, True, "8"):
-        with pytest.raises(SimCSEError, match="loss_tile_size must be a positive integer"):
+        with pytest.raises(SimCSEError, match="`loss_tile_size` must be a positive integer"):
             tiled_loss("infonce", z1, z2, tile_size=bad)
     with pytest.raises(SimCSEError, match="unknown argument"):
         tiled_loss("infonce", z1, z2, hparams={"margin": 1.0})
     with pytest.raises(SimCSEError, match="cannot use the hard negatives"):
         tiled_loss("nt_xent", z1, z2, z3)
     keys = torch.arange(2 * B).view(B, 2)
-    with pytest.raises(SimCSEError, match="cannot mask duplicate texts .* when tiled"):
-        TiledLoss(build_loss("infonce"), 8)(z1, z2, keys=keys)
+    with pytest.raises(SimCSEError, match="cannot mask duplicate texts .* when tiled.*: infonce, nt_xent"):
+        TiledLoss(build_loss("met"), 8)(z1, z2, keys=keys)
+    with pytest.raises(SimCSEError, match="needs the whole batch"):
+        TiledLoss(build_loss("align_uniform"), None)(z1, z2, rows=(0, 5))
+    with pytest.raises(SimCSEError, match=r"rows \(5, 5\) are not a non-empty range"):
+        TiledLoss(build_loss("infonce"), None)(z1, z2, rows=(5, 5))
     with pytest.raises(SimCSEError, match="at least 2 pairs"):
         tiled_loss("dcl", z1[:1], z2[:1])
 
@@ -194,3 +207,55 @@ def test_gradient_caching_with_a_tiled_loss_equals_the_plain_loss():
     for name in plain[1]:
         torch.testing.assert_close(tiled[1][name], plain[1][name], rtol=1e-4, atol=1e-5,
                                    msg=lambda m, name=name: f"{name}: {m}")
+
+
+def duplicate_keys(k: int, seed: int) -> torch.Tensor:
+    """(B, 2 + K) text keys drawn from few values: many candidates repeat some row's anchor or positive,
+    and some rows lose every negative (the masked losses' empty-row rule is exercised)."""
+    g = torch.Generator().manual_seed(seed)
+    keys = torch.randint(0, 12, (B, 2 + k), generator=g)
+    keys[:4] = 3  # four examples whose every sentence has one text
+    return keys
+
+
+@pytest.mark.parametrize("name, hp, k", [pytest.param(name, hp, k, id=f"{name}-{i}-k{k}")
+                                         for name in MASKED for i, hp in enumerate(VARIANTS[name])
+                                         for k in ((0, 2) if LOSSES[name].supports_hard_negatives else (0,))])
+def test_tiled_duplicate_masking_equals_the_plain_loss(name, hp, k):
+    zs, keys = embeddings(k, seed=5), duplicate_keys(k, seed=6)
+    plain = value_and_grads(lambda *z: build_loss(name, **hp)(*z, keys=keys), zs)
+    tiled = value_and_grads(lambda *z: TiledLoss(build_loss(name, **hp), 8)(*z, keys=keys), zs)
+    assert_equal(plain, tiled)
+
+
+@pytest.mark.parametrize("name, hp, k, masked", [
+    pytest.param(name, hp, k, masked, id=f"{name}-{i}-k{k}{'-keys' if masked else ''}")
+    for name in LOCAL_ROWS for i, hp in enumerate(VARIANTS[name])
+    for k in ((0, 2) if LOSSES[name].supports_hard_negatives else (0,))
+    for masked in ((False, True) if name in MASKED and i == 0 else (False,))])
+def test_local_rows_add_up_to_the_loss(name, hp, k, masked):
+    """Rows split in three uneven parts (one process each, say): the parts' values and gradients add up to
+    the plain loss's on the whole batch, tiled or in one block."""
+    zs = embeddings(k, seed=3)
+    extra = {"keys": duplicate_keys(k, seed=4)} if masked else {}
+    plain = value_and_grads(lambda *z: build_loss(name, **hp)(*z, **extra), zs)
+    for tile in (None, 8):
+        loss = TiledLoss(build_loss(name, **hp), tile)
+        parts = value_and_grads(lambda *z, loss=loss: sum(loss(*z, rows=r, **extra)
+                                                          for r in ((0, 10), (10, 11), (11, B))), zs)
+        assert_equal(plain, parts)
+
+
+def test_row_local_form():
+    infonce = build_loss("infonce")
+    local = row_local_form(infonce)
+    assert isinstance(local, TiledLoss) and local.loss is infonce and local.tile_size is None
+    tiled = TiledLoss(build_loss("met"), 16)
+    assert row_local_form(tiled) is tiled
+    assert row_local_form(tiled, keys=True) is None  # met does not mask duplicates when tiled: full form
+    assert row_local_form(build_loss("dcl"), keys=True) is not None
+    for name in ("align_uniform", "vicreg", "cosent", "gist"):
+        assert row_local_form(build_loss(name)) is None
+    from simcse.losses.matryoshka import MatryoshkaLoss
+
+    assert row_local_form(MatryoshkaLoss(build_loss("infonce"), [8, 4])) is None

@@ -264,3 +264,39 @@ def test_a_registration_cannot_give_a_flag_another_meaning():
     with pytest.raises(TypeError, match="flags name \\['tau'\\]"):
         register_loss("odd_tau", flags={"temp": "tau"})(Odd)
     assert "odd_scale" not in LOSSES and "odd_tau" not in LOSSES
+
+
+def test_loss_tile_size_trains_like_the_plain_loss(tiny_bert, tmp_path):
+    """--loss_tile_size: the tiled loss (inside the Matryoshka wrapper, on 3 hard-negative columns) gives
+    train.py the plain loss's steps: the same weights after 2 steps (dropout on, same seed)."""
+    data = write_train_file(tmp_path, 3)
+    weights = {}
+    for name, tile in (("plain", []), ("tiled", ["--loss_tile_size", "3"])):
+        args = base_args(tiny_bert, data, tmp_path / name, "--hard_negative_weight", "0.3",
+                         "--matryoshka_dims", "32,16", "--loss_kwargs", '{"symmetric": true}', *tile)
+        args[args.index("--max_steps") + 1] = "2"
+        train.main(args)
+        weights[name] = load_file(tmp_path / name / "model.safetensors")
+    assert weights["plain"].keys() == weights["tiled"].keys()
+    for key, value in weights["plain"].items():
+        torch.testing.assert_close(weights["tiled"][key], value, rtol=0, atol=1e-5)
+    before = load_file(tiny_bert / "model.safetensors")
+    shared = [k for k in before if "bert." + k in weights["tiled"]]
+    assert sum(not torch.equal(before[k], weights["tiled"]["bert." + k]) for k in shared) > len(shared) // 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"loss_tile_size": 0}, "`loss_tile_size` must be a positive integer"),
+    ({"loss_type": "vicreg", "loss_tile_size": 64}, "loss 'vicreg' cannot be tiled (`loss_tile_size`)"),
+])
+def test_bad_tile_flags(kwargs, message):
+    with pytest.raises(SimCSEError) as err:
+        ModelArguments(model_name_or_path="m", **kwargs)
+    assert message in str(err.value)
+
+
+def test_tiled_margin_loss_with_duplicate_masking_is_refused_before_loading(tiny_bert, tmp_path, capsys):
+    code = run_cli(train.main, base_args(tiny_bert, write_train_file(tmp_path, 1), tmp_path / "o", "--loss_type",
+                                         "met", "--loss_tile_size", "4", "--mask_duplicate_texts"), prog="train.py")
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2 and "loss 'met' cannot mask duplicate texts" in err and "infonce, nt_xent" in err
