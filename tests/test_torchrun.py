@@ -202,11 +202,13 @@ LOSS_CASES = [  # train.py with other losses under torchrun: local rows, tiles, 
     ["--loss_type", "arccon", "--loss_tile_size", "3"],
     ["--loss_tile_size", "3", "--grad_cache_mini_batch", "1"],
     ["--loss_type", "align_uniform"],  # the full form on every process
+    ["--loss_kwargs", '{"symmetric": true}', "--gradient_accumulation_steps", "2"],
 ]
 
 
 @pytest.mark.parametrize("extra", LOSS_CASES, ids=["nt_xent", "dcl-symmetric-grad_cache", "arccon-tiled",
-                                                  "infonce-tiled-grad_cache", "align_uniform-whole"])
+                                                  "infonce-tiled-grad_cache", "align_uniform-whole",
+                                                  "infonce-symmetric-accumulation"])
 def test_other_losses_and_tiles_two_processes_equal_one(models, train_file, tmp_path, extra):
     """train.py with local rows (nt_xent, dcl, arccon), the tiled loss (--loss_tile_size) with and without
     gradient caching, and a loss kept whole (align_uniform): 2 x b equals 1 x 2b, and the logged training loss
@@ -222,6 +224,7 @@ def test_other_losses_and_tiles_two_processes_equal_one(models, train_file, tmp_
 
 
 FSDP_CASES = [("bert", "cls", []), ("bert", "avg", ["--grad_cache_mini_batch", "1"]),
+              ("bert", "cls", ["--gradient_accumulation_steps", "2", "--grad_cache_mini_batch", "1"]),
               ("bert", "cls", ["--do_mlm"]), ("qwen2", "last", []), ("qwen2", "last", ["--grad_cache_mini_batch", "1"])]
 
 
@@ -306,6 +309,14 @@ def test_fsdp_run_killed_after_a_sharded_checkpoint_resumes_to_the_uninterrupted
     assert [(s["best_metric"], Path(s["best_model_checkpoint"]).name) for s in states][0] == \
         [(s["best_metric"], Path(s["best_model_checkpoint"]).name) for s in states][1]
     assert_most_weights_moved(model, a)
+
+    # Sharded weights are refused by a run without --fsdp, naming the fix (one process, the checkpoint by path).
+    args = command(tmp_path / "whole", "--resume_from_checkpoint", str(full / "checkpoint-2"))
+    args = [sys.executable, *args[args.index(str(REPO / "train.py")):]]
+    args = [a for a in args if a not in ("--fsdp", "--ddp_backend", "gloo")]
+    refused = subprocess.run(args, capture_output=True, text=True, env=env(), timeout=300, cwd=REPO)
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "holds sharded weights and this run is not sharded: resume it with --fsdp" in refused.stderr
 
 
 def test_the_original_gradient_scale_is_the_exact_gradient_divided_by_the_world_size(models, train_file, tmp_path):

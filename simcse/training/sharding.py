@@ -121,12 +121,18 @@ def is_sharded(model: nn.Module) -> bool:
 @contextmanager
 def deferred_reduction(model: nn.Module) -> Iterator[None]:
     """FSDP's ``no_sync``: gradients accumulate unsharded in the block, reduce-scattered at the next synced
-    backward (the last chunk of gradient caching, the last micro-batch of accumulation)."""
-    model.set_requires_gradient_sync(False)
+    backward (the last chunk of gradient caching, the last micro-batch of accumulation). Nested (gradient
+    caching's chunks inside a deferred micro-batch of accumulation), only the outermost one syncs again."""
+    depth = getattr(model, "_simcse_deferrals", 0)
+    model._simcse_deferrals = depth + 1
+    if depth == 0:
+        model.set_requires_gradient_sync(False)
     try:
         yield
     finally:
-        model.set_requires_gradient_sync(True)
+        model._simcse_deferrals = depth
+        if depth == 0:
+            model.set_requires_gradient_sync(True)
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -149,8 +155,10 @@ def has_sharded(folder: str) -> bool:
     return os.path.isfile(os.path.join(folder, SHARDED_DIR, ".metadata"))
 
 
-def load_sharded(folder: str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Load the shards :func:`save_sharded` wrote into ``model`` (and ``optimizer``'s state when given)."""
+def load_sharded(folder: str, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
+                 weights: bool = True) -> None:
+    """Load the shards :func:`save_sharded` wrote into ``model`` (unless ``weights`` is False) and into
+    ``optimizer``'s state when given."""
     import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import (
         StateDictOptions,
@@ -160,10 +168,11 @@ def load_sharded(folder: str, model: nn.Module, optimizer: torch.optim.Optimizer
         set_optimizer_state_dict,
     )
 
-    state = {"model": get_model_state_dict(model)}
+    state = {"model": get_model_state_dict(model)} if weights else {}
     if optimizer is not None:
         state["optimizer"] = get_optimizer_state_dict(model, optimizer)
     dcp.load(state, checkpoint_id=os.path.join(folder, SHARDED_DIR))
-    set_model_state_dict(model, state["model"])
+    if weights:
+        set_model_state_dict(model, state["model"])
     if optimizer is not None:  # parameters that never had a gradient have no state: not strict
         set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(strict=False))

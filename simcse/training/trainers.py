@@ -285,6 +285,10 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         if _internal_call and self.sharded:  # a checkpoint: _save_checkpoint writes the shards
             os.makedirs(output_dir, exist_ok=True)
+            if self.args.should_save:  # what reading the shards back into a model needs beside them
+                self.model.config.save_pretrained(output_dir)
+                if self.processing_class is not None:
+                    self.processing_class.save_pretrained(output_dir)
             return None
         if _internal_call:  # inside a checkpoint folder, which has its own completeness marker
             return super().save_model(output_dir, _internal_call=True)
@@ -301,14 +305,18 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        if self.sharded and has_sharded(resume_from_checkpoint):
+        if self.sharded != has_sharded(resume_from_checkpoint):
+            raise SimCSEError(f"checkpoint {resume_from_checkpoint} holds {'sharded' if not self.sharded else 'whole'} "
+                              f"weights and this run is {'sharded' if self.sharded else 'not sharded'}: resume it "
+                              f"{'with' if not self.sharded else 'without'} `fsdp`, as it was trained")
+        if self.sharded:
             return load_sharded(resume_from_checkpoint, self.model)
         return super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         if not (self.sharded and checkpoint is not None and has_sharded(checkpoint)):
             return super()._load_optimizer_and_scheduler(checkpoint)
-        load_sharded(checkpoint, self.model, self.optimizer)
+        load_sharded(checkpoint, self.model, self.optimizer, weights=False)  # the weights are loaded already
         self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, "scheduler.pt"), weights_only=True))
 
     def _load_best_model(self):
