@@ -225,7 +225,8 @@ def test_other_losses_and_tiles_two_processes_equal_one(models, train_file, tmp_
 
 FSDP_CASES = [("bert", "cls", []), ("bert", "avg", ["--grad_cache_mini_batch", "1"]),
               ("bert", "cls", ["--gradient_accumulation_steps", "2", "--grad_cache_mini_batch", "1"]),
-              ("bert", "cls", ["--do_mlm"]), ("qwen2", "last", []), ("qwen2", "last", ["--grad_cache_mini_batch", "1"])]
+              ("bert", "cls", ["--do_mlm"]), ("qwen2", "last", []), ("qwen2", "last", ["--grad_cache_mini_batch", "1"]),
+              ("qwen2", "last", ["--lora_r", "4"])]
 
 
 @pytest.mark.parametrize("model_type, pooler, extra", FSDP_CASES,
@@ -233,11 +234,19 @@ FSDP_CASES = [("bert", "cls", []), ("bert", "avg", ["--grad_cache_mini_batch", "
 def test_fsdp_two_processes_equal_one(models, train_file, tmp_path, model_type, pooler, extra):
     """--fsdp: FSDP2 shards every block and the rest of the model over the 2 processes; the embeddings are
     still gathered with gradient, so 2 sharded processes x b end with the weights of 1 process x 2b (saved
-    whole from the shards), with gradient caching (the chunks re-run the sharded blocks) and the MLM head
-    (its decoder tied to the embeddings) too."""
+    whole from the shards), with gradient caching (the chunks re-run the sharded blocks), gradient
+    accumulation, the MLM head (its decoder tied to the embeddings) and LoRA adapters (frozen and trained
+    weights in one sharded block) too."""
     two, single = two_equal_one(models[model_type], train_file, tmp_path, ["--pooler_type", pooler, *extra],
                                 two_flags=("--fsdp",))
-    assert_most_weights_moved(models[model_type], two, model_class_for(model_type).base_model_prefix + ".")
+    prefix = model_class_for(model_type).base_model_prefix + "."
+    if "--lora_r" in extra:  # the sharded adapters moved, the sharded frozen weights did not
+        start = load_file(models[model_type] / "model.safetensors")
+        assert any("lora_B" in k and two[k].abs().max() > 0 for k in two)
+        base = {k.replace(".base_layer", ""): v for k, v in two.items() if "lora_" not in k}
+        assert all(torch.equal(start[k], base[prefix + k]) for k in start if prefix + k in base)
+        return
+    assert_most_weights_moved(models[model_type], two, prefix)
     log = (tmp_path / "two" / "trainer_state.json").read_text(encoding="utf-8")
     assert json.loads(log)["global_step"] == 3
     if extra:

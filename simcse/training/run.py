@@ -136,9 +136,6 @@ def build_trainer(model_args: ModelArguments, data_args: DataTrainingArguments,
     logger.info("trains %s of %s parameters (%.2f%%)%s", f"{trainable:,}", f"{total:,}", 100 * trainable / total,
                 f": LoRA r={lora.r}, alpha={lora.alpha:g} on {','.join(lora.target_modules)}" if lora else "")
     if training_args.fsdp_shard:  # FSDP2: each process keeps 1/W of every weight from here on
-        if lora:
-            raise SimCSEError("`fsdp` with LoRA (`lora_r`) is not supported yet; train the adapters under DDP "
-                              "(torchrun without `fsdp`): the frozen base weights are not optimised anyway")
         blocks, held, total = shard_model(model, training_args.device)
         logger.info("FSDP2: %d blocks and the rest of the model sharded over %d processes: this one holds %s of "
                     "%s parameters", blocks, training_args.world_size, f"{held:,}", f"{total:,}")
