@@ -6,17 +6,21 @@
 Builds (once, in ``--output_dir``) a randomly initialised BERT of the given size (default: bert-base's
 shape, 110M parameters; no pretrained weights are needed to measure memory) with the real bert-base-uncased
 tokenizer, and the first lines of the wiki1m sample. Then runs the same few AdamW steps of unsupervised
-SimCSE twice through the real entry point, once under DDP and once with ``--fsdp``, and reports for each
-the peak resident memory of the largest process (``ru_maxrss`` of torchrun's children: a CPU stand-in for
-GPU memory; the imported libraries are in both), the wall time, the parameters each process holds (from
-train.py's log) and the final loss (the two runs train the same steps). What FSDP saves is the weights,
-their gradients and AdamW's two moments, each cut to 1/W per process, minus the one block it gathers at a
-time; what it costs is the gathers. Results go to ``OUTPUT_DIR/fsdp_memory.json``.
+SimCSE twice through the real entry point, once under DDP and once with ``--fsdp``, and reports for each:
+each process's resident memory when training begins and the largest at the end of an optimizer step (a
+start-up hook, ``bench/fsdpmem/sitecustomize.py``, reads ``/proc/self/status``: a CPU stand-in for GPU
+memory, the imported libraries in both), the peak while loading and the peak of the whole run (``VmHWM``,
+``ru_maxrss``: both engines load the whole model before sharding or wrapping it), the wall time, the
+parameters each process holds (from train.py's log) and the final loss (the two runs train the same
+steps). What FSDP saves is the weights, their gradients and AdamW's two moments, each cut to 1/W per
+process, minus the one block it gathers at a time; what it costs is the gathers. Results go to
+``OUTPUT_DIR/fsdp_memory.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import socket
@@ -35,6 +39,7 @@ from data_scale import WIKI_SAMPLE  # noqa: E402
 from simcse.files import atomic_write_json  # noqa: E402
 
 WIKI = Path("data") / "train" / WIKI_SAMPLE
+INJECT = REPO / "bench" / "fsdpmem"  # the runs' start-up hook: resident memory in training (sitecustomize.py)
 TOKENIZER = Path("models") / "tokenizers" / "bert-base-uncased"
 
 
@@ -72,8 +77,12 @@ def run(mode: str, model: Path, data: Path, out: Path, args) -> dict:
                "--mlp_only_train", "--save_strategy", "no", "--eval_strategy", "no", "--report_to", "none",
                "--use_cpu", "--ddp_backend", "gloo", "--logging_steps", "1", "--seed", "1", "--disable_tqdm", "true",
                *(["--fsdp"] if mode == "fsdp" else [])]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "SentEval")])}
+    trace = out / f"trace-{mode}"
+    trace.mkdir(parents=True, exist_ok=True)
+    for old in trace.glob("rank*.json"):
+        old.unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "FSDP_MEMORY_TRACE": str(trace),
+           "PYTHONPATH": os.pathsep.join([str(INJECT), str(REPO), str(REPO / "SentEval")])}
     start = time.perf_counter()
     child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = child.stdout.read()
@@ -81,9 +90,16 @@ def run(mode: str, model: Path, data: Path, out: Path, args) -> dict:
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"the {mode} run failed:\n{output[-3000:]}")
+    ranks = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(trace.glob("rank*.json"))]
+    if len(ranks) != args.nproc:
+        raise SystemExit(f"the {mode} run left {len(ranks)} memory traces in {trace}, expected {args.nproc}")
     held = re.findall(r"this one holds ([\d,]+) of ([\d,]+) parameters", output)
     losses = re.findall(r"'loss': '?([0-9.e+-]+)'?", output)
     return {"mode": mode, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 1),
+            "begin_rss_mb": round(max(r["begin_rss_mb"] for r in ranks), 1),
+            "step_rss_mb": round(max(r["step_rss_mb"] for r in ranks), 1),
+            "load_peak_mb": round(max(r["begin_hwm_mb"] for r in ranks), 1),
+            **{key: round(max(r[key] for r in ranks), 1) for key in ("weights_mb", "grads_mb", "optimizer_mb")},
             "held": int(held[0][0].replace(",", "")) if held else None,
             "parameters": int(held[0][1].replace(",", "")) if held else None,
             "last_loss": float(losses[-1]) if losses else None}
@@ -112,14 +128,19 @@ def main(argv: list[str] | None = None) -> dict:
     ddp, fsdp = results
     lines = [f"BERT {args.layers} x {args.hidden} (random weights), {args.nproc} processes x batch {args.batch}, "
              f"{args.steps} AdamW steps, max length {args.max_seq_length}, {args.threads} thread(s) per process",
-             "| engine | peak RSS per process MB | wall s | parameters per process | last loss |",
-             "|---|---|---|---|---|"]
+             "| engine | parameters per process | weights + gradients + AdamW state MB | RSS in training MB "
+             "| peak while loading MB | peak of the run MB | wall s | last loss |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         held = f"{r['held']:,} of {r['parameters']:,}" if r["held"] else "all"
-        lines.append(f"| {r['mode']} | {r['peak_rss_mb']:.0f} | {r['wall_s']:.1f} | {held} | {r['last_loss']} |")
-    saved = ddp["peak_rss_mb"] - fsdp["peak_rss_mb"]
-    lines.append(f"FSDP / DDP peak memory per process = {fsdp['peak_rss_mb'] / ddp['peak_rss_mb']:.2f} ({saved:.0f} MB "
-                 f"less); wall time {fsdp['wall_s'] / ddp['wall_s']:.2f}x")
+        r["state_mb"] = r["weights_mb"] + r["grads_mb"] + r["optimizer_mb"]
+        state = f"{r['weights_mb']:.0f} + {r['grads_mb']:.0f} + {r['optimizer_mb']:.0f} = {r['state_mb']:.0f}"
+        lines.append(f"| {r['mode']} | {held} | {state} | {r['step_rss_mb']:.0f} | {r['load_peak_mb']:.0f} | "
+                     f"{r['peak_rss_mb']:.0f} | {r['wall_s']:.1f} | {r['last_loss']} |")
+    lines.append(f"FSDP / DDP per process: model state {fsdp['state_mb'] / ddp['state_mb']:.2f}, resident memory in "
+                 f"training {fsdp['step_rss_mb'] / ddp['step_rss_mb']:.2f} "
+                 f"({ddp['step_rss_mb'] - fsdp['step_rss_mb']:.0f} MB less), "
+                 f"wall time {fsdp['wall_s'] / ddp['wall_s']:.2f}x")
     print("\n".join(lines))
     payload = {"args": vars(args), "results": results}
     atomic_write_json(out / "fsdp_memory.json", payload)

@@ -18,6 +18,13 @@ def test_tiny_run_compares_ddp_and_fsdp(tmp_path, capsys):
     assert (ddp["mode"], fsdp["mode"]) == ("ddp", "fsdp")
     assert ddp["held"] is None and fsdp["parameters"] / 2 <= fsdp["held"] < fsdp["parameters"] * 0.51
     assert ddp["peak_rss_mb"] > 0 and fsdp["peak_rss_mb"] > 0 and ddp["wall_s"] > 0
+    for r in (ddp, fsdp):  # the hook's trace: memory when training began and in the steps, and the load peak
+        assert 0 < r["begin_rss_mb"] <= r["load_peak_mb"] and r["step_rss_mb"] > 0
+    # the model state: each process holds half the weights and gradients, and AdamW's two moments of them
+    assert fsdp["weights_mb"] == pytest.approx(ddp["weights_mb"] / 2, rel=0.02)
+    assert fsdp["grads_mb"] == pytest.approx(ddp["grads_mb"] / 2, rel=0.02)
+    assert ddp["optimizer_mb"] == pytest.approx(2 * ddp["weights_mb"], rel=0.02)
+    assert fsdp["optimizer_mb"] == pytest.approx(ddp["optimizer_mb"] / 2, rel=0.02)
     assert fsdp["last_loss"] == pytest.approx(ddp["last_loss"], rel=1e-3)  # the same steps, sharded or not
     printed = capsys.readouterr().out
-    assert "| fsdp |" in printed and "FSDP / DDP peak memory per process =" in printed
+    assert "| fsdp |" in printed and "FSDP / DDP per process: model state 0.5" in printed
