@@ -253,7 +253,8 @@ def test_fsdp_two_processes_equal_one(models, train_file, tmp_path, model_type, 
         return
     run = launch(2, models[model_type], train_file, tmp_path / "held", 2, "--pooler_type", pooler, "--fsdp",
                  "--max_steps", "1")
-    held = re.findall(r"sharded over 2 processes: this one holds ([\d,]+) of ([\d,]+) parameters", run.stderr)
+    log = run.stdout + run.stderr
+    held = re.findall(r"sharded over 2 processes: this one holds ([\d,]+) of ([\d,]+) parameters", log)
     assert held  # each process holds half of every weight (rounded up per tensor)
     for mine, total in held:
         assert int(total.replace(",", "")) / 2 <= int(mine.replace(",", "")) < int(total.replace(",", "")) * 0.51
