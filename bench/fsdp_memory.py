@@ -23,10 +23,7 @@ import argparse
 import json
 import os
 import re
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +31,7 @@ sys.path[:0] = [str(REPO), str(REPO / "SentEval")]
 
 sys.path.insert(0, str(REPO / "bench"))
 
+from child_run import free_port, run_child  # noqa: E402
 from data_scale import WIKI_SAMPLE  # noqa: E402
 
 from simcse.files import atomic_write_json  # noqa: E402
@@ -61,12 +59,6 @@ def build_inputs(out: Path, shared: Path, layers: int, hidden: int, lines: int) 
     return model, data
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(mode: str, model: Path, data: Path, out: Path, args) -> dict:
     """One torchrun launch of train.py; its largest process's peak RSS, wall time and the logged facts."""
     command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}",
@@ -81,21 +73,16 @@ def run(mode: str, model: Path, data: Path, out: Path, args) -> dict:
     trace.mkdir(parents=True, exist_ok=True)
     for old in trace.glob("rank*.json"):
         old.unlink()
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "FSDP_MEMORY_TRACE": str(trace),
-           "PYTHONPATH": os.pathsep.join([str(INJECT), str(REPO), str(REPO / "SentEval")])}
-    start = time.perf_counter()
-    child = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"the {mode} run failed:\n{output[-3000:]}")
+    run = run_child(command, f"the {mode} run", {
+        "OMP_NUM_THREADS": str(args.threads), "FSDP_MEMORY_TRACE": str(trace),
+        "PYTHONPATH": os.pathsep.join([str(INJECT), str(REPO), str(REPO / "SentEval")])})
+    output = run.output
     ranks = [json.loads(path.read_text(encoding="utf-8")) for path in sorted(trace.glob("rank*.json"))]
     if len(ranks) != args.nproc:
         raise SystemExit(f"the {mode} run left {len(ranks)} memory traces in {trace}, expected {args.nproc}")
     held = re.findall(r"this one holds ([\d,]+) of ([\d,]+) parameters", output)
     losses = re.findall(r"'loss': '?([0-9.e+-]+)'?", output)
-    return {"mode": mode, "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "wall_s": round(wall, 1),
+    return {"mode": mode, "peak_rss_mb": run.peak_rss_mb, "wall_s": run.wall_s,
             "begin_rss_mb": round(max(r["begin_rss_mb"] for r in ranks), 1),
             "step_rss_mb": round(max(r["step_rss_mb"] for r in ranks), 1),
             "load_peak_mb": round(max(r["begin_hwm_mb"] for r in ranks), 1),

@@ -31,15 +31,14 @@ import csv
 import json
 import os
 import shutil
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "SentEval"), str(REPO / "bench")]
 
 from bench_defaults import default_model  # noqa: E402
+from child_run import run_child  # noqa: E402
 from data_scale import NLI_SAMPLE, build_inputs  # noqa: E402
 
 from simcse.files import atomic_write_json  # noqa: E402
@@ -120,21 +119,13 @@ def measured(stage: str, spec: dict) -> dict:
         shutil.rmtree(spec["cache"], ignore_errors=True)
     command = mine_command(spec) if stage in ("mine", "rerun") else \
         [sys.executable, __file__, "--stage", stage, "--spec", json.dumps(spec)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "SentEval")])}
-    if spec.get("threads"):  # torch's intra-op threads and the fast tokenizer's
-        env.update(OMP_NUM_THREADS=str(spec["threads"]), RAYON_NUM_THREADS=str(spec["threads"]))
-    start = time.perf_counter()
-    child = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    wall = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"stage {stage} failed:\n{output[-3000:]}")
-    result = {"wall_s": round(wall, 1), "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
-              "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+    env = {"OMP_NUM_THREADS": str(spec["threads"]), "RAYON_NUM_THREADS": str(spec["threads"])} \
+        if spec.get("threads") else {}  # torch's intra-op threads and the fast tokenizer's
+    run = run_child(command, f"stage {stage}", env)
+    result = {"wall_s": run.wall_s, "cpu_s": run.cpu_s, "peak_rss_mb": run.peak_rss_mb}
     if stage in ("mine", "rerun"):
         result["report"] = json.loads(Path(spec["output"] + ".json").read_text(encoding="utf-8"))
-        result["last_line"] = output.strip().splitlines()[-1]
+        result["last_line"] = run.output.strip().splitlines()[-1]
     return result
 
 

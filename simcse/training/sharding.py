@@ -7,7 +7,7 @@ forward and backward. The contrastive part is unchanged: the embeddings are gath
 under DDP, FSDP's reduce-scatter averages gradients over the W processes as DDP's all-reduce does, so the
 steps equal one process's on the global batch (``tests/test_torchrun.py``).
 
-The model carries ``is_distributed_loading_by_transformers``, the attribute transformers' Trainer reads for
+The model carries ``_is_distributed_loading_by_transformers``, the flag transformers' Trainer reads for
 a model that owns its placement and gradient reduction: it is not wrapped in DDP, gradient accumulation
 defers the reduce-scatter (:func:`deferred_reduction`), and saving joins every process.
 

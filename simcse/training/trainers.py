@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer import SCHEDULER_NAME
 from transformers.trainer_utils import rotate_checkpoints
 
 from simcse.data.sampler import EpochDataLoader, NoDuplicatesBatchSampler, sentence_keys
@@ -273,7 +274,7 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             save_sharded(folder, self.model, self.optimizer)
             self._save_rng_state(folder)
             if self.args.should_save:
-                torch.save(self.lr_scheduler.state_dict(), os.path.join(folder, "scheduler.pt"))
+                torch.save(self.lr_scheduler.state_dict(), os.path.join(folder, SCHEDULER_NAME))
         # Every rank writes its own rng_state_{rank}.pth: mark only once all of them have written.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
@@ -298,9 +299,7 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
             if weights is None:
                 super().save_model(staging, _internal_call=True)
             elif self.args.should_save:
-                self.model.save_pretrained(staging, state_dict=weights)
-                if self.processing_class is not None:
-                    self.processing_class.save_pretrained(staging)
+                self._save(staging, state_dict=weights)  # the Trainer's writer, given the gathered weights
         if self.args.push_to_hub:
             self.push_to_hub(commit_message="Model save", revision=self.args.hub_revision)
 
@@ -317,7 +316,7 @@ class SimCSETrainer(NonFiniteSteps, Trainer):
         if not (self.sharded and checkpoint is not None and has_sharded(checkpoint)):
             return super()._load_optimizer_and_scheduler(checkpoint)
         load_sharded(checkpoint, self.model, self.optimizer, weights=False)  # the weights are loaded already
-        self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, "scheduler.pt"), weights_only=True))
+        self.lr_scheduler.load_state_dict(torch.load(os.path.join(checkpoint, SCHEDULER_NAME), weights_only=True))
 
     def _load_best_model(self):
         if not self.sharded:
